@@ -1,0 +1,129 @@
+"""Self-attention modules of the VideoDiT: Gated Local-Global Attention (GLGA, paper Sec. 4.1) and the
+full softmax attention interleaved every K blocks, plus the text cross-attention.
+
+Every attention computation goes through `kernels` (one entry per operation, backend by dispatcher).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import kernels
+from eflow_core.model.rope import apply_rope
+
+RMS_EPS = 1e-6
+
+
+def glga_mix(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor, radius: int,
+             gate_logits: torch.Tensor, norm_global_weight: torch.Tensor | None = None,
+             norm_local_weight: torch.Tensor | None = None, backend: str = "auto",
+             branches: str = "glga") -> torch.Tensor:
+    """The attention core of GLGA (projections excluded): Eq. 5-8.
+
+    q, k, v: (B, H, N, D), RoPE already applied to q and k; positions: (B, N) int64 original raster
+    positions (ascending); radius: local window radius |W|/2 in raster positions;
+    gate_logits: (B, H or 1, N, 2) pre-sigmoid [global, local] gates (Eq. 7).
+    O = sigmoid(g_global) * RMSNorm(Q (K^T V)) + sigmoid(g_local) * RMSNorm(window softmax attention).
+    `branches` = "linear" or "window" keeps one branch (ablations; its gate still applies).
+    Returns (B, H, N, D) in q's dtype.
+    """
+    gates = torch.sigmoid(gate_logits.to(torch.promote_types(gate_logits.dtype, torch.float32))).to(q.dtype)
+    out = 0
+    if branches in ("glga", "linear"):
+        o_global = kernels.linear_attention(q, k, v, backend=backend)                  # Eq. 5
+        o_global = F.rms_norm(o_global, (q.shape[-1],), norm_global_weight, RMS_EPS)
+        out = out + gates[..., 0:1] * o_global
+    if branches in ("glga", "window"):
+        o_local = kernels.window_attention(q, k, v, positions, positions, radius, backend=backend)  # Eq. 6
+        o_local = F.rms_norm(o_local, (q.shape[-1],), norm_local_weight, RMS_EPS)
+        out = out + gates[..., 1:2] * o_local                                          # Eq. 8
+    return out
+
+
+class QKVProjection(nn.Module):
+    """Shared Q, K, V projection with optional RMSNorm on q, k and RoPE (B, N, C) -> 3 x (B, H, N, D)."""
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool = True):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=RMS_EPS) if qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=RMS_EPS) if qk_norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]):
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = self.q_norm(q), self.k_norm(k)
+        return apply_rope(q, *rope), apply_rope(k, *rope), v
+
+
+class GatedLocalGlobalAttention(nn.Module):
+    """GLGA (Fig. 3b): shared QKV + RoPE; global linear branch and local window branch, each RMS-normed;
+    input-aware sigmoid gates per token (and head) fuse them (Eq. 5-8).
+
+    forward(x (B, N, C), rope, positions (B, N), radius) -> (B, N, C). With `capture` set, the last
+    forward's gates are kept in `self.captured` as (B, N, H_g, 2) floats in [0, 1] ([global, local]).
+    `branches` selects "glga" (both), "linear" or "window" for the attention ablations.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, gate_per_head: bool = True,
+                 backend: str = "auto", branches: str = "glga"):
+        super().__init__()
+        self.proj_in = QKVProjection(dim, num_heads, qk_norm)
+        head_dim = dim // num_heads
+        self.gate_heads = num_heads if gate_per_head else 1
+        self.gate = nn.Linear(dim, 2 * self.gate_heads)                     # W_g of Eq. 7
+        nn.init.zeros_(self.gate.weight)
+        nn.init.zeros_(self.gate.bias)                                      # both gates start at 0.5
+        self.norm_global_weight = nn.Parameter(torch.ones(head_dim))
+        self.norm_local_weight = nn.Parameter(torch.ones(head_dim))
+        self.proj_out = nn.Linear(dim, dim)
+        self.backend, self.branches = backend, branches
+        self.capture = False
+        self.captured: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor, rope, positions: torch.Tensor, radius: int) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.proj_in(x, rope)
+        gate_logits = self.gate(x).view(b, n, self.gate_heads, 2).transpose(1, 2)   # (B, H_g, N, 2)
+        if self.capture:
+            self.captured = torch.sigmoid(gate_logits.detach().float()).transpose(1, 2)
+        o = glga_mix(q, k, v, positions, radius, gate_logits, self.norm_global_weight, self.norm_local_weight,
+                     self.backend, self.branches)
+        return self.proj_out(o.transpose(1, 2).reshape(b, n, c))
+
+
+class SoftmaxAttention(nn.Module):
+    """Full softmax self-attention over the tokens present (interleaved every K blocks; the baseline)."""
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool = True):
+        super().__init__()
+        self.proj_in = QKVProjection(dim, num_heads, qk_norm)
+        self.proj_out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, rope, positions: torch.Tensor, radius: int) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.proj_in(x, rope)
+        o = F.scaled_dot_product_attention(q, k, v)
+        return self.proj_out(o.transpose(1, 2).reshape(b, n, c))
+
+
+class CrossAttention(nn.Module):
+    """Attention from video tokens (B, N, C) to text tokens (B, L, C) with a key mask (B, L) bool."""
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool = True):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=RMS_EPS) if qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=RMS_EPS) if qk_norm else nn.Identity()
+        self.proj_out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q = self.q_norm(self.q(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2))
+        k, v = self.kv(context).view(b, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        o = F.scaled_dot_product_attention(q, self.k_norm(k), v, attn_mask=context_mask[:, None, None, :])
+        return self.proj_out(o.transpose(1, 2).reshape(b, n, c))

@@ -1,0 +1,187 @@
+"""VideoDiT and GLGA: the acceptance of issue 2 (equivalence under dropping, SPRINT token counts, weak
+path, gates) and the math of RoPE and patching. Fresh random inputs each run."""
+import math
+
+import pytest
+import torch
+
+import kernels
+from eflow_core.conditioning import TextCondition
+from eflow_core.config import MODEL_PRESETS, PAPER_PARAMS, count_parameters
+from eflow_core.model.attention import GatedLocalGlobalAttention
+from eflow_core.model.dit import VideoDiT, structured_keep_indices
+from eflow_core.model.rope import apply_rope, rope_tables
+
+
+def randomize_(model: torch.nn.Module) -> torch.nn.Module:
+    """Give every parameter (zero-initialised ones included) random values, so outputs depend on all of them."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    return model
+
+
+def tiny_model(**changes) -> VideoDiT:
+    return randomize_(VideoDiT(MODEL_PRESETS["tiny"].replace(**changes)))
+
+
+def test_glga_on_kept_tokens_equals_full_sequence_without_dropped_keys():
+    """GLGA on the kept tokens (original positions) == GLGA over the full sequence with dropped tokens
+    removed from keys and values, read at the kept positions: the same function, not just a shape."""
+    dim, heads, grid = 32, 4, (4, 4, 4)
+    n = math.prod(grid)
+    attn = randomize_(GatedLocalGlobalAttention(dim, heads)).double()
+    x = torch.randn(2, n, dim, dtype=torch.float64)
+    keep = structured_keep_indices(grid, (1, 2, 2), 0.75, 2, x.device)
+    radius = 2 * grid[1] * grid[2] // 2
+
+    gather = keep[..., None].expand(-1, -1, dim)
+    kept_out = attn(torch.gather(x, 1, gather), rope_tables(keep, grid, dim // heads), keep, radius)
+
+    # Full-sequence definition: every token's q, keys/values only from kept tokens.
+    positions = torch.arange(n).expand(2, n)
+    q, k, v = attn.proj_in(x, rope_tables(positions, grid, dim // heads))
+    idx = keep[:, None, :, None].expand(-1, heads, -1, dim // heads)
+    k_kept, v_kept = torch.gather(k, 2, idx), torch.gather(v, 2, idx)
+    o_global = kernels.linear_attention_reference(q, k_kept, v_kept)
+    o_local = kernels.window_attention_reference(q, k_kept, v_kept, positions, keep, radius)
+    norm = lambda o, w: torch.nn.functional.rms_norm(o, (o.shape[-1],), w, 1e-6)
+    gates = torch.sigmoid(attn.gate(x).view(2, n, heads, 2).transpose(1, 2))
+    o = gates[..., :1] * norm(o_global, attn.norm_global_weight) + gates[..., 1:] * norm(o_local, attn.norm_local_weight)
+    full_out = attn.proj_out(o.transpose(1, 2).reshape(2, n, dim))
+    expected = torch.gather(full_out, 1, gather)
+    torch.testing.assert_close(kept_out, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_dropping_changes_output_so_the_equivalence_test_is_not_vacuous():
+    attn = randomize_(GatedLocalGlobalAttention(32, 4)).double()
+    grid, n = (4, 4, 4), 64
+    x = torch.randn(1, n, 32, dtype=torch.float64)
+    positions = torch.arange(n)[None]
+    full = attn(x, rope_tables(positions, grid, 8), positions, 16)
+    keep = structured_keep_indices(grid, (1, 2, 2), 0.75, 1, x.device)
+    kept = attn(torch.gather(x, 1, keep[..., None].expand(-1, -1, 32)), rope_tables(keep, grid, 8), keep, 16)
+    assert not torch.allclose(kept, torch.gather(full, 1, keep[..., None].expand(-1, -1, 32)), atol=1e-6)
+
+
+@pytest.mark.parametrize("grid,group", [((4, 4, 4), (1, 2, 2)), ((3, 5, 7), (1, 2, 2)), ((4, 6, 6), (2, 2, 2))])
+def test_structured_sampling_counts_and_coverage(grid, group):
+    n = math.prod(grid)
+    keep = structured_keep_indices(grid, group, 0.75, 8, torch.device("cpu"))
+    assert keep.shape == (8, math.ceil(n / 4))
+    assert torch.all(keep[:, 1:] > keep[:, :-1]), "ids must be unique and in raster order"
+    if all(g % k == 0 for g, k in zip(grid, group)):      # complete groups: the same count in every group
+        t, h, w = grid
+        group_id = ((keep // (h * w)) // group[0] * (h // group[1]) + ((keep // w) % h) // group[1]) \
+            * (w // group[2]) + (keep % w) // group[2]
+        per_group = math.prod(group) // 4
+        counts = torch.stack([torch.bincount(row, minlength=n // math.prod(group)) for row in group_id])
+        assert torch.all(counts == per_group)
+    assert len({tuple(r.tolist()) for r in keep}) > 1, "sampling must be random across samples"
+
+
+def test_middle_stack_token_counts_and_dense_equivalence():
+    model = tiny_model()
+    x = torch.randn(2, 4, 4, 8, 8)
+    t, s, w = torch.rand(2), torch.rand(2) * 0.5, torch.full((2,), 3.0)
+    seen = []
+    hook = model.middle[0].register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[1]))
+    n = 4 * 4 * 4
+    model.eval()
+    dense = model(x, t, s, None, w)
+    model.train()
+    model.drop_ratio = 0.0
+    train_dense = model(x, t, s, None, w)
+    model.drop_ratio = 0.75
+    dropped = model(x, t, s, None, w)
+    hook.remove()
+    assert seen == [n, n, math.ceil(n / 4)]
+    torch.testing.assert_close(train_dense, dense)
+    assert not torch.allclose(dropped, dense)
+
+
+def test_weak_path_skips_middle_stack():
+    model = tiny_model(num_classes=5)
+    x = torch.randn(2, 4, 4, 8, 8)
+    t, s, w = torch.rand(2), torch.rand(2) * 0.5, torch.full((2,), 3.0)
+    labels = torch.tensor([1, -1])
+    full = model(x, t, s, labels, w)
+    model.zero_grad()
+    weak = model(x, t, s, labels, w, weak=True)
+    weak.square().mean().backward()
+    assert not torch.allclose(weak, full)
+    assert all(p.grad is None for p in model.middle.parameters())
+    assert all(p.grad is not None for p in model.decoder.parameters())
+
+
+def test_text_conditioning_and_null_prompt():
+    model = tiny_model(text_dim=16)
+    x = torch.randn(2, 4, 4, 8, 8)
+    t, s, w = torch.rand(2), torch.rand(2) * 0.5, torch.full((2,), 3.0)
+    tokens = torch.randn(2, 5, 16)
+    with_text = model(x, t, s, TextCondition(tokens, torch.ones(2, 5, dtype=torch.bool)), w)
+    null = model(x, t, s, TextCondition(tokens, torch.zeros(2, 5, dtype=torch.bool)), w)
+    null_other_tokens = model(x, t, s, TextCondition(torch.randn(2, 5, 16), torch.zeros(2, 5, dtype=torch.bool)), w)
+    assert torch.isfinite(null).all()
+    assert not torch.allclose(with_text, null)
+    torch.testing.assert_close(null, null_other_tokens)  # a null prompt ignores the masked tokens
+
+
+def test_gates_in_unit_interval_and_capture_does_not_change_outputs():
+    model = tiny_model()
+    model.eval()
+    x = torch.randn(2, 4, 4, 8, 8)
+    args = (x, torch.rand(2), torch.rand(2) * 0.5, None, torch.full((2,), 3.0))
+    plain = model(*args)
+    with model.capture_gates() as gates:
+        captured = model(*args)
+    torch.testing.assert_close(plain, captured)
+    glga_layers = [i for i, b in enumerate(model.blocks) if b.attention_kind == "glga"]
+    assert sorted(gates) == glga_layers and len(glga_layers) >= 2
+    for g in gates.values():
+        assert g.shape == (2, 64, 4, 2)
+        assert g.min() >= 0 and g.max() <= 1
+    assert all(not b.attn.capture for b in model.blocks if b.attention_kind == "glga")
+
+
+def test_softmax_block_interleaving():
+    cfg = MODEL_PRESETS["B"]
+    kinds = [cfg.block_attention(i) for i in range(cfg.depth)]
+    assert kinds.count("softmax") == cfg.depth // cfg.softmax_every
+    assert kinds[cfg.softmax_every - 1] == "softmax" and kinds[0] == "glga"
+
+
+def test_patchify_roundtrip():
+    model = VideoDiT(MODEL_PRESETS["demo"])
+    x = torch.randn(2, 48, 16, 16, 16)
+    tokens = model.patchify(x)
+    assert tokens.shape == (2, 8 * 8 * 8, 48 * 8)
+    torch.testing.assert_close(model.unpatchify(tokens, (16, 16, 16)), x, rtol=0, atol=0)
+
+
+def test_rope_scores_depend_only_on_relative_offsets():
+    """<R(p) q, R(p') k> depends on p - p' per axis: shifting both tokens by a grid offset keeps the score."""
+    grid, d = (6, 6, 6), 24
+    q, k = torch.randn(1, 1, 1, d, dtype=torch.float64), torch.randn(1, 1, 1, d, dtype=torch.float64)
+
+    def score(pq, pk):
+        cq, sq = rope_tables(torch.tensor([[pq]]), grid, d)
+        ck, sk = rope_tables(torch.tensor([[pk]]), grid, d)
+        return (apply_rope(q, cq.double(), sq.double()) * apply_rope(k, ck.double(), sk.double())).sum()
+
+    raster = lambda t, h, w: (t * 6 + h) * 6 + w
+    a = score(raster(1, 2, 3), raster(2, 2, 1))
+    b = score(raster(3, 4, 5), raster(4, 4, 3))
+    c = score(raster(1, 2, 3), raster(2, 3, 1))
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_preset_parameter_counts(capsys):
+    counts = {name: count_parameters(cfg) for name, cfg in MODEL_PRESETS.items()}
+    for name, n in counts.items():
+        print(f"{name}: {n / 1e6:.1f}M")
+    assert abs(counts["1.5B"] - PAPER_PARAMS["1.5B"]) / PAPER_PARAMS["1.5B"] < 0.15
+    for name in ("B", "XL", "XXL"):      # same order of magnitude as Tab. 5; README says why they differ
+        assert 0.7 < counts[name] / PAPER_PARAMS[name] < 1.4
+    assert counts["demo"] < 15e6
