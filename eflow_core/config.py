@@ -119,9 +119,19 @@ class FlowConfig:
     guidance_inference: float = 4.0
     p_drop: float = 0.2             # null-condition probability; those samples train the weak path (w = 0)
     velocity_mix: float = 0.25      # SoFlow "velocity mix ratio"
+    # Our addition (not in the paper): this share of the conditional FM samples is trained with
+    # guidance input 1.0 on the plain conditional velocity, so the classical 2-NFE CFG baseline
+    # (`SolutionFlow.sample_ode(cfg=True)`) can ask the same network for its unguided velocity.
+    p_unguided: float = 0.1
+    # SCM loss scale: 1.0 = the paper's Eq. 4 weight; 0.5 reproduces SoFlow's code, whose surrogate
+    # loss has half the gradient of Eq. 4 (see eflow_core/flow/losses.py).
+    scm_weight_scale: float = 1.0
     # MVA (Eq. 12): t > l > s on a K-point shifted grid
     mva_grid_points: int = 64
     mva_shift: float = 3.0
+    # Eq. 12 is a plain squared error ("none"); "adaptive" multiplies it by the detached
+    # 1 / (MSE + eps)^p of Eq. 3 like the FM and SCM terms (an option; the paper does not say).
+    mva_weighting: str = "none"
     # inference schedule (Algorithm 2): N points uniform in [0, 1], shifted
     inference_shift: float = 3.0
 
@@ -204,7 +214,7 @@ def model_config_from_dict(d: dict) -> ModelConfig:
 
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
-    "tiny": TrainConfig(model=MODEL_PRESETS["tiny"],
+    "tiny": TrainConfig(model=MODEL_PRESETS["tiny"].replace(in_channels=12),
                         data=DataConfig(kind="shapes", num_frames=4, size=16, codec_factor=(1, 2, 2)),
                         steps=20, batch_size=4, warmup_steps=2, checkpoint_every=10, log_every=1),
     # The app's default model (issue 6): shapes (+ scenes) text-to-video at the demo preset.
@@ -263,11 +273,3 @@ def count_parameters(config: ModelConfig) -> int:
         model = VideoDiT(config)
     return sum(p.numel() for p in model.parameters())
 
-
-if __name__ == "__main__":  # python -m eflow_core.config: the preset table for the README
-    print(f"{'preset':8s} {'params':>12s} {'paper (Tab. 5)':>15s} {'diff':>7s}")
-    for name, cfg in MODEL_PRESETS.items():
-        n = count_parameters(cfg)
-        paper = PAPER_PARAMS.get(name)
-        diff = f"{(n - paper) / paper:+.1%}" if paper else ""
-        print(f"{name:8s} {n / 1e6:11.1f}M {paper / 1e6 if paper else float('nan'):14.0f}M {diff:>7s}")

@@ -1,0 +1,205 @@
+"""`python -m eflow_core {train,sample,data,eval,bench,export,presets} ...`
+
+    python -m eflow_core train --config shapes-t2v steps=2000 batch_size=32 --output runs/shapes
+    accelerate launch --num_processes 2 -m eflow_core train --config shapes-t2v --output runs/shapes
+    python -m eflow_core sample --checkpoint shapes-t2v --prompt "a red circle moving left" --steps 4 --out clip.mp4
+    python -m eflow_core data make-actions --out data/actions --classes 10 --per-class 200
+    python -m eflow_core eval --checkpoint shapes-t2v --steps 1,2,4,8 --out eval.json
+    python -m eflow_core bench --checkpoint shapes-t2v --steps 1,4 --baseline-steps 50
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+
+
+def cmd_train(args) -> None:
+    from eflow_core.config import load_train_config
+    from eflow_core.train import train_main
+
+    config = load_train_config(args.config, args.overrides)
+    train_main(config, args.output, stop_at=args.stop_at)
+
+
+def cmd_sample(args) -> None:
+    from eflow_core.data.video import write_video
+    from eflow_core.pipeline import EFlowPipeline
+
+    pipe = EFlowPipeline.from_pretrained(args.checkpoint, device=args.device)
+    result = pipe(prompt=args.prompt, label=args.label, steps=args.steps, guidance=args.guidance, seed=args.seed,
+                  sampler=args.sampler)
+    path = write_video(args.out, result.video, fps=result.fps)
+    t = result.timings
+    print(f"wrote {path} ({result.video.shape[0]} frames {result.video.shape[2]}x{result.video.shape[1]}); "
+          f"NFE {result.nfe}, text {t['text'] * 1e3:.0f} ms, steps {sum(t['steps']) * 1e3:.0f} ms, "
+          f"decode {t['decode'] * 1e3:.0f} ms, total {t['total'] * 1e3:.0f} ms on {result.device}")
+
+
+def cmd_data(args) -> None:
+    from eflow_core.data.actions import make_actions
+
+    if args.data_command == "make-actions":
+        root = make_actions(args.out, classes=args.classes, per_class=args.per_class, num_frames=args.frames,
+                            size=args.size, seed=args.seed)
+        print(f"wrote the actions set in the Kinetics-700 layout under {root}")
+
+
+def cmd_eval(args) -> None:
+    from eflow_core.metrics.evaluate import evaluate, format_table
+    from eflow_core.pipeline import EFlowPipeline
+
+    pipe = EFlowPipeline.from_pretrained(args.checkpoint, device=args.device)
+    results = evaluate(pipe, world=pipe.world, steps=tuple(args.steps), num_prompts=args.prompts, seed=args.seed)
+    print(format_table(results))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+        print(f"wrote {args.out}")
+    if args.write_card:
+        from eflow_core.checkpoint import atomic_write_json
+        card_path = pipe.path / "model_card.json"
+        card = json.loads(card_path.read_text())
+        card["eval"] = results
+        card["eval_table"] = format_table(results)
+        atomic_write_json(card_path, card)
+        print(f"updated {card_path}")
+
+
+def cmd_bench(args) -> None:
+    """CPU/GPU latency of the shipped pipeline: few-step sampler vs the Euler + CFG baseline, same run."""
+    from eflow_core.pipeline import EFlowPipeline
+
+    pipe = EFlowPipeline.from_pretrained(args.checkpoint, device=args.device)
+    request = {"prompt": "a red circle moving left on a black background"} if pipe.kind == "text" else {"label": 0}
+    rows = []
+    runs = [("solution", s) for s in args.steps] + [("ode", args.baseline_steps)]
+    for sampler, steps in runs:
+        pipe(**request, steps=steps, sampler=sampler, seed=0)            # warm-up
+        times = []
+        for r in range(args.repeats if sampler == "solution" else max(1, args.repeats // 2)):
+            start = time.perf_counter()
+            pipe(**request, steps=steps, sampler=sampler, seed=r)
+            times.append(time.perf_counter() - start)
+        times.sort()
+        rows.append({"sampler": sampler, "steps": steps, "nfe": steps if sampler == "solution" else 2 * steps,
+                     "median_s": times[len(times) // 2], "min_s": times[0]})
+    baseline = rows[-1]["median_s"]
+    print(f"{'sampler':9s} {'steps':>5s} {'NFE':>4s} {'median':>9s} {'speed-up':>9s}")
+    for row in rows:
+        row["speedup_vs_baseline"] = baseline / row["median_s"]
+        print(f"{row['sampler']:9s} {row['steps']:5d} {row['nfe']:4d} {row['median_s'] * 1e3:7.0f}ms "
+              f"{row['speedup_vs_baseline']:8.1f}x")
+    if args.out:
+        import platform
+
+        import torch
+        Path(args.out).write_text(json.dumps({"rows": rows, "device": str(pipe.device),
+                                              "threads": torch.get_num_threads(), "machine": platform.machine(),
+                                              "checkpoint": str(args.checkpoint)}, indent=2))
+
+
+def cmd_export(args) -> None:
+    from eflow_core.train import export_for_inference
+
+    extra = json.loads(Path(args.card).read_text()) if args.card else {}
+    out = export_for_inference(args.train_dir, args.out, extra_card=extra)
+    print(f"exported the EMA weights of {args.train_dir} to {out}")
+
+
+def cmd_presets(args) -> None:
+    from eflow_core.config import MODEL_PRESETS, PAPER_PARAMS, count_parameters
+
+    print(f"{'preset':8s} {'params':>10s} {'paper (Tab. 5)':>15s} {'diff':>7s}")
+    for name, cfg in MODEL_PRESETS.items():
+        n = count_parameters(cfg)
+        paper = PAPER_PARAMS.get(name)
+        diff = f"{(n - paper) / paper:+.0%}" if paper else ""
+        paper_text = f"{paper / 1e6:.0f}M" if paper else "-"
+        print(f"{name:8s} {n / 1e6:9.1f}M {paper_text:>15s} {diff:>7s}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m eflow_core", description="EFlow: few-step video generation")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train (resumes when --output holds a checkpoint)")
+    p.add_argument("--config", required=True, help="a preset (tiny, shapes-t2v, actions-b) or a JSON file")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, dotted for nested: model.dim=128")
+    p.add_argument("--output", required=True, help="folder for config, checkpoint and metrics.csv")
+    p.add_argument("--stop-at", type=int, default=None, help="stop at this step as if interrupted (resume later)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="generate one clip")
+    p.add_argument("--checkpoint", default="shapes-t2v", help="a shipped name or a checkpoint folder")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--prompt")
+    group.add_argument("--label", type=int)
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sampler", choices=["solution", "ode"], default="solution")
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", default="clip.mp4", help=".mp4 or .gif")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("data", help="make data sets")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    q = data_sub.add_parser("make-actions", help="write the class-conditional actions set in the Kinetics layout")
+    q.add_argument("--out", required=True)
+    q.add_argument("--classes", type=int, default=10)
+    q.add_argument("--per-class", type=int, default=200)
+    q.add_argument("--frames", type=int, default=32)
+    q.add_argument("--size", type=int, default=64)
+    q.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("eval", help="probe-FD, adherence and latency per step count")
+    p.add_argument("--checkpoint", default="shapes-t2v")
+    p.add_argument("--steps", type=_int_list, default=[1, 2, 4, 8])
+    p.add_argument("--prompts", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--write-card", action="store_true", help="store the table in the checkpoint's model card")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="latency of the few-step sampler against the 50-step CFG baseline")
+    p.add_argument("--checkpoint", default="shapes-t2v")
+    p.add_argument("--steps", type=_int_list, default=[1, 2, 4])
+    p.add_argument("--baseline-steps", type=int, default=50)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", default=None)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("export", help="turn a training folder into a shipped model (EMA weights + card)")
+    p.add_argument("--train-dir", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--card", default=None, help="JSON file with extra model-card fields")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("presets", help="parameter count of every model preset beside the paper's Tab. 5")
+    p.set_defaults(func=cmd_presets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from eflow_core.checkpoint import CheckpointError
+    from eflow_core.pipeline import PipelineError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (PipelineError, CheckpointError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,307 @@
+"""EFlowPipeline: prompt or label in, video out, with per-stage timings (DESIGN.md "Public interfaces").
+
+    pipe = EFlowPipeline.from_pretrained("shapes-t2v")          # shipped, no network
+    result = pipe(prompt="a red circle moving left on a black background", steps=4, seed=0)
+    result.video        # uint8 (T, H, W, 3)
+    result.timings      # {"text": s, "steps": [s, ...], "decode": s, "total": s}
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eflow_core.checkpoint import CheckpointError, load_tensors
+from eflow_core.conditioning import NULL_LABEL, TextCondition
+from eflow_core.config import TrainConfig
+from eflow_core.flow import SolutionFlow
+from eflow_core.model.dit import VideoDiT
+
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+DEFAULT_MODEL = "shapes-t2v"
+MAX_PROMPT_CHARS = 300
+MAX_STEPS = 64
+FPS = 8
+
+
+class PipelineError(ValueError):
+    """A request or a model path the pipeline cannot serve; the message is one sentence a person can act on."""
+
+
+@dataclass
+class GenerationResult:
+    video: np.ndarray                 # uint8 (T, H, W, 3)
+    fps: int
+    timings: dict                     # seconds: text, steps (list), decode, total
+    nfe: int                          # network evaluations
+    tokens: int                       # tokens per network evaluation
+    sampler: str
+    steps: int
+    guidance: float
+    seed: int
+    device: str
+    gates: dict | None = None         # {layer: (T', H', W', 2) numpy [global, local]} when captured
+    extras: dict = field(default_factory=dict)
+
+
+def shipped_models() -> list[str]:
+    """Names of the models that ship in checkpoints/ (folders with a model card and weights)."""
+    if not SHIPPED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED_DIR.iterdir()
+                  if (p / "model_card.json").is_file() and (p / "model.safetensors").is_file())
+
+
+def resolve_model_path(path_or_name: str | Path) -> Path:
+    """A shipped name, a shipped folder, or a training output folder -> the folder; clear error otherwise."""
+    candidate = Path(path_or_name).expanduser()
+    if not candidate.exists() and (SHIPPED_DIR / str(path_or_name)).exists():
+        candidate = SHIPPED_DIR / str(path_or_name)
+    if not candidate.exists():
+        names = ", ".join(shipped_models()) or "none"
+        raise PipelineError(f"no model at {path_or_name!r}: give a checkpoint folder or a shipped name ({names})")
+    if candidate.is_file():
+        candidate = candidate.parent
+    if not ((candidate / "model_card.json").is_file() or (candidate / "config.json").is_file()):
+        raise PipelineError(f"{candidate} is not an EFlow checkpoint (it has no model_card.json or config.json)")
+    return candidate
+
+
+def load_model_folder(folder: Path) -> tuple[TrainConfig, dict, dict[str, torch.Tensor]]:
+    """(train config, model card, EMA weights) from a shipped folder or a training output folder."""
+    try:
+        if (folder / "model_card.json").is_file():
+            card = json.loads((folder / "model_card.json").read_text())
+            weights = load_tensors(folder / "model.safetensors")
+        else:
+            card = {"config": json.loads((folder / "config.json").read_text())}
+            state = json.loads((folder / "checkpoint" / "state.json").read_text())
+            weights = load_tensors(folder / "checkpoint" / "ema.safetensors", state["manifest"]["ema.safetensors"])
+            card["steps"] = state["step"]
+            card["world"] = card["config"]["data"]["kind"]
+        config = TrainConfig.from_dict(card["config"])
+    except CheckpointError as err:
+        raise PipelineError(str(err)) from None
+    except (KeyError, TypeError, json.JSONDecodeError, FileNotFoundError) as err:
+        raise PipelineError(f"{folder} is not a usable EFlow checkpoint ({type(err).__name__}: {err})") from None
+    return config, card, weights
+
+
+class EFlowPipeline:
+    """A trained VideoDiT + its codec + text encoder, sampling with Algorithm 2 or the Euler/CFG baseline."""
+
+    def __init__(self, model: VideoDiT, config: TrainConfig, card: dict, device: torch.device):
+        from eflow_core.codecs import load_codec
+
+        self.model, self.config, self.card, self.device = model.eval(), config, card, device
+        self.flow = SolutionFlow(model, config.flow)
+        self.codec = load_codec(config.data.codec, config.data.codec_factor)
+        self.text_encoder = None
+        if config.model.text_dim:
+            from eflow_core.text import load_text_encoder
+            self.text_encoder = load_text_encoder(config.data.text_encoder)
+        self._capture_lock = threading.Lock()
+
+    @classmethod
+    def from_pretrained(cls, path_or_name: str | Path = DEFAULT_MODEL, device: str | torch.device | None = None,
+                        dtype: torch.dtype = torch.float32) -> "EFlowPipeline":
+        """Load a shipped model by name (no network) or a folder written by the trainer / exporter."""
+        folder = resolve_model_path(path_or_name)
+        config, card, weights = load_model_folder(folder)
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model = VideoDiT(config.model)
+        try:
+            model.load_state_dict({k: v.to(torch.float32) for k, v in weights.items()})
+        except RuntimeError as err:
+            raise PipelineError(f"the weights in {folder} do not fit the model its card describes "
+                                f"({str(err).splitlines()[0]})") from None
+        pipe = cls(model.to(device=device, dtype=dtype), config, card, device)
+        pipe.path = folder
+        return pipe
+
+    # --------------------------------------------------------------- facts
+    @property
+    def kind(self) -> str:
+        """"text" or "class"."""
+        return "text" if self.config.model.text_dim else "class"
+
+    @property
+    def world(self) -> str:
+        return self.card.get("world", self.config.data.kind)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.card.get("classes", [str(i) for i in range(self.config.model.num_classes)]))
+
+    @property
+    def default_guidance(self) -> float:
+        return float(self.card.get("guidance", self.config.flow.guidance_inference))
+
+    @property
+    def guidance_range(self) -> tuple[float, float]:
+        return 1.0, max(8.0, self.config.flow.guidance_max + 2.0)
+
+    @property
+    def default_size(self) -> tuple[int, int, int]:
+        """(frames, height, width) the model was trained on."""
+        return self.config.data.num_frames, self.config.data.size, self.config.data.size
+
+    # ----------------------------------------------------------- checking
+    def _check_request(self, prompts, labels, steps, guidance, num_frames, height, width, sampler):
+        if sampler not in ("solution", "ode"):
+            raise PipelineError(f"sampler must be 'solution' or 'ode', not {sampler!r}")
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= MAX_STEPS:
+            raise PipelineError(f"steps must be a whole number from 1 to {MAX_STEPS}, got {steps!r}")
+        low, high = self.guidance_range
+        if not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or not low <= guidance <= high:
+            raise PipelineError(f"guidance must be a number from {low:g} to {high:g}, got {guidance!r}")
+        if self.kind == "text":
+            if prompts is None:
+                raise PipelineError("this is a text-to-video model: give a prompt")
+            for p in prompts:
+                if not isinstance(p, str) or not p.strip():
+                    raise PipelineError("the prompt is empty: describe the video you want")
+                if len(p) > MAX_PROMPT_CHARS:
+                    raise PipelineError(f"the prompt is {len(p)} characters long; keep it under {MAX_PROMPT_CHARS}")
+        else:
+            if labels is None:
+                raise PipelineError("this is a class-conditional model: pick a class label")
+            for label in labels:
+                if not isinstance(label, (int, np.integer)) or not 0 <= label < self.config.model.num_classes:
+                    raise PipelineError(f"label must be a class index from 0 to "
+                                        f"{self.config.model.num_classes - 1}, got {label!r}")
+        frames, h, w = num_frames, height, width
+        for name, value in (("frames", frames), ("height", h), ("width", w)):
+            if not isinstance(value, (int, np.integer)) or value <= 0 or value > 1024:
+                raise PipelineError(f"{name} must be a positive whole number up to 1024, got {value!r}")
+        try:
+            latent = self.codec.latent_shape(frames, h, w)
+            self.model.token_grid(tuple(latent[1:]))
+        except (ValueError, AssertionError) as err:
+            raise PipelineError(f"{frames} frames at {h}x{w} does not fit this model ({err})") from None
+        return latent
+
+    # --------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate_batch(self, prompts: list[str] | None = None, labels: list[int] | None = None, steps: int = 4,
+                       guidance: float | None = None, seed: int = 0, sampler: str = "solution",
+                       num_frames: int | None = None, height: int | None = None, width: int | None = None,
+                       step_callback=None, capture_gates: bool = False):
+        """Generate a batch; returns (uint8 video (B, T, H, W, 3) tensor, timings dict, gates | None).
+
+        For the evaluation loop use `generate_batch(...)[0]`. Sample b uses noise from seed + b, so a
+        clip is the same whether generated alone or in a batch.
+        """
+        guidance = self.default_guidance if guidance is None else guidance
+        frames, h, w = self.default_size
+        frames, h, w = num_frames or frames, height or h, width or w
+        latent = self._check_request(prompts, labels, steps, guidance, frames, h, w, sampler)
+        batch = len(prompts) if prompts is not None else len(labels)
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        timings: dict = {"steps": []}
+        start = time.perf_counter()
+
+        if self.kind == "text":
+            encoded = self.text_encoder.encode(list(prompts))
+            cond = TextCondition(encoded.tokens.to(self.device, self.model_dtype), encoded.mask.to(self.device))
+        else:
+            cond = torch.tensor([int(x) for x in labels], device=self.device)
+        sync()
+        timings["text"] = time.perf_counter() - start
+
+        noise = torch.stack([torch.randn(tuple(latent), generator=torch.Generator().manual_seed(seed + b))
+                             for b in range(batch)]).to(self.device, self.model_dtype)
+        generator = torch.Generator(self.device).manual_seed(seed)
+        last = [time.perf_counter()]
+
+        def on_step(index, total, x):
+            sync()
+            now = time.perf_counter()
+            timings["steps"].append(now - last[0])
+            last[0] = now
+            if step_callback is not None:
+                step_callback(index, total)
+
+        gates = None
+        with self._capture_lock if capture_gates else contextlib.nullcontext():
+            if capture_gates:
+                with self.model.capture_gates() as captured:
+                    x0 = self._sample(noise, cond, steps, float(guidance), generator, on_step, sampler)
+                gates = captured
+            else:
+                x0 = self._sample(noise, cond, steps, float(guidance), generator, on_step, sampler)
+        decode_start = time.perf_counter()
+        video = self.codec.decode(x0.float())
+        video = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu()
+        timings["decode"] = time.perf_counter() - decode_start
+        timings["total"] = time.perf_counter() - start
+        return video, timings, gates
+
+    def _sample(self, noise, cond, steps, guidance, generator, callback, sampler):
+        run = self.flow.sample if sampler == "solution" else self.flow.sample_ode
+        return run(noise, cond, steps, guidance, generator=generator, callback=callback)
+
+    @property
+    def model_dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def tokens_per_evaluation(self, num_frames: int, height: int, width: int) -> int:
+        grid = self.model.token_grid(tuple(self.codec.latent_shape(num_frames, height, width)[1:]))
+        return grid[0] * grid[1] * grid[2]
+
+    def __call__(self, prompt: str | None = None, label: int | None = None, steps: int = 4,
+                 guidance: float | None = None, seed: int = 0, num_frames: int | None = None,
+                 height: int | None = None, width: int | None = None, sampler: str = "solution",
+                 capture_gates: bool = False, step_callback=None) -> GenerationResult:
+        """One clip. step_callback(index, total) is called after every sampler step (progress bars)."""
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 63:
+            raise PipelineError(f"seed must be a whole number from 0 to 2^63 - 1, got {seed!r}")
+        guidance = self.default_guidance if guidance is None else guidance
+        video, timings, gates = self.generate_batch(
+            prompts=None if prompt is None else [prompt], labels=None if label is None else [label],
+            steps=steps, guidance=guidance, seed=seed, sampler=sampler, num_frames=num_frames, height=height,
+            width=width, step_callback=step_callback, capture_gates=capture_gates)
+        frames, h, w = video.shape[1:4]
+        grid = self.model.token_grid(tuple(self.codec.latent_shape(frames, h, w)[1:]))
+        gate_maps = None
+        if gates is not None:   # full-token layers as (T', H', W', 2) maps; middle layers scattered over kept ids
+            gate_maps = {i: g[0].mean(dim=1).reshape(*grid, 2).numpy() for i, g in gates.items()
+                         if g.shape[1] == grid[0] * grid[1] * grid[2]}
+        nfe = steps if sampler == "solution" else 2 * steps
+        return GenerationResult(video=video[0].numpy(), fps=FPS, timings=timings, nfe=nfe,
+                                tokens=grid[0] * grid[1] * grid[2], sampler=sampler, steps=steps,
+                                guidance=float(guidance), seed=int(seed), device=str(self.device), gates=gate_maps)
+
+    @torch.no_grad()
+    def semigroup_defect(self, prompt: str | None = None, label: int | None = None, seed: int = 0,
+                         guidance: float | None = None, mid: float = 0.5) -> dict:
+        """One jump f(x_1, 1, 0) vs two jumps f(f(x_1, 1, l), l, 0) from the same noise (Lemma 1: the MVA
+        residual). Returns {"l", "defect_rms", "relative"}: RMS of the difference, and over the RMS of the
+        one-jump result."""
+        guidance = self.default_guidance if guidance is None else guidance
+        frames, h, w = self.default_size
+        latent = self._check_request(None if prompt is None else [prompt], None if label is None else [label],
+                                     1, guidance, frames, h, w, "solution")
+        if self.kind == "text":
+            encoded = self.text_encoder.encode([prompt])
+            cond = TextCondition(encoded.tokens.to(self.device, self.model_dtype), encoded.mask.to(self.device))
+        else:
+            cond = torch.tensor([int(label)], device=self.device)
+        x1 = torch.randn(tuple(latent), generator=torch.Generator().manual_seed(seed))[None]
+        x1 = x1.to(self.device, self.model_dtype)
+        one, w = torch.ones(1, device=self.device), torch.full((1,), float(guidance), device=self.device)
+        l = torch.full((1,), mid, device=self.device)
+        direct = self.flow.solution(x1, one, 0 * one, cond, w)
+        two = self.flow.solution(self.flow.solution(x1, one, l, cond, w), l, 0 * one, cond, w)
+        defect = (two - direct).float().pow(2).mean().sqrt().item()
+        return {"l": mid, "defect_rms": defect, "relative": defect / max(direct.float().pow(2).mean().sqrt().item(), 1e-12)}
+
+
+__all__ = ["EFlowPipeline", "GenerationResult", "PipelineError", "shipped_models", "NULL_LABEL"]

@@ -1,0 +1,302 @@
+"""The trainer: solution-flow training of the VideoDiT on `accelerate` (paper Algorithm 1, App. C).
+
+Read top to bottom: build data, text encoder, codec, model, EMA, optimizer; resume if a checkpoint
+exists; then for each step pick the phase (token drop ratio, MVA share), draw a batch, encode it,
+compute the SolutionFlow loss, step, update EMA, log, checkpoint.
+
+Determinism and exact resume: every step reseeds torch's RNG from (seed, step, rank), and the data
+order is a fixed permutation per epoch, so the batch and every random draw of step k are the same
+whether the run was interrupted or not. A checkpoint holds model, EMA, optimizer, scheduler and the
+step; the RNG and data position follow from the step.
+
+The same command runs on one GPU, many GPUs (`accelerate launch --num_processes N -m eflow_core train
+...`) or the CPU (gloo).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs
+from tqdm.auto import tqdm
+
+from eflow_core.checkpoint import (CheckpointError, atomic_save_tensors, atomic_write_json,
+                                   flatten_optimizer_state, load_tensors, unflatten_optimizer_state)
+from eflow_core.conditioning import TextCondition
+from eflow_core.config import Phase, TrainConfig
+from eflow_core.flow import EMA, SolutionFlow
+from eflow_core.model.dit import VideoDiT
+
+METRIC_FIELDS = ["step", "phase", "loss", "fm", "scm", "mva", "weak_fm", "grad_norm", "lr", "drop_ratio",
+                 "it_per_s", "tokens_per_s", "skipped"]
+
+
+def phase_at(config: TrainConfig, step: int) -> tuple[int, Phase]:
+    """The phase in force at `step` (App. C: e.g. 75% drop without MVA for 80%, then dense + MVA)."""
+    fraction = step / max(config.steps, 1)
+    for i, phase in enumerate(config.phases):
+        if fraction < phase.until:
+            return i, phase
+    return len(config.phases) - 1, config.phases[-1]
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """Yields this process's index list for steps `start`, `start + 1`, ...: the global batch of step k is
+    slice [k B_g, (k + 1) B_g) of a seeded permutation per epoch; process r takes every world-th item."""
+
+    def __init__(self, dataset_len: int, global_batch: int, rank: int, world: int, seed: int, start: int,
+                 steps: int):
+        self.n, self.global_batch, self.rank, self.world = dataset_len, global_batch, rank, world
+        self.seed, self.start, self.steps = seed, start, steps
+
+    def indices_for_step(self, step: int) -> list[int]:
+        out = []
+        for j in range(step * self.global_batch + self.rank, (step + 1) * self.global_batch, self.world):
+            epoch, offset = divmod(j, self.n)
+            perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
+            out.append(int(perm[offset]))
+        return out
+
+    def __iter__(self):
+        for step in range(self.start, self.steps):
+            yield self.indices_for_step(step)
+
+    def __len__(self) -> int:
+        return max(self.steps - self.start, 0)
+
+
+def collate(items: list[dict]) -> dict:
+    batch = {"video": torch.stack([it["video"] for it in items])}
+    if "caption" in items[0]:
+        batch["caption"] = [it["caption"] for it in items]
+    if "label" in items[0]:
+        batch["label"] = torch.tensor([int(it["label"]) for it in items])
+    return batch
+
+
+def build_conditioning(config: TrainConfig):
+    """Text encoder for text models (None for class models)."""
+    if config.model.text_dim:
+        from eflow_core.text import load_text_encoder
+        encoder = load_text_encoder(config.data.text_encoder)
+        if encoder.dim != config.model.text_dim:
+            raise ValueError(f"text encoder {encoder.name} gives {encoder.dim}-d tokens, "
+                             f"the model expects text_dim={config.model.text_dim}")
+        return encoder
+    return None
+
+
+def batch_condition(batch: dict, text_encoder, device):
+    if text_encoder is not None:
+        cond = text_encoder.encode(batch["caption"])
+        return TextCondition(cond.tokens.to(device), cond.mask.to(device))
+    if "label" in batch:
+        return batch["label"].to(device)
+    return None
+
+
+class Trainer:
+    """`Trainer(config, output_dir).fit(stop_at=None)`; `stop_at` ends early (as if killed) for tests."""
+
+    def __init__(self, config: TrainConfig, output_dir: str | Path, cpu: bool | None = None, progress: bool = True):
+        from eflow_core.codecs import load_codec
+        from eflow_core.data import make_dataset
+
+        self.config, self.output = config, Path(output_dir)
+        use_cpu = cpu if cpu is not None else not torch.cuda.is_available()
+        precision = config.mixed_precision
+        if precision == "auto":
+            precision = "no" if use_cpu else "bf16"
+        self.accelerator = Accelerator(cpu=use_cpu, mixed_precision=precision,
+                                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        self.device = self.accelerator.device
+        self.progress = progress and self.accelerator.is_main_process
+
+        self.dataset = make_dataset(config.data, split="train")
+        self.codec = load_codec(config.data.codec, config.data.codec_factor)
+        self.text_encoder = build_conditioning(config)
+        latent_channels = self.codec.latent_shape(config.data.num_frames, config.data.size, config.data.size)[0]
+        if latent_channels != config.model.in_channels:
+            raise ValueError(f"codec {config.data.codec} gives {latent_channels} latent channels, the model "
+                             f"expects in_channels={config.model.in_channels}")
+        torch.manual_seed(config.seed)
+        model = VideoDiT(config.model)
+        self.ema = EMA(model, config.ema_decay)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.99),
+                                      weight_decay=config.weight_decay)
+        warmup = max(config.warmup_steps, 1)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        self.flow = SolutionFlow(self.model, config.flow)
+        self.step = 0
+        self.bad_steps = 0
+
+    # ---------------------------------------------------------------- state
+    @property
+    def raw_model(self) -> VideoDiT:
+        return self.accelerator.unwrap_model(self.model)
+
+    def save(self) -> None:
+        """Write the checkpoint atomically (every file temp + rename; state.json last, with the manifest)."""
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return
+        folder = self.output / "checkpoint"
+        manifest = {"model.safetensors": atomic_save_tensors(folder / "model.safetensors", self.raw_model.state_dict()),
+                    "ema.safetensors": atomic_save_tensors(folder / "ema.safetensors", self.ema.shadow)}
+        tensors, rest = flatten_optimizer_state(self.optimizer.state_dict())
+        manifest["optimizer.safetensors"] = atomic_save_tensors(folder / "optimizer.safetensors", tensors)
+        atomic_write_json(folder / "state.json", {"step": self.step, "bad_steps": self.bad_steps,
+                                                  "ema_updates": self.ema.num_updates,
+                                                  "scheduler": self.scheduler.state_dict(), "optimizer": rest,
+                                                  "manifest": manifest})
+
+    def resume(self) -> bool:
+        """Load the checkpoint in the output directory if there is one; refuse a damaged one clearly."""
+        folder = self.output / "checkpoint"
+        state_path = folder / "state.json"
+        if not state_path.exists():
+            return False
+        try:
+            state = json.loads(state_path.read_text())
+        except json.JSONDecodeError:
+            raise CheckpointError(f"checkpoint {state_path} is truncated or corrupt (not valid JSON)") from None
+        manifest = state["manifest"]
+        model_sd = load_tensors(folder / "model.safetensors", manifest["model.safetensors"])
+        ema_sd = load_tensors(folder / "ema.safetensors", manifest["ema.safetensors"])
+        opt_tensors = load_tensors(folder / "optimizer.safetensors", manifest["optimizer.safetensors"])
+        self.raw_model.load_state_dict(model_sd)
+        self.ema.load_state_dict({"shadow": ema_sd, "num_updates": state["ema_updates"]})
+        self.optimizer.load_state_dict(unflatten_optimizer_state(opt_tensors, state["optimizer"]))
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.bad_steps = state["step"], state["bad_steps"]
+        return True
+
+    # ----------------------------------------------------------------- loop
+    def fit(self, stop_at: int | None = None) -> list[dict]:
+        cfg, acc = self.config, self.accelerator
+        self.output.mkdir(parents=True, exist_ok=True)
+        if acc.is_main_process:
+            atomic_write_json(self.output / "config.json", cfg.to_dict())
+        resumed = self.resume()
+        metrics_path = self.output / "metrics.csv"
+        if acc.is_main_process:
+            _truncate_metrics(metrics_path, self.step if resumed else 0)
+
+        global_batch = cfg.batch_size * acc.num_processes
+        sampler = StepBatches(len(self.dataset), global_batch, acc.process_index, acc.num_processes,
+                              cfg.seed, self.step, cfg.steps)
+        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate,
+                                             num_workers=cfg.data.num_workers,
+                                             persistent_workers=cfg.data.num_workers > 0)
+        end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
+        bar = tqdm(total=end, initial=self.step, disable=not self.progress, desc="train", unit="it")
+        history: list[dict] = []
+        tick, ticks = time.perf_counter(), 0
+        self.model.train()
+        for batch in loader:
+            if self.step >= end:
+                break
+            torch.manual_seed(cfg.seed * 1_000_003 + self.step * acc.num_processes + acc.process_index)
+            phase_index, phase = phase_at(cfg, self.step)
+            self.raw_model.drop_ratio = phase.drop_ratio
+            self.flow.config = cfg.flow.replace(fm_ratio=phase.fm_ratio, scm_ratio=phase.scm_ratio,
+                                                mva_ratio=phase.mva_ratio)
+            with torch.no_grad():
+                x0 = self.codec.encode(batch["video"].to(self.device))
+            cond = batch_condition(batch, self.text_encoder, self.device)
+
+            loss, logs = self.flow.loss(x0, cond, self.step)
+            self.optimizer.zero_grad(set_to_none=True)
+            acc.backward(loss)
+            grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            if not (torch.isfinite(loss) and torch.isfinite(torch.as_tensor(grad_norm))):
+                self.bad_steps += 1           # skip the update; stop after several in a row
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.bad_steps >= cfg.max_bad_steps:
+                    raise FloatingPointError(f"{self.bad_steps} non-finite steps in a row at step {self.step}; "
+                                             f"stopping (lower the learning rate or check the data)")
+            else:
+                self.bad_steps = 0
+                self.optimizer.step()
+                self.scheduler.step()
+                self.ema.update(self.raw_model)
+            self.step += 1
+            ticks += 1
+            bar.update(1)
+
+            row = {"step": self.step, "phase": phase_index, "grad_norm": float(grad_norm),
+                   "lr": self.scheduler.get_last_lr()[0], "drop_ratio": phase.drop_ratio,
+                   "skipped": int(self.bad_steps > 0), **{k: float(v) for k, v in logs.items()}}
+            history.append(row)
+            if self.step % cfg.log_every == 0 or self.step == end:
+                elapsed = time.perf_counter() - tick
+                row["it_per_s"] = ticks / elapsed
+                row["tokens_per_s"] = row["it_per_s"] * global_batch * _tokens_per_sample(self.raw_model, x0)
+                tick, ticks = time.perf_counter(), 0
+                if acc.is_main_process:
+                    _append_metrics(metrics_path, row)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", phase=phase_index)
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                self.save()
+        bar.close()
+        if self.step == end and self.step % cfg.checkpoint_every and self.step != cfg.steps:
+            self.save()   # stopped early: keep the state so a resume continues from here
+        return history
+
+
+def _tokens_per_sample(model: VideoDiT, x0: torch.Tensor) -> int:
+    grid = model.token_grid(tuple(x0.shape[2:]))
+    return grid[0] * grid[1] * grid[2]
+
+
+def _append_metrics(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow({k: row.get(k, "") for k in METRIC_FIELDS})
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """On resume keep the rows up to the resumed step; on a fresh start begin a new log."""
+    if not path.exists():
+        return
+    if step == 0:
+        path.unlink()
+        return
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+    path.unlink()
+    for r in rows:
+        _append_metrics(path, r)
+
+
+def export_for_inference(train_dir: str | Path, out_dir: str | Path, extra_card: dict | None = None,
+                         dtype: torch.dtype = torch.float16) -> Path:
+    """Turn a training directory into a shipped model: EMA weights in `dtype` + model_card.json."""
+    train_dir, out_dir = Path(train_dir), Path(out_dir)
+    state = json.loads((train_dir / "checkpoint" / "state.json").read_text())
+    ema = load_tensors(train_dir / "checkpoint" / "ema.safetensors", state["manifest"]["ema.safetensors"])
+    config = json.loads((train_dir / "config.json").read_text())
+    atomic_save_tensors(out_dir / "model.safetensors", {k: v.to(dtype) for k, v in ema.items()})
+    card = {"config": config, "world": config["data"]["kind"], "steps": state["step"], **(extra_card or {})}
+    atomic_write_json(out_dir / "model_card.json", card)
+    return out_dir
+
+
+def train_main(config: TrainConfig, output_dir: str, stop_at: int | None = None) -> None:
+    """CLI entry: train (resuming if the output holds a checkpoint), print where things are."""
+    trainer = Trainer(config, output_dir)
+    start = time.time()
+    history = trainer.fit(stop_at=stop_at)
+    if trainer.accelerator.is_main_process:
+        last = history[-1] if history else {}
+        print(f"trained to step {trainer.step}/{config.steps} in {time.time() - start:.0f}s; "
+              f"last loss {last.get('loss', float('nan')):.4f}; checkpoint in {Path(output_dir) / 'checkpoint'}")
+

@@ -1,0 +1,79 @@
+"""Trainer: exact resume, refusal of damaged checkpoints, phases, multi-process launch (issue 3)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from eflow_core.checkpoint import CheckpointError
+from eflow_core.config import load_train_config
+from eflow_core.train import Trainer, phase_at
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny_config(**overrides):
+    items = [f"{k}={v}" for k, v in overrides.items()]
+    return load_train_config("tiny", ["steps=6", "checkpoint_every=3", "data.num_samples=64"] + items)
+
+
+def losses(history):
+    return [row["loss"] for row in history]
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+    config = tiny_config()
+    full = Trainer(config, tmp_path / "full", progress=False).fit()
+    first = Trainer(config, tmp_path / "split", progress=False).fit(stop_at=4)     # "killed" after 4 steps
+    second = Trainer(config, tmp_path / "split", progress=False).fit()             # fresh process state, resumes
+    assert len(first) == 4 and len(second) == 2
+    resumed = losses(first) + losses(second)
+    assert all(abs(a - b) <= 1e-6 * max(1.0, abs(a)) for a, b in zip(losses(full), resumed)), (losses(full), resumed)
+    rows = (tmp_path / "split" / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 6, "the metrics log continues across the resume without duplicate rows"
+
+
+def test_truncated_checkpoint_is_refused(tmp_path):
+    config = tiny_config(steps=3)
+    Trainer(config, tmp_path, progress=False).fit()
+    weights = tmp_path / "checkpoint" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        Trainer(config, tmp_path, progress=False).fit()
+
+
+def test_phases_follow_the_schedule():
+    config = load_train_config("tiny", ["steps=100"])
+    assert phase_at(config, 0)[1].drop_ratio == 0.75 and phase_at(config, 0)[1].mva_ratio == 0
+    assert phase_at(config, 79)[0] == 0 and phase_at(config, 80)[0] == 1
+    assert phase_at(config, 99)[1].drop_ratio == 0 and phase_at(config, 99)[1].mva_ratio > 0
+
+
+def test_training_runs_every_phase_and_logs_terms(tmp_path):
+    config = tiny_config(steps=10, checkpoint_every=5)
+    history = Trainer(config, tmp_path, progress=False).fit()
+    assert {row["phase"] for row in history} == {0, 1}
+    assert all(row["mva"] > 0 for row in history if row["phase"] == 1)
+    assert all(row["drop_ratio"] == 0.75 for row in history if row["phase"] == 0)
+    header = (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"loss", "fm", "scm", "mva", "it_per_s", "tokens_per_s"} <= set(header)
+
+
+def test_bad_override_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown config key"):
+        load_train_config("tiny", ["model.nonsense=3"])
+
+
+@pytest.mark.slow
+def test_accelerate_launch_two_processes_on_cpu(tmp_path):
+    """The multi-GPU path through `accelerate launch`, exercised on the CPU with gloo."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "eflow_core", "train", "--config", "tiny", "steps=2", "checkpoint_every=2",
+           "data.num_samples=32", "--output", str(tmp_path / "run")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "trained to step 2/2" in proc.stdout
+    assert (tmp_path / "run" / "checkpoint" / "state.json").exists()
