@@ -1,0 +1,507 @@
+"""Position-banded window attention in Triton (FlashAttention-2 style), forward and backward.
+
+Tokens are sorted by their original raster position, so the keys visible to a query form one
+contiguous index range. On the host, `torch.searchsorted` gives, per query i, the first visible key
+lo[i] and one past the last hi[i] (and the transposed table per key for the backward). A block of
+queries [m0, m1) then needs keys [lo[m0], hi[m1-1]); every key in [lo[m1-1], hi[m0]) is visible
+to all of its queries. The kernels walk that range in three phases: masked edge blocks, mask-free
+interior blocks (no position loads, no compares), masked edge blocks. Dropped-token sequences only
+visit reachable keys. The tables depend on positions only, not on block sizes, so autotuning is free
+to pick block sizes.
+
+Numerics: fp16/bf16 (or fp32) inputs, fp32 accumulation, online softmax in base 2 (exp2) with the
+scale folded into log2(e)/sqrt(D); the forward saves lse2 = log2(sum exp2(...)) per query (+inf for a
+query with no visible key, so its backward probabilities are 0 and its output is 0). Backward: a
+preprocessing kernel computes delta = rowsum(o * do); a dk/dv kernel iterates over the query blocks
+of each key block; a dq kernel over the key blocks of each query block. No atomics.
+
+Loads: on Hopper (CUDA capability >= 9) the streamed tiles (K, V in the forward and dq kernels; Q, dO
+in the dk/dv kernel) come through TMA tensor descriptors; otherwise through pointer arithmetic
+(EFLOW_TRITON_TMA, see below). Both paths are tested under the interpreter.
+
+Under TRITON_INTERPRET=1 (CPU tests) each kernel uses one small config; note the interpreter computes
+bf16 tl.dot wrongly, so interpreted tests use fp32/fp16.
+"""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+
+import torch
+import triton
+import triton.language as tl
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+LOG2E = 1.4426950408889634
+SUPPORTED_HEAD_DIMS = (16, 32, 64, 128, 256)
+
+
+def _configs(gpu_list, interp):
+    """triton.Config list: several on a GPU (autotuned), exactly one under the interpreter."""
+    if INTERPRET:
+        return [triton.Config(interp, num_warps=4, num_stages=1)]
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in gpu_list]
+
+
+# (BLOCK_M, BLOCK_N, num_warps, num_stages). Chosen from ptxas resource usage for sm_90, bf16, head
+# dim 128 with TMA loads: none of the first entries spills registers (except ~8-48 bytes in two) and
+# all fit in 227 KiB of shared memory. In the dk/dv kernel BLOCK_N is the key block it owns and
+# BLOCK_M the query step. Configs that do not fit (fp32, head dim 256) are skipped by autotune
+# (OutOfResources); the small last config of each list keeps those compilable.
+_FWD = [(128, 64, 8, 3), (128, 64, 8, 2), (128, 128, 8, 2), (64, 64, 4, 3), (64, 128, 4, 2), (32, 32, 4, 2)]
+_BWD_DKDV = [(64, 64, 8, 3), (64, 64, 8, 2), (128, 32, 8, 2), (32, 128, 8, 3), (16, 32, 4, 2)]
+_BWD_DQ = [(64, 64, 8, 3), (64, 128, 8, 2), (32, 128, 8, 2), (128, 64, 8, 2), (32, 16, 4, 2)]
+
+
+@triton.jit
+def _phase_bounds(lo, full_lo, full_hi, hi, BLOCK: tl.constexpr):
+    """Split [lo, hi) into masked [lo, a), mask-free [a, b) (whole blocks inside [full_lo, full_hi)),
+    masked [b, hi)."""
+    a = lo + tl.cdiv(tl.maximum(full_lo - lo, 0), BLOCK) * BLOCK
+    a = tl.minimum(a, hi)
+    b = a + (tl.maximum(full_hi - a, 0) // BLOCK) * BLOCK
+    return a, b
+
+
+@triton.jit
+def _rows_source(base, n_rows, stride, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr, USE_DESC: tl.constexpr):
+    """What `_load_rows` reads from: a TMA tensor descriptor over the (n_rows, HEAD_DIM) matrix at
+    `base`, or the base pointer itself."""
+    if USE_DESC:
+        src = tl.make_tensor_descriptor(base, [n_rows, HEAD_DIM], [stride, 1], [BLOCK, HEAD_DIM])
+    else:
+        src = base
+    return src
+
+
+@triton.jit
+def _load_rows(src, stride, row0, end, offs_d,
+               BLOCK: tl.constexpr, MASKED: tl.constexpr, USE_DESC: tl.constexpr):
+    """Rows [row0, row0 + BLOCK) of a (rows, HEAD_DIM) matrix. Pointer path: rows >= end read as 0
+    when MASKED. Descriptor path: rows past the matrix read as 0, rows in [end, rows) are real data
+    that the caller masks out."""
+    if USE_DESC:
+        x = src.load([row0, 0])
+    else:
+        offs = row0 + tl.arange(0, BLOCK)
+        if MASKED:
+            x = tl.load(src + offs[:, None] * stride + offs_d[None, :], mask=(offs < end)[:, None], other=0.0)
+        else:
+            x = tl.load(src + offs[:, None] * stride + offs_d[None, :])
+    return x
+
+
+@triton.jit
+def _fwd_inner(acc, l_i, m_i, q, qpos, k_src, v_src, kpos_base, stride_kn, stride_vn, offs_d,
+               start, end, radius, qk_scale,
+               BLOCK_N: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr):
+    for n0 in range(start, end, BLOCK_N):
+        k = _load_rows(k_src, stride_kn, n0, end, offs_d, BLOCK_N, MASKED, USE_DESC)
+        v = _load_rows(v_src, stride_vn, n0, end, offs_d, BLOCK_N, MASKED, USE_DESC)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale          # (BLOCK_M, BLOCK_N)
+        if MASKED:
+            offs_n = n0 + tl.arange(0, BLOCK_N)
+            inside = offs_n < end
+            kpos = tl.load(kpos_base + offs_n, mask=inside, other=0)
+            visible = (tl.abs(qpos[:, None] - kpos[None, :]) <= radius) & inside[None, :]
+            s = tl.where(visible, s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)                 # rows with nothing yet
+        else:
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            m_use = m_new
+        p = tl.exp2(s - m_use[:, None])
+        alpha = tl.exp2(m_i - m_use)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.autotune(configs=_configs(_FWD, {"BLOCK_M": 32, "BLOCK_N": 16}), key=["HEAD_DIM", "PRECISION", "USE_DESC"])
+@triton.jit
+def _window_fwd(Q, K, V, O, LSE, QPOS, KPOS, KLO, KHI,
+                sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
+                H, NQ, NK, radius, qk_scale,
+                HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    b = bh // H
+    h = bh % H
+    m0 = pid_m * BLOCK_M
+    m_last = tl.minimum(m0 + BLOCK_M, NQ) - 1
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_ok = offs_m < NQ
+
+    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqn + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+    qpos = tl.load(QPOS + b * NQ + offs_m, mask=row_ok, other=0)
+    lo = tl.load(KLO + b * NQ + m0)                 # keys visible to some query of the block
+    hi = tl.load(KHI + b * NQ + m_last)
+    full_lo = tl.load(KLO + b * NQ + m_last)        # keys visible to every query of the block
+    full_hi = tl.load(KHI + b * NQ + m0)
+    a, c = _phase_bounds(lo, full_lo, full_hi, hi, BLOCK_N)
+
+    k_src = _rows_source(K + b * skb + h * skh, NK, skn, HEAD_DIM, BLOCK_N, USE_DESC)
+    v_src = _rows_source(V + b * svb + h * svh, NK, svn, HEAD_DIM, BLOCK_N, USE_DESC)
+    kpos_base = KPOS + b * NK
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
+                               lo, a, radius, qk_scale, BLOCK_N, True, PRECISION, USE_DESC)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
+                               a, c, radius, qk_scale, BLOCK_N, False, PRECISION, USE_DESC)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
+                               c, hi, radius, qk_scale, BLOCK_N, True, PRECISION, USE_DESC)
+
+    has_key = l_i > 0.0
+    out = acc / tl.where(has_key, l_i, 1.0)[:, None]
+    lse2 = tl.where(has_key, m_i + tl.log2(tl.where(has_key, l_i, 1.0)), float("inf"))
+    tl.store(O + b * sob + h * soh + offs_m[:, None] * son + offs_d[None, :], out.to(O.dtype.element_ty),
+             mask=row_ok[:, None])
+    tl.store(LSE + bh * NQ + offs_m, lse2, mask=row_ok)
+
+
+@triton.jit
+def _bwd_preprocess(O, DO, DELTA, sob, soh, son, sdb, sdh, sdn, H, NQ,
+                    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    b = bh // H
+    h = bh % H
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_ok = offs_m < NQ
+    o = tl.load(O + b * sob + h * soh + offs_m[:, None] * son + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+    do = tl.load(DO + b * sdb + h * sdh + offs_m[:, None] * sdn + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    tl.store(DELTA + bh * NQ + offs_m, delta, mask=row_ok)
+
+
+@triton.jit
+def _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_base, sqn, sdn, offs_d,
+                start, end, radius, qk_scale,
+                BLOCK_M: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr):
+    for m0 in range(start, end, BLOCK_M):
+        offs_m = m0 + tl.arange(0, BLOCK_M)
+        q = _load_rows(q_src, sqn, m0, end, offs_d, BLOCK_M, MASKED, USE_DESC)
+        do = _load_rows(do_src, sdn, m0, end, offs_d, BLOCK_M, MASKED, USE_DESC)
+        if MASKED:
+            inside = offs_m < end
+            lse = tl.load(lse_base + offs_m, mask=inside, other=float("inf"))
+            delta = tl.load(delta_base + offs_m, mask=inside, other=0.0)
+        else:
+            lse = tl.load(lse_base + offs_m)
+            delta = tl.load(delta_base + offs_m)
+        s_t = tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale           # (BLOCK_N, BLOCK_M)
+        p_t = tl.exp2(s_t - lse[None, :])
+        if MASKED:
+            qpos = tl.load(qpos_base + offs_m, mask=inside, other=0)
+            visible = (tl.abs(kpos[:, None] - qpos[None, :]) <= radius) & inside[None, :]
+            p_t = tl.where(visible, p_t, 0.0)
+        dv += tl.dot(p_t.to(do.dtype), do, input_precision=PRECISION)
+        dp_t = tl.dot(v, tl.trans(do), input_precision=PRECISION)
+        ds_t = p_t * (dp_t - delta[None, :])
+        dk += tl.dot(ds_t.to(q.dtype), q, input_precision=PRECISION)
+    return dk, dv
+
+
+@triton.autotune(configs=_configs(_BWD_DKDV, {"BLOCK_M": 16, "BLOCK_N": 32}),
+                 key=["HEAD_DIM", "PRECISION", "USE_DESC"])
+@triton.jit
+def _window_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, QPOS, KPOS, QLO, QHI,
+                     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn,
+                     sdkb, sdkh, sdkn, sdvb, sdvh, sdvn,
+                     H, NQ, NK, radius, qk_scale, sm_scale,
+                     HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    pid_n = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    b = bh // H
+    h = bh % H
+    n0 = pid_n * BLOCK_N
+    n_last = tl.minimum(n0 + BLOCK_N, NK) - 1
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    col_ok = offs_n < NK
+
+    k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :], mask=col_ok[:, None], other=0.0)
+    v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :], mask=col_ok[:, None], other=0.0)
+    kpos = tl.load(KPOS + b * NK + offs_n, mask=col_ok, other=0)
+    lo = tl.load(QLO + b * NK + n0)                 # queries that see some key of the block
+    hi = tl.load(QHI + b * NK + n_last)
+    full_lo = tl.load(QLO + b * NK + n_last)        # queries that see every key of the block
+    full_hi = tl.load(QHI + b * NK + n0)
+    a, c = _phase_bounds(lo, full_lo, full_hi, hi, BLOCK_M)
+
+    q_src = _rows_source(Q + b * sqb + h * sqh, NQ, sqn, HEAD_DIM, BLOCK_M, USE_DESC)
+    do_src = _rows_source(DO + b * sdb + h * sdh, NQ, sdn, HEAD_DIM, BLOCK_M, USE_DESC)
+    qpos_base = QPOS + b * NQ
+    lse_base = LSE + bh * NQ
+    delta_base = DELTA + bh * NQ
+    dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
+    dv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
+    dk, dv = _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_base, sqn, sdn, offs_d,
+                         lo, a, radius, qk_scale, BLOCK_M, True, PRECISION, USE_DESC)
+    dk, dv = _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_base, sqn, sdn, offs_d,
+                         a, c, radius, qk_scale, BLOCK_M, False, PRECISION, USE_DESC)
+    dk, dv = _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_base, sqn, sdn, offs_d,
+                         c, hi, radius, qk_scale, BLOCK_M, True, PRECISION, USE_DESC)
+    tl.store(DK + b * sdkb + h * sdkh + offs_n[:, None] * sdkn + offs_d[None, :],
+             (dk * sm_scale).to(DK.dtype.element_ty), mask=col_ok[:, None])
+    tl.store(DV + b * sdvb + h * sdvh + offs_n[:, None] * sdvn + offs_d[None, :],
+             dv.to(DV.dtype.element_ty), mask=col_ok[:, None])
+
+
+@triton.jit
+def _dq_inner(dq, q, do, lse, delta, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
+              start, end, radius, qk_scale,
+              BLOCK_N: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr):
+    for n0 in range(start, end, BLOCK_N):
+        k = _load_rows(k_src, skn, n0, end, offs_d, BLOCK_N, MASKED, USE_DESC)
+        v = _load_rows(v_src, svn, n0, end, offs_d, BLOCK_N, MASKED, USE_DESC)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        p = tl.exp2(s - lse[:, None])
+        if MASKED:
+            offs_n = n0 + tl.arange(0, BLOCK_N)
+            inside = offs_n < end
+            kpos = tl.load(kpos_base + offs_n, mask=inside, other=0)
+            visible = (tl.abs(qpos[:, None] - kpos[None, :]) <= radius) & inside[None, :]
+            p = tl.where(visible, p, 0.0)
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
+    return dq
+
+
+@triton.autotune(configs=_configs(_BWD_DQ, {"BLOCK_M": 32, "BLOCK_N": 16}), key=["HEAD_DIM", "PRECISION", "USE_DESC"])
+@triton.jit
+def _window_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, QPOS, KPOS, KLO, KHI,
+                   sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn, sdqb, sdqh, sdqn,
+                   H, NQ, NK, radius, qk_scale, sm_scale,
+                   HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    b = bh // H
+    h = bh % H
+    m0 = pid_m * BLOCK_M
+    m_last = tl.minimum(m0 + BLOCK_M, NQ) - 1
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_ok = offs_m < NQ
+
+    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqn + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+    do = tl.load(DO + b * sdb + h * sdh + offs_m[:, None] * sdn + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+    lse = tl.load(LSE + bh * NQ + offs_m, mask=row_ok, other=float("inf"))
+    delta = tl.load(DELTA + bh * NQ + offs_m, mask=row_ok, other=0.0)
+    qpos = tl.load(QPOS + b * NQ + offs_m, mask=row_ok, other=0)
+    lo = tl.load(KLO + b * NQ + m0)
+    hi = tl.load(KHI + b * NQ + m_last)
+    full_lo = tl.load(KLO + b * NQ + m_last)
+    full_hi = tl.load(KHI + b * NQ + m0)
+    a, c = _phase_bounds(lo, full_lo, full_hi, hi, BLOCK_N)
+
+    k_src = _rows_source(K + b * skb + h * skh, NK, skn, HEAD_DIM, BLOCK_N, USE_DESC)
+    v_src = _rows_source(V + b * svb + h * svh, NK, svn, HEAD_DIM, BLOCK_N, USE_DESC)
+    kpos_base = KPOS + b * NK
+    dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    dq = _dq_inner(dq, q, do, lse, delta, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
+                   lo, a, radius, qk_scale, BLOCK_N, True, PRECISION, USE_DESC)
+    dq = _dq_inner(dq, q, do, lse, delta, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
+                   a, c, radius, qk_scale, BLOCK_N, False, PRECISION, USE_DESC)
+    dq = _dq_inner(dq, q, do, lse, delta, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
+                   c, hi, radius, qk_scale, BLOCK_N, True, PRECISION, USE_DESC)
+    tl.store(DQ + b * sdqb + h * sdqh + offs_m[:, None] * sdqn + offs_d[None, :],
+             (dq * sm_scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
+
+
+# ----------------------------------------------------------------------------------------------- host
+
+
+def position_tables(q_pos: torch.Tensor, k_pos: torch.Tensor, radius: int):
+    """Visible index ranges from ascending positions (all int32, contiguous).
+
+    q_pos: (B, Nq), k_pos: (B, Nk). Returns (qpos32, kpos32, klo, khi, qlo, qhi):
+    klo/khi (B, Nq): query i sees keys [klo[i], khi[i]); qlo/qhi (B, Nk): key j is seen by
+    queries [qlo[j], qhi[j]).
+    """
+    qp = q_pos.to(torch.int64).contiguous()
+    kp = k_pos.to(torch.int64).contiguous()
+    r = int(radius)
+    klo = torch.searchsorted(kp, qp - r, right=False, out_int32=True)
+    khi = torch.searchsorted(kp, qp + r, right=True, out_int32=True)
+    qlo = torch.searchsorted(qp, kp - r, right=False, out_int32=True)
+    qhi = torch.searchsorted(qp, kp + r, right=True, out_int32=True)
+    return qp.to(torch.int32), kp.to(torch.int32), klo, khi, qlo, qhi
+
+
+def _precision(dtype: torch.dtype) -> str:
+    # fp32 inputs: "tf32x3" (three tf32 tensor-core products, ~fp32 accuracy; plain tf32 would cost
+    # ~1e-3 relative error, and "ieee" FMA dots spill badly and take minutes to compile for sm_90).
+    # 16-bit inputs: tensor cores directly (the value only matters for fp32).
+    return "tf32x3" if dtype == torch.float32 else "tf32"
+
+
+def _strides(t: torch.Tensor):
+    return t.stride(0), t.stride(1), t.stride(2)
+
+
+# TMA tensor descriptors (Hopper+): K/V (forward, dq) and Q/dO (dk/dv) tiles are loaded by the copy
+# engine instead of per-element pointers, which frees ~64 registers per thread (no spills at
+# 128 x 64 tiles, head dim 128, measured with ptxas for sm_90) and lets loads pipeline.
+# EFLOW_TRITON_TMA: "auto" (default: CUDA capability >= 9), "1" (wherever Triton supports it,
+# including the interpreter), "0" (never). A failed descriptor launch switches to pointer loads.
+_TMA = {"mode": os.environ.get("EFLOW_TRITON_TMA", "auto"), "broken": None, "allocator": False}
+
+
+def set_tma_mode(mode: str) -> None:
+    """"auto", "1" or "0" (see above); also clears a recorded failure."""
+    if mode not in ("auto", "1", "0"):
+        raise ValueError(f"TMA mode must be 'auto', '1' or '0', got {mode!r}")
+    _TMA["mode"], _TMA["broken"] = mode, None
+
+
+def tma_status() -> str:
+    """One line: whether the descriptor path is used and why (not)."""
+    if _TMA["broken"]:
+        return f"off: a descriptor launch failed ({_TMA['broken'][:200]})"
+    if not hasattr(tl, "make_tensor_descriptor"):
+        return "off: this Triton has no tl.make_tensor_descriptor"
+    return {"0": "off: EFLOW_TRITON_TMA=0", "1": "on where supported (EFLOW_TRITON_TMA=1)"}.get(
+        _TMA["mode"], "auto: on for CUDA capability >= 9 with 16-byte aligned rows")
+
+
+def _use_descriptors(*tensors: torch.Tensor) -> bool:
+    mode = _TMA["mode"]
+    if mode == "0" or _TMA["broken"] or not hasattr(tl, "make_tensor_descriptor"):
+        return False
+    dev = tensors[0].device
+    if dev.type == "cuda":
+        if not hasattr(triton, "set_allocator"):
+            return False
+        if mode == "auto" and torch.cuda.get_device_capability(dev)[0] < 9:
+            return False
+    elif not (INTERPRET and mode == "1"):
+        return False
+    for t in tensors:                       # TMA: 16-byte aligned base and row strides
+        if t.data_ptr() % 16 or any((st * t.element_size()) % 16 for st in t.stride()[:-1]):
+            return False
+    return True
+
+
+def _ensure_allocator(device: torch.device) -> None:
+    """In-kernel descriptors need a small global scratch buffer per launch (Triton's allocator hook)."""
+    if _TMA["allocator"] or device.type != "cuda":
+        return
+
+    def alloc(size: int, alignment: int, stream):
+        return torch.empty(size, dtype=torch.int8, device=device)
+
+    triton.set_allocator(alloc)
+    _TMA["allocator"] = True
+
+
+def _launch(kernel, grid, args, use_desc: bool, **meta) -> None:
+    """Launch with USE_DESC; if the descriptor variant fails to compile or launch, record it, warn
+    once and run the pointer-load variant (same results)."""
+    if use_desc:
+        try:
+            _ensure_allocator(args[0].device)
+            kernel[grid](*args, USE_DESC=True, **meta)
+            return
+        except Exception as exc:                       # noqa: BLE001 - fall back, keep the message
+            _TMA["broken"] = f"{type(exc).__name__}: {exc}"
+            warnings.warn(f"Triton window attention: TMA descriptor path failed, using pointer loads "
+                          f"({type(exc).__name__}: {str(exc)[:300]})")
+    kernel[grid](*args, USE_DESC=False, **meta)
+
+
+def _check(q, k, v, q_pos, k_pos):
+    B, H, nq, D = q.shape
+    if k.shape[:2] != (B, H) or v.shape != k.shape or k.shape[-1] != D:
+        raise ValueError(f"triton window attention needs q (B,H,Nq,D), k and v (B,H,Nk,D); got {tuple(q.shape)}, "
+                         f"{tuple(k.shape)}, {tuple(v.shape)}")
+    if D not in SUPPORTED_HEAD_DIMS:
+        raise ValueError(f"triton window attention supports head dims {SUPPORTED_HEAD_DIMS}, got {D}")
+    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32) or k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f"triton window attention needs q, k, v of one dtype fp16/bf16/fp32, got {q.dtype}")
+    if q_pos.shape != (B, nq) or k_pos.shape != (B, k.shape[2]):
+        raise ValueError("q_pos must be (B, Nq) and k_pos (B, Nk)")
+
+
+def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+class _TritonWindowAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, q_pos, k_pos, radius):
+        q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
+        B, H, nq, D = q.shape
+        nk = k.shape[2]
+        tables = position_tables(q_pos, k_pos, radius)
+        qpos32, kpos32, klo, khi, _, _ = tables
+        o = torch.empty(B, H, nq, D, dtype=q.dtype, device=q.device)
+        lse = torch.empty(B, H, nq, dtype=torch.float32, device=q.device)
+        sm_scale = 1.0 / math.sqrt(D)
+        if nq > 0:
+            if nk == 0:
+                o.zero_()
+                lse.fill_(float("inf"))
+            else:
+                grid = lambda meta: (triton.cdiv(nq, meta["BLOCK_M"]), B * H)
+                _launch(_window_fwd, grid,
+                        (q, k, v, o, lse, qpos32, kpos32, klo, khi, *_strides(q), *_strides(k), *_strides(v),
+                         *_strides(o), H, nq, nk, int(radius), sm_scale * LOG2E),
+                        _use_descriptors(k, v), HEAD_DIM=D, PRECISION=_precision(q.dtype))
+        ctx.save_for_backward(q, k, v, o, lse, *tables)
+        ctx.radius = int(radius)
+        return o
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, do):
+        q, k, v, o, lse, qpos32, kpos32, klo, khi, qlo, qhi = ctx.saved_tensors
+        do = _last_dim_contiguous(do)
+        B, H, nq, D = q.shape
+        nk = k.shape[2]
+        sm_scale = 1.0 / math.sqrt(D)
+        if nq == 0 or nk == 0:
+            return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v), None, None, None
+        dq = torch.empty_like(q, memory_format=torch.contiguous_format)
+        dk = torch.empty_like(k, memory_format=torch.contiguous_format)
+        dv = torch.empty_like(v, memory_format=torch.contiguous_format)
+        prec = _precision(q.dtype)
+        delta = torch.empty(B, H, nq, dtype=torch.float32, device=q.device)
+        pre_block = 64
+        _bwd_preprocess[(triton.cdiv(nq, pre_block), B * H)](o, do, delta, *_strides(o), *_strides(do), H, nq,
+                                                              HEAD_DIM=D, BLOCK_M=pre_block)
+        common = (H, nq, nk, ctx.radius, sm_scale * LOG2E, sm_scale)
+        grid_kv = lambda meta: (triton.cdiv(nk, meta["BLOCK_N"]), B * H)
+        _launch(_window_bwd_dkdv, grid_kv,
+                (q, k, v, do, dk, dv, lse, delta, qpos32, kpos32, qlo, qhi, *_strides(q), *_strides(k),
+                 *_strides(v), *_strides(do), *_strides(dk), *_strides(dv), *common),
+                _use_descriptors(q, do), HEAD_DIM=D, PRECISION=prec)
+        grid_q = lambda meta: (triton.cdiv(nq, meta["BLOCK_M"]), B * H)
+        _launch(_window_bwd_dq, grid_q,
+                (q, k, v, do, dq, lse, delta, qpos32, kpos32, klo, khi, *_strides(q), *_strides(k), *_strides(v),
+                 *_strides(do), *_strides(dq), *common),
+                _use_descriptors(k, v), HEAD_DIM=D, PRECISION=prec)
+        return dq, dk, dv, None, None, None
+
+
+def triton_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor,
+                            k_pos: torch.Tensor, radius: int) -> torch.Tensor:
+    """Window attention with the Triton kernels (CUDA, or CPU under TRITON_INTERPRET=1).
+
+    q: (B, H, Nq, D), k, v: (B, H, Nk, D) of one dtype (fp16/bf16/fp32), D in 16..256 (power of 2);
+    q_pos: (B, Nq), k_pos: (B, Nk) integer positions, ascending per row, |pos| + radius < 2**31
+    (the kernels use int32 positions; not checked, to avoid a host sync).
+    Returns (B, H, Nq, D) in q's dtype; differentiable w.r.t. q, k, v.
+    """
+    _check(q, k, v, q_pos, k_pos)
+    return _TritonWindowAttention.apply(q, k, v, q_pos, k_pos, int(radius))

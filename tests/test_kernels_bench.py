@@ -1,0 +1,86 @@
+"""benchmarks/attention.py on the CPU: its correctness-check functions, and a --tiny end-to-end run."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "attention.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("benchmarks_attention", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quarter_positions_are_sorted_distinct_and_differ_per_row(bench):
+    pos = bench.keep_quarter_positions(400, 3, torch.Generator().manual_seed(0), "cpu")
+    assert pos.shape == (3, 100) and pos.dtype == torch.int64
+    for row in pos:
+        assert bool((row[1:] > row[:-1]).all()) and int(row.min()) >= 0 and int(row.max()) < 400
+    assert not torch.equal(pos[0], pos[1])
+
+
+def test_visible_key_counts_and_flops_match_brute_force(bench):
+    pos = bench.keep_quarter_positions(800, 2, torch.Generator().manual_seed(1), "cpu")
+    counts = bench.visible_key_counts(pos, pos, 37)
+    brute = ((pos[:, :, None] - pos[:, None, :]).abs() <= 37).sum(-1)
+    assert torch.equal(counts, brute)
+    assert bench.window_flops(pos, pos, 37, heads=3, head_dim=16) == 4.0 * float(brute.sum()) * 16 * 3
+    dense = bench.dense_positions(100, 1, "cpu")
+    assert float(bench.visible_key_counts(dense, dense, 1000).float().mean()) == 100.0
+
+
+def test_forward_check_accepts_exact_and_catches_wrong_outputs(bench):
+    import kernels
+    gen = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(1, 2, 300, 16, generator=gen) for _ in range(3))
+    pos = bench.keep_quarter_positions(1200, 1, gen, "cpu")
+    o = kernels.window_attention(q, k, v, pos, pos, 40, backend="chunked")
+    assert bench.forward_rel_error(o, q, k, v, pos, pos, 40, rows=64) < 1e-5
+    wrong = kernels.window_attention(q, k, v, pos, pos, 20, backend="chunked")          # wrong radius
+    assert bench.forward_rel_error(wrong, q, k, v, pos, pos, 40, rows=64) > bench.FWD_TOL
+    assert bench.forward_rel_error(o.bfloat16(), q, k, v, pos, pos, 40, rows=64) < bench.FWD_TOL
+
+
+def test_gradient_check_against_exact_backend(bench):
+    gen = torch.Generator().manual_seed(3)
+    q, k, v, do = (torch.randn(2, 2, 120, 16, generator=gen) for _ in range(4))
+    pos = bench.keep_quarter_positions(480, 2, gen, "cpu")
+    errs = bench.gradient_rel_errors("sdpa", q, k, v, pos, pos, 30, do, ref_backend="chunked")
+    assert set(errs) == {"dq", "dk", "dv"} and max(errs.values()) < 1e-5
+    errs = bench.gradient_rel_errors("chunked", q.bfloat16(), k.bfloat16(), v.bfloat16(), pos, pos, 30,
+                                     do.bfloat16(), ref_backend="chunked")
+    assert max(errs.values()) < bench.GRAD_TOL
+    assert bench.linear_rel_error("einsum", q, k, v) < 1e-5
+
+
+def test_tiny_cpu_run_end_to_end(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OUT": str(tmp_path)}
+    env.pop("TRITON_INTERPRET", None)
+    res = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--tiny"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    result = json.loads((tmp_path / "attention.json").read_text())
+    assert [(r["n_full"], r["mode"]) for r in result["rows"]] == [(48, "dense"), (48, "dropped"),
+                                                                  (160, "dense"), (160, "dropped")]
+    for row in result["rows"]:
+        assert row["correct"], row
+        assert {"chunked_fwd", "chunked_dq", "chunked_dk", "chunked_dv", "flex_fwd"} <= set(row["checks"])
+        names = {e["name"] for e in row["timings"]}
+        assert {"window_chunked", "window_flex", "linear_einsum", "glga_core"} <= names
+        assert all("error" not in e for e in row["timings"]), row["timings"]
+    dropped = result["rows"][1]
+    assert dropped["tokens"] == 12 and result["config"]["radius"] == 32
+    assert (tmp_path / "attention_fig2a.html").stat().st_size > 10_000
+    assert "checks:" in res.stdout and "wrote" in res.stdout

@@ -1,0 +1,171 @@
+"""The Triton kernels (kernels/triton_window.py, kernels/triton_linear.py) run under
+TRITON_INTERPRET=1 on the CPU against the reference definitions.
+
+The interpreter must be switched on before Triton is imported, so one child process (this file
+run as a script) computes every case and prints JSON; the tests below check its numbers. Shapes
+are small because the interpreter is slow; fp32 and fp16 only (a bf16 tl.dot is wrong in the
+interpreter). Tolerances: fp32 1e-4, fp16 5e-3 (relative, gradients floored at ||do||).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# name: (B, H, Nq, Nk, D, radius, dropped, dtype, layout)
+WINDOW_CASES = {
+    "f32_dense_n37_d16_r5": (2, 2, 37, 37, 16, 5, False, "float32", "bhnd"),
+    "f32_dense_n100_d32_r0": (1, 2, 100, 100, 32, 0, False, "float32", "bhnd"),
+    "f32_dense_n100_d32_r40_interior": (1, 2, 100, 100, 32, 40, False, "float32", "bhnd"),
+    "f32_dropped_n200_d64_r120": (2, 1, 200, 200, 64, 120, True, "float32", "bhnd"),
+    "f32_window_larger_than_n": (1, 2, 100, 100, 32, 1000, False, "float32", "bhnd"),
+    "f32_nq60_nk150_dropped": (2, 1, 60, 150, 16, 25, True, "float32", "bhnd"),
+    "f32_strided_bnhd_layout": (2, 2, 70, 70, 16, 20, True, "float32", "bnhd"),
+    "f32_queries_without_keys": (2, 1, 4, 7, 16, 3, True, "float32", "empty"),
+    "f16_dense_n100_d32_r20": (2, 2, 100, 100, 32, 20, False, "float16", "bhnd"),
+    "f16_dropped_n200_d32_r50": (2, 1, 200, 200, 32, 50, True, "float16", "bhnd"),
+}
+# name: (B, H, N, D, Dv, dtype, rows_per_split or None)
+LINEAR_CASES = {
+    "f32_n100_d32": (2, 2, 100, 32, 32, "float32", None),
+    "f32_n37_d16_dv64": (1, 3, 37, 16, 64, "float32", None),
+    "f32_n100_split_rows24": (1, 2, 100, 32, 16, "float32", 24),
+    "f16_n200_d64_dv32": (2, 1, 200, 64, 32, "float16", None),
+}
+TOL = {"float32": 1e-4, "float16": 5e-3}
+
+
+def _child() -> dict:
+    """Runs in the TRITON_INTERPRET=1 process: every case, as relative errors."""
+    assert os.environ.get("TRITON_INTERPRET") == "1"
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    import kernels
+    from kernels import triton_linear, triton_window
+    from kernels.reference import linear_attention_reference, window_attention_reference
+
+    def rel(a, b, floor=0.0):
+        a, b = a.detach().double(), b.detach().double()
+        return float((a - b).norm() / max(float(b.norm()), floor, 1e-300))
+
+    def positions(B, n, n_full, drop, gen):
+        if not drop:
+            return torch.arange(n).expand(B, n).contiguous()
+        return torch.stack([torch.sort(torch.randperm(n_full, generator=gen)[:n])[0] for _ in range(B)])
+
+    out = {"window": {}, "linear": {}}
+    for tma in ("0", "1"):                 # pointer loads, then TMA tensor descriptors
+        triton_window.set_tma_mode(tma)
+        for i, (name, (B, H, nq, nk, D, radius, drop, dt, layout)) in enumerate(WINDOW_CASES.items()):
+            gen = torch.Generator().manual_seed(100 + i)
+            dtype = getattr(torch, dt)
+            if layout == "empty":
+                k_pos = torch.tensor([[0, 1, 2, 3, 50, 51, 52], [10, 11, 12, 13, 14, 15, 16]])
+                q_pos = torch.tensor([[1, 20, 26, 52], [0, 12, 30, 40]])
+            else:
+                q_pos = positions(B, nq, 4 * max(nq, nk), drop, gen)
+                k_pos = positions(B, nk, 4 * max(nq, nk), drop, gen)
+            if layout == "bnhd":               # (B, N, H, D) storage viewed as (B, H, N, D)
+                q, k, v = (torch.randn(B, n, H, D, generator=gen).to(dtype).transpose(1, 2) for n in (nq, nk, nk))
+            else:
+                q, k, v = (torch.randn(B, H, n, D, generator=gen).to(dtype) for n in (nq, nk, nk))
+            do = torch.randn(B, H, nq, D, generator=gen).to(dtype)
+            qt, kt, vt = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
+            o = kernels.window_attention(qt, kt, vt, q_pos, k_pos, radius, backend="triton")
+            grads = torch.autograd.grad(o, (qt, kt, vt), do)
+            qr, kr, vr = (t.detach().float().requires_grad_(True) for t in (q, k, v))
+            o_ref = window_attention_reference(qr, kr, vr, q_pos, k_pos, radius)
+            g_ref = torch.autograd.grad(o_ref, (qr, kr, vr), do.float())
+            res = {"o": rel(o, o_ref), "dtype_ok": o.dtype == dtype and all(g.dtype == dtype for g in grads),
+                   "used_tma": triton_window._use_descriptors(kt, vt) and triton_window._use_descriptors(qt, do)}
+            floor = float(do.float().norm())
+            for g, gr, n in zip(grads, g_ref, ("dq", "dk", "dv")):
+                res[n] = rel(g, gr, floor)
+            if layout == "empty":
+                res["empty_rows_zero"] = bool((o[0, :, 1:3] == 0).all() and (o[1, :, 2:] == 0).all()
+                                              and (grads[0][0, :, 1:3] == 0).all())
+            out["window"][f"{name}@{'tma' if tma == '1' else 'ptr'}"] = res
+    out["tma_failure"] = triton_window._TMA["broken"]
+
+    for i, (name, (B, H, N, D, Dv, dt, rows)) in enumerate(LINEAR_CASES.items()):
+        gen = torch.Generator().manual_seed(200 + i)
+        dtype = getattr(torch, dt)
+        q, k = (torch.randn(B, H, N, D, generator=gen).to(dtype) for _ in range(2))
+        v = torch.randn(B, H, N, Dv, generator=gen).to(dtype)
+        do = torch.randn(B, H, N, Dv, generator=gen).to(dtype)
+        res = {}
+        if rows is not None:                 # several token splits summed (the GPU's split-K path)
+            s = triton_linear.at_b(k, v, rows=rows)
+            res["split_S"] = rel(s, torch.einsum("bhnd,bhne->bhde", k.float(), v.float()))
+        qt, kt, vt = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
+        o = kernels.linear_attention(qt, kt, vt, backend="triton")
+        grads = torch.autograd.grad(o, (qt, kt, vt), do)
+        qr, kr, vr = (t.detach().float().requires_grad_(True) for t in (q, k, v))
+        o_ref = linear_attention_reference(qr, kr, vr)
+        g_ref = torch.autograd.grad(o_ref, (qr, kr, vr), do.float())
+        res["o"] = rel(o, o_ref)
+        res["dtype_ok"] = o.dtype == dtype and all(g.dtype == dtype for g in grads)
+        for g, gr, n in zip(grads, g_ref, ("dq", "dk", "dv")):
+            res[n] = rel(g, gr)
+        out["linear"][name] = res
+
+    info = kernels.available_backends("cpu")
+    q = torch.randn(1, 1, 8, 16)
+    out["meta"] = {
+        "triton_available": info["triton"][0],
+        "auto_cpu": kernels.auto_window_backend(q, q, q),
+        "n_configs": [len(f.configs) for f in (triton_window._window_fwd, triton_window._window_bwd_dkdv,
+                                               triton_window._window_bwd_dq, triton_linear._at_b, triton_linear._x_m)],
+    }
+    return out
+
+
+@pytest.fixture(scope="module")
+def interpreted():
+    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-4000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("loads", ["ptr", "tma"])
+@pytest.mark.parametrize("case", list(WINDOW_CASES))
+def test_triton_window_matches_reference(interpreted, case, loads):
+    """Both load paths: pointer loads, and TMA tensor descriptors (the Hopper path)."""
+    r = interpreted["window"][f"{case}@{loads}"]
+    tol = TOL[WINDOW_CASES[case][7]]
+    assert interpreted["tma_failure"] is None
+    assert r["used_tma"] == (loads == "tma")
+    assert r["dtype_ok"]
+    for key in ("o", "dq", "dk", "dv"):
+        assert r[key] < tol, (key, r)
+    if "empty_rows_zero" in r:
+        assert r["empty_rows_zero"]
+
+
+@pytest.mark.parametrize("case", list(LINEAR_CASES))
+def test_triton_linear_matches_reference(interpreted, case):
+    r = interpreted["linear"][case]
+    tol = TOL[LINEAR_CASES[case][5]]
+    assert r["dtype_ok"]
+    for key in ("o", "dq", "dk", "dv") + (("split_S",) if "split_S" in r else ()):
+        assert r[key] < tol, (key, r)
+
+
+def test_interpreter_uses_one_config_and_auto_never_picks_triton_on_cpu(interpreted):
+    meta = interpreted["meta"]
+    assert meta["n_configs"] == [1, 1, 1, 1, 1]
+    assert meta["triton_available"] is True          # explicit backend="triton" runs interpreted
+    assert meta["auto_cpu"] in ("sdpa", "chunked")   # but "auto" never picks it on the CPU
+
+
+if __name__ == "__main__" and "--child" in sys.argv:
+    print(json.dumps(_child()))
