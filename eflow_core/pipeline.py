@@ -102,11 +102,14 @@ class EFlowPipeline:
 
         self.model, self.config, self.card, self.device = model.eval(), config, card, device
         self.flow = SolutionFlow(model, config.flow)
-        self.codec = load_codec(config.data.codec, config.data.codec_factor)
-        self.text_encoder = None
-        if config.model.text_dim:
-            from eflow_core.text import load_text_encoder
-            self.text_encoder = load_text_encoder(config.data.text_encoder)
+        try:
+            self.codec = load_codec(config.data.codec, config.data.codec_factor, device=device)
+            self.text_encoder = None
+            if config.model.text_dim:
+                from eflow_core.text import load_text_encoder
+                self.text_encoder = load_text_encoder(config.data.text_encoder)
+        except (FileNotFoundError, ValueError, ImportError, OSError) as err:
+            raise PipelineError(f"the model's codec or text encoder cannot be loaded ({err})") from None
         self._capture_lock = threading.Lock()
 
     @classmethod
@@ -116,9 +119,10 @@ class EFlowPipeline:
         folder = resolve_model_path(path_or_name)
         config, card, weights = load_model_folder(folder)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        model = VideoDiT(config.model)
+        with torch.device("meta"):      # no random init that the weights overwrite at once
+            model = VideoDiT(config.model)
         try:
-            model.load_state_dict({k: v.to(torch.float32) for k, v in weights.items()})
+            model.load_state_dict({k: v.to(torch.float32) for k, v in weights.items()}, assign=True)
         except RuntimeError as err:
             raise PipelineError(f"the weights in {folder} do not fit the model its card describes "
                                 f"({str(err).splitlines()[0]})") from None
@@ -129,8 +133,10 @@ class EFlowPipeline:
     # --------------------------------------------------------------- facts
     @property
     def kind(self) -> str:
-        """"text" or "class"."""
-        return "text" if self.config.model.text_dim else "class"
+        """"text", "class" or "unconditional"."""
+        if self.config.model.text_dim:
+            return "text"
+        return "class" if self.config.model.num_classes else "unconditional"
 
     @property
     def world(self) -> str:
@@ -170,7 +176,7 @@ class EFlowPipeline:
                     raise PipelineError("the prompt is empty: describe the video you want")
                 if len(p) > MAX_PROMPT_CHARS:
                     raise PipelineError(f"the prompt is {len(p)} characters long; keep it under {MAX_PROMPT_CHARS}")
-        else:
+        elif self.kind == "class":
             if labels is None:
                 raise PipelineError("this is a class-conditional model: pick a class label")
             for label in labels:
@@ -203,7 +209,7 @@ class EFlowPipeline:
         frames, h, w = self.default_size
         frames, h, w = num_frames or frames, height or h, width or w
         latent = self._check_request(prompts, labels, steps, guidance, frames, h, w, sampler)
-        batch = len(prompts) if prompts is not None else len(labels)
+        batch = len(prompts) if prompts is not None else len(labels) if labels is not None else 1
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         timings: dict = {"steps": []}
         start = time.perf_counter()
@@ -211,8 +217,10 @@ class EFlowPipeline:
         if self.kind == "text":
             encoded = self.text_encoder.encode(list(prompts))
             cond = TextCondition(encoded.tokens.to(self.device, self.model_dtype), encoded.mask.to(self.device))
-        else:
+        elif self.kind == "class":
             cond = torch.tensor([int(x) for x in labels], device=self.device)
+        else:
+            cond = None
         sync()
         timings["text"] = time.perf_counter() - start
 
@@ -274,7 +282,7 @@ class EFlowPipeline:
         if gates is not None:   # full-token layers as (T', H', W', 2) maps; middle layers scattered over kept ids
             gate_maps = {i: g[0].mean(dim=1).reshape(*grid, 2).numpy() for i, g in gates.items()
                          if g.shape[1] == grid[0] * grid[1] * grid[2]}
-        nfe = steps if sampler == "solution" else 2 * steps
+        nfe = steps * (2 if sampler == "ode" and self.config.flow.guidance != "none" else 1)
         return GenerationResult(video=video[0].numpy(), fps=FPS, timings=timings, nfe=nfe,
                                 tokens=grid[0] * grid[1] * grid[2], sampler=sampler, steps=steps,
                                 guidance=float(guidance), seed=int(seed), device=str(self.device), gates=gate_maps)
@@ -292,8 +300,10 @@ class EFlowPipeline:
         if self.kind == "text":
             encoded = self.text_encoder.encode([prompt])
             cond = TextCondition(encoded.tokens.to(self.device, self.model_dtype), encoded.mask.to(self.device))
-        else:
+        elif self.kind == "class":
             cond = torch.tensor([int(label)], device=self.device)
+        else:
+            cond = None
         x1 = torch.randn(tuple(latent), generator=torch.Generator().manual_seed(seed))[None]
         x1 = x1.to(self.device, self.model_dtype)
         one, w = torch.ones(1, device=self.device), torch.full((1,), float(guidance), device=self.device)

@@ -1,0 +1,38 @@
+"""Example prompts that the shapes-world models understand, built from that world's own vocabularies.
+
+The shapes world (`eflow_core.data.shapes`) captions every clip from a shape, a colour, a background
+and a motion through a handful of templates; prompts written the same way are what a model trained on
+it can follow. The examples cover every shape, colour, background and motion at least once.
+"""
+from __future__ import annotations
+
+from eflow_core.data.shapes import (BACKGROUNDS, COLORS, MOTIONS, SHAPES, TRAIN_TEMPLATES, caption_for)
+
+
+def example_prompts(count: int = 8) -> list[str]:
+    """`count` distinct prompts (deterministic) that together use every word of each vocabulary."""
+    prompts: list[str] = []
+    i = 0
+    while len(prompts) < count and i < 10 * count + 100:
+        attributes = {
+            "shape": SHAPES[i % len(SHAPES)],
+            "color": COLORS[i % len(COLORS)],
+            "background": BACKGROUNDS[(i // 2) % len(BACKGROUNDS)],
+            "motion": MOTIONS[(i + i // len(MOTIONS)) % len(MOTIONS)],
+        }
+        # the first template reads most naturally; the others show the phrasings the model also knows
+        template = TRAIN_TEMPLATES[0] if i % 3 else TRAIN_TEMPLATES[(i // 3) % len(TRAIN_TEMPLATES)]
+        text = caption_for(attributes, template)
+        if text not in prompts:
+            prompts.append(text)
+        i += 1
+    return prompts
+
+
+DEFAULT_PROMPT = caption_for({"shape": "circle", "color": "red", "background": "black", "motion": "moving right"},
+                             TRAIN_TEMPLATES[0])
+
+VOCABULARY_HINT = ("This model knows {shapes}; {colors}; backgrounds {backgrounds}; "
+                   "and motions {motions}.").format(shapes=", ".join(SHAPES), colors=", ".join(COLORS),
+                                                     backgrounds=", ".join(BACKGROUNDS),
+                                                     motions=", ".join(MOTIONS))

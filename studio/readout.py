@@ -1,0 +1,80 @@
+"""Plain-text readouts of what a generation cost and what a model is (no gradio; notebooks may use them).
+
+The latency readout is the text the `/generate` API returns and the UI shows in a monospace box:
+
+    4 steps, few-step solution sampler
+    NFE 4 · 512 tokens · device cpu
+    text encoding      7.3 ms
+    step 1           142.0 ms
+    ...
+    decode             1.2 ms
+    total            590.1 ms
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:9.1f} ms" if seconds < 10 else f"{seconds:9.2f} s "
+
+
+def latency_readout(result) -> str:
+    """Stage timings of one `GenerationResult` (text encoding, each step, decode, total, NFE, tokens, device)."""
+    timings = result.timings
+    sampler = "few-step solution sampler" if result.sampler == "solution" else "Euler ODE + CFG baseline"
+    lines = [f"{result.steps} steps, {sampler}",
+             f"NFE {result.nfe} · {result.tokens} tokens · device {result.device}",
+             f"{'text encoding':<14}{_ms(timings.get('text', 0.0))}"]
+    steps = list(timings.get("steps", []))
+    if len(steps) <= 10:
+        lines += [f"{f'step {i + 1}':<14}{_ms(s)}" for i, s in enumerate(steps)]
+    else:  # the 50-step baseline: summarise instead of fifty lines
+        mean = sum(steps) / len(steps)
+        lines += [f"{f'steps 1-{len(steps)}':<14}{_ms(sum(steps))}",
+                  f"{'  per step':<14}{_ms(mean)}  (min {min(steps) * 1000:.1f}, max {max(steps) * 1000:.1f} ms)"]
+    lines += [f"{'decode':<14}{_ms(timings.get('decode', 0.0))}",
+              f"{'total':<14}{_ms(timings.get('total', 0.0))}"]
+    return "\n".join(lines)
+
+
+def speedup_readout(fast, baseline) -> str:
+    """The measured speed-up of the few-step result over the baseline (same prompt, seed, network, machine)."""
+    fast_total, slow_total = fast.timings["total"], baseline.timings["total"]
+    speedup = slow_total / max(fast_total, 1e-9)
+    nfe_ratio = baseline.nfe / max(fast.nfe, 1)
+    return (f"speed-up {speedup:.1f}x measured on this machine ({fast.device}): "
+            f"{fast.steps}-step EFlow {fast_total * 1000:.0f} ms vs {baseline.steps}-step CFG baseline "
+            f"{slow_total * 1000:.0f} ms; NFE {fast.nfe} vs {baseline.nfe} ({nfe_ratio:.0f}x fewer evaluations)")
+
+
+def defect_readout(defect: Mapping[str, float]) -> str:
+    """The semigroup defect of one sample: one jump 1 -> 0 against two jumps 1 -> l -> 0."""
+    return (f"semigroup defect at l = {defect['l']:g}: RMS {defect['defect_rms']:.4f}, "
+            f"relative {defect['relative']:.1%} of the one-jump result "
+            f"(0 means jumping straight to the clean video agrees with stopping half-way first)")
+
+
+def model_summary(pipe, name: str) -> str:
+    """One markdown paragraph on a loaded pipeline: name, kind, world, size, training steps, device."""
+    card = pipe.card
+    params = sum(p.numel() for p in pipe.model.parameters())
+    frames, height, width = pipe.default_size
+    kind = "text-to-video" if pipe.kind == "text" else f"class-conditional ({len(pipe.classes)} classes)"
+    parts = [f"**{name}**", kind, f"world *{pipe.world}*", f"{params / 1e6:.1f} M parameters",
+             f"{frames}×{height}×{width}"]
+    if card.get("steps") is not None:
+        parts.append(f"{card['steps']:,} training steps")
+    parts.append(f"on {pipe.device}")
+    text = " · ".join(parts)
+    if card.get("standin"):
+        text += "  \n⚠️ untrained stand-in weights: the videos show the pipeline working, not a trained model"
+    return text
+
+
+def stage_times(timings: Mapping) -> list[tuple[str, float]]:
+    """[(stage name, seconds)] in order: text encoding, step 1..N, decode (for bar charts)."""
+    stages = [("text", float(timings.get("text", 0.0)))]
+    stages += [(f"step {i + 1}", float(s)) for i, s in enumerate(timings.get("steps", []))]
+    stages.append(("decode", float(timings.get("decode", 0.0))))
+    return stages
