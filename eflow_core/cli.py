@@ -28,7 +28,7 @@ def cmd_train(args) -> None:
     from eflow_core.train import train_main
 
     config = load_train_config(args.config, args.overrides)
-    train_main(config, args.output, stop_at=args.stop_at)
+    train_main(config, args.output, stop_at=args.stop_at, time_budget=args.time_budget)
 
 
 def cmd_sample(args) -> None:
@@ -46,12 +46,24 @@ def cmd_sample(args) -> None:
 
 
 def cmd_data(args) -> None:
+    if args.data_command == "text-cache":
+        from eflow_core.data.shapes import EVAL_TEMPLATES, TRAIN_TEMPLATES, all_captions
+        from eflow_core.text import load_text_encoder
+
+        templates = TRAIN_TEMPLATES + (EVAL_TEMPLATES if args.include_eval else [])
+        captions = all_captions(templates)
+        encoder = load_text_encoder(args.encoder, cache_dir=args.out)
+        for start in range(0, len(captions), 256):
+            encoder.encode(captions[start:start + 256])
+        print(f"cached {len(encoder)} captions of the shapes world in {encoder.save()}")
+        return
     from eflow_core.data.actions import make_actions
 
     if args.data_command == "make-actions":
-        root = make_actions(args.out, classes=args.classes, per_class=args.per_class, num_frames=args.frames,
-                            size=args.size, seed=args.seed)
-        print(f"wrote the actions set in the Kinetics-700 layout under {root}")
+        counts = make_actions(args.out, classes=args.classes, per_class=args.per_class, num_frames=args.frames,
+                              size=args.size, seed=args.seed)
+        written = ", ".join(f"{n} {split}" for split, n in counts.items())
+        print(f"wrote the actions set in the Kinetics-700 layout under {args.out} ({written} clips)")
 
 
 def cmd_eval(args) -> None:
@@ -136,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value overrides, dotted for nested: model.dim=128")
     p.add_argument("--output", required=True, help="folder for config, checkpoint and metrics.csv")
     p.add_argument("--stop-at", type=int, default=None, help="stop at this step as if interrupted (resume later)")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="seconds: after 30 steps, lower `steps` so training ends in time (phases scale along)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="generate one clip")
@@ -160,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--frames", type=int, default=32)
     q.add_argument("--size", type=int, default=64)
     q.add_argument("--seed", type=int, default=0)
+    q = data_sub.add_parser("text-cache", help="precompute text embeddings of every shapes caption (offline training)")
+    q.add_argument("--out", required=True, help="cache folder (pass it as data.text_cache=DIR when training)")
+    q.add_argument("--encoder", default="minilm")
+    q.add_argument("--include-eval", action="store_true", help="also the held-out evaluation templates")
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("eval", help="probe-FD, adherence and latency per step count")

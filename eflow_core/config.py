@@ -170,6 +170,7 @@ class DataConfig:
     codec: str = "pixel"            # pixel | autoencoder:PATH | wan:PATH
     codec_factor: tuple[int, int, int] = (1, 4, 4)  # pixel codec space-to-depth (t, h, w)
     text_encoder: str = "minilm"    # minilm | t5:PATH | none (class-conditional)
+    text_cache: str = ""            # folder of the on-disk text-embedding cache ("" = no cache)
 
 
 @dataclass

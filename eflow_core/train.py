@@ -26,8 +26,10 @@ from tqdm.auto import tqdm
 
 from eflow_core.checkpoint import (CheckpointError, atomic_save_tensors, atomic_write_json,
                                    flatten_optimizer_state, load_tensors, unflatten_optimizer_state)
+from eflow_core.codecs import load_codec
 from eflow_core.conditioning import TextCondition
 from eflow_core.config import Phase, TrainConfig
+from eflow_core.data import collate, make_dataset
 from eflow_core.flow import EMA, SolutionFlow
 from eflow_core.model.dit import VideoDiT
 
@@ -69,20 +71,11 @@ class StepBatches(torch.utils.data.Sampler):
         return max(self.steps - self.start, 0)
 
 
-def collate(items: list[dict]) -> dict:
-    batch = {"video": torch.stack([it["video"] for it in items])}
-    if "caption" in items[0]:
-        batch["caption"] = [it["caption"] for it in items]
-    if "label" in items[0]:
-        batch["label"] = torch.tensor([int(it["label"]) for it in items])
-    return batch
-
-
 def build_conditioning(config: TrainConfig):
     """Text encoder for text models (None for class models)."""
     if config.model.text_dim:
         from eflow_core.text import load_text_encoder
-        encoder = load_text_encoder(config.data.text_encoder)
+        encoder = load_text_encoder(config.data.text_encoder, cache_dir=config.data.text_cache or None)
         if encoder.dim != config.model.text_dim:
             raise ValueError(f"text encoder {encoder.name} gives {encoder.dim}-d tokens, "
                              f"the model expects text_dim={config.model.text_dim}")
@@ -103,9 +96,6 @@ class Trainer:
     """`Trainer(config, output_dir).fit(stop_at=None)`; `stop_at` ends early (as if killed) for tests."""
 
     def __init__(self, config: TrainConfig, output_dir: str | Path, cpu: bool | None = None, progress: bool = True):
-        from eflow_core.codecs import load_codec
-        from eflow_core.data import make_dataset
-
         self.config, self.output = config, Path(output_dir)
         use_cpu = cpu if cpu is not None else not torch.cuda.is_available()
         precision = config.mixed_precision
@@ -117,7 +107,7 @@ class Trainer:
         self.progress = progress and self.accelerator.is_main_process
 
         self.dataset = make_dataset(config.data, split="train")
-        self.codec = load_codec(config.data.codec, config.data.codec_factor)
+        self.codec = load_codec(config.data.codec, config.data.codec_factor, device=self.device)
         self.text_encoder = build_conditioning(config)
         latent_channels = self.codec.latent_shape(config.data.num_frames, config.data.size, config.data.size)[0]
         if latent_channels != config.model.in_channels:
@@ -177,11 +167,16 @@ class Trainer:
         return True
 
     # ----------------------------------------------------------------- loop
-    def fit(self, stop_at: int | None = None) -> list[dict]:
+    def fit(self, stop_at: int | None = None, time_budget: float | None = None) -> list[dict]:
+        """Train to `config.steps` (or `stop_at`). `time_budget` (seconds): after a short calibration,
+        shrink `config.steps` so the run ends within the budget; the phase schedule scales with it and
+        config.json records the final step count."""
         cfg, acc = self.config, self.accelerator
         self.output.mkdir(parents=True, exist_ok=True)
         if acc.is_main_process:
             atomic_write_json(self.output / "config.json", cfg.to_dict())
+            if hasattr(self.dataset, "classes"):
+                atomic_write_json(self.output / "classes.json", list(self.dataset.classes))
         resumed = self.resume()
         metrics_path = self.output / "metrics.csv"
         if acc.is_main_process:
@@ -191,12 +186,16 @@ class Trainer:
         sampler = StepBatches(len(self.dataset), global_batch, acc.process_index, acc.num_processes,
                               cfg.seed, self.step, cfg.steps)
         loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate,
-                                             num_workers=cfg.data.num_workers,
-                                             persistent_workers=cfg.data.num_workers > 0)
+                                             num_workers=cfg.data.num_workers, worker_init_fn=_one_thread,
+                                             persistent_workers=cfg.data.num_workers > 0,
+                                             pin_memory=self.device.type == "cuda")
         end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
         bar = tqdm(total=end, initial=self.step, disable=not self.progress, desc="train", unit="it")
+        run_start = time.perf_counter()
         history: list[dict] = []
         tick, ticks = time.perf_counter(), 0
+        start_step, calibration = self.step, (30, 80)   # steps to time, past data-worker start-up
+        calibration_start = None
         self.model.train()
         for batch in loader:
             if self.step >= end:
@@ -207,7 +206,7 @@ class Trainer:
             self.flow.config = cfg.flow.replace(fm_ratio=phase.fm_ratio, scm_ratio=phase.scm_ratio,
                                                 mva_ratio=phase.mva_ratio)
             with torch.no_grad():
-                x0 = self.codec.encode(batch["video"].to(self.device))
+                x0 = self.codec.encode(batch["video"].to(self.device, non_blocking=True))
             cond = batch_condition(batch, self.text_encoder, self.device)
 
             loss, logs = self.flow.loss(x0, cond, self.step)
@@ -228,6 +227,18 @@ class Trainer:
             self.step += 1
             ticks += 1
             bar.update(1)
+            if time_budget is not None and self.step - start_step == calibration[0]:
+                calibration_start = time.perf_counter()
+            if time_budget is not None and self.step - start_step == calibration[1]:
+                now = time.perf_counter()
+                rate = (calibration[1] - calibration[0]) / (now - calibration_start)
+                fitted = self.step + int(rate * (time_budget - (now - run_start)))
+                if fitted < cfg.steps:
+                    cfg.steps = max(fitted, self.step + 1)
+                    end = min(end, cfg.steps)
+                    bar.total = end
+                    if acc.is_main_process:
+                        atomic_write_json(self.output / "config.json", cfg.to_dict())
 
             row = {"step": self.step, "phase": phase_index, "grad_norm": float(grad_norm),
                    "lr": self.scheduler.get_last_lr()[0], "drop_ratio": phase.drop_ratio,
@@ -247,6 +258,11 @@ class Trainer:
         if self.step == end and self.step % cfg.checkpoint_every and self.step != cfg.steps:
             self.save()   # stopped early: keep the state so a resume continues from here
         return history
+
+
+def _one_thread(worker_id: int) -> None:
+    """Data workers decode or render one clip at a time: one thread each, so N workers use N cores."""
+    torch.set_num_threads(1)
 
 
 def _tokens_per_sample(model: VideoDiT, x0: torch.Tensor) -> int:
@@ -284,17 +300,21 @@ def export_for_inference(train_dir: str | Path, out_dir: str | Path, extra_card:
     state = json.loads((train_dir / "checkpoint" / "state.json").read_text())
     ema = load_tensors(train_dir / "checkpoint" / "ema.safetensors", state["manifest"]["ema.safetensors"])
     config = json.loads((train_dir / "config.json").read_text())
+    classes_path = train_dir / "classes.json"
+    if classes_path.exists():
+        extra_card = {"classes": json.loads(classes_path.read_text()), **(extra_card or {})}
     atomic_save_tensors(out_dir / "model.safetensors", {k: v.to(dtype) for k, v in ema.items()})
     card = {"config": config, "world": config["data"]["kind"], "steps": state["step"], **(extra_card or {})}
     atomic_write_json(out_dir / "model_card.json", card)
     return out_dir
 
 
-def train_main(config: TrainConfig, output_dir: str, stop_at: int | None = None) -> None:
+def train_main(config: TrainConfig, output_dir: str, stop_at: int | None = None,
+               time_budget: float | None = None) -> None:
     """CLI entry: train (resuming if the output holds a checkpoint), print where things are."""
     trainer = Trainer(config, output_dir)
     start = time.time()
-    history = trainer.fit(stop_at=stop_at)
+    history = trainer.fit(stop_at=stop_at, time_budget=time_budget)
     if trainer.accelerator.is_main_process:
         last = history[-1] if history else {}
         print(f"trained to step {trainer.step}/{config.steps} in {time.time() - start:.0f}s; "

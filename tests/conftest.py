@@ -6,4 +6,5 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)  # subprocess servers and the test process share 2 cores: one thread each
