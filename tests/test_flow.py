@@ -1,0 +1,527 @@
+"""Solution-flow objectives and samplers (eflow_core/flow): Lemma 1, time sampling, batch plumbing,
+samplers' NFE and schedules, EMA, determinism. The 2-D training tests are in test_flow_toy.py."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from eflow_core.conditioning import NULL_LABEL, TextCondition
+from eflow_core.config import FlowConfig
+from eflow_core.flow import (
+    EMA,
+    SolutionFlow,
+    adaptive_weight,
+    flow_matching_loss,
+    guided_velocity,
+    inference_schedule,
+    intermediate_ratio,
+    mix_velocity,
+    mva_grid,
+    mva_loss,
+    mva_residual,
+    sample_logit_normal,
+    sample_mva_times,
+    sample_scm_times,
+    shift_time,
+    solution_consistency_loss,
+    split_batch,
+)
+
+
+# ------------------------------------------------------------------------------------------------
+# Lemma 1 (App. A.2): the MVA residual equals the semigroup defect, for any solution map g
+# ------------------------------------------------------------------------------------------------
+class _TinyF(nn.Module):
+    """A random small MLP F(x, t, s) on flattened x; g = x + (s - t) F is an Euler-parameterised map."""
+
+    def __init__(self, dim: int, dtype: torch.dtype):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(dim + 2, 32), nn.Tanh(), nn.Linear(32, dim)).to(dtype)
+
+    def forward(self, x, t, s):
+        h = torch.cat([x.flatten(1), t[:, None].to(x.dtype), s[:, None].to(x.dtype)], 1)
+        return self.net(h).reshape(x.shape)
+
+
+def _g_mlp(F):
+    def g(x, a, b):
+        return x + (b - a).reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype) * F(x, a, b)
+    return g
+
+
+def _g_nonlinear(x, a, b):
+    """Hand-written nonlinear map with g(x, a, a) = x but no semigroup property."""
+    e = lambda z: z.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)  # noqa: E731
+    d = e(b - a)
+    return x + d * torch.tanh(x * e(a) + 0.3) + d.pow(2) * torch.sin(3 * x) * e(1 + b)
+
+
+def _triples(n, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.rand(n, 3, generator=g).sort(dim=1, descending=True).values
+    u[:, 0] += 0.05  # t > l > s with margins
+    u[:, 2] -= 0.05
+    return u[:, 0].to(dtype), u[:, 1].to(dtype), u[:, 2].to(dtype)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("shape", [(16, 3), (8, 2, 4, 5)])
+@pytest.mark.parametrize("kind", ["mlp_euler", "nonlinear"])
+def test_lemma1_mva_residual_is_semigroup_defect(dtype, rtol, shape, kind):
+    torch.manual_seed(1)
+    x_t = torch.randn(shape, dtype=dtype)
+    t, l, s = _triples(shape[0], dtype)
+    dim = math.prod(shape[1:])
+    g = _g_mlp(_TinyF(dim, dtype)) if kind == "mlp_euler" else _g_nonlinear
+    with torch.no_grad():
+        # boundary condition holds, so Lemma 1's hypothesis is met
+        torch.testing.assert_close(g(x_t, t, t), x_t, rtol=0, atol=0)
+        g_ts, g_tl = g(x_t, t, s), g(x_t, t, l)
+        g_ls = g(g_tl, l, s)
+        residual = mva_residual(x_t, g_ts, g_tl, g_ls, t, l, s)
+        defect = g_ls - g_ts
+    scale = max(x_t.abs().max().item(), g_ts.abs().max().item())
+    assert defect.abs().max().item() > 1e-3 * scale, "a map with a real semigroup defect is needed"
+    assert (residual - defect).abs().max().item() <= rtol * 10 * scale
+    # the MVA loss (Eq. 12) is the per-sample squared defect
+    expected = defect.pow(2).flatten(1).mean(1)
+    torch.testing.assert_close(mva_loss(g_ts, g_ls), expected, rtol=1e-5, atol=0)
+    torch.testing.assert_close(mva_loss(g_ts, g_ls), residual.pow(2).flatten(1).mean(1), rtol=1e-4, atol=0)
+
+
+def test_mva_residual_zero_for_exact_flow():
+    """For an exact flow (here x -> x * exp(s - t), the solution map of dx/dt = x) the defect is zero."""
+    x_t = torch.randn(10, 4, dtype=torch.float64)
+    t, l, s = _triples(10, torch.float64)
+
+    def g(x, a, b):
+        return x * torch.exp(b - a)[:, None]
+
+    g_tl = g(x_t, t, l)
+    r = mva_residual(x_t, g(x_t, t, s), g_tl, g(g_tl, l, s), t, l, s)
+    assert r.abs().max().item() < 1e-12
+
+
+# ------------------------------------------------------------------------------------------------
+# per-sample losses
+# ------------------------------------------------------------------------------------------------
+def test_flow_matching_loss_adaptive_weight_is_detached():
+    pred = torch.randn(5, 3, 4, requires_grad=True)
+    target = torch.randn(5, 3, 4)
+    loss, mse = flow_matching_loss(pred, target, p=1.0, eps=0.01)
+    ref_mse = (pred - target).pow(2).mean(dim=(1, 2))
+    torch.testing.assert_close(mse, ref_mse.detach())
+    torch.testing.assert_close(loss, ref_mse / (ref_mse.detach() + 0.01))
+    loss.sum().backward()
+    # gradient of sg(w) * mse: 2 (pred - target) / D * w (w not differentiated)
+    w = 1.0 / (ref_mse.detach() + 0.01)
+    grad = 2 * (pred - target).detach() / 12 * w[:, None, None]
+    torch.testing.assert_close(pred.grad, grad)
+    torch.testing.assert_close(adaptive_weight(torch.tensor([0.99]), p=2.0, eps=0.01), torch.tensor([1.0]))
+
+
+def test_solution_consistency_weight_matches_eq4():
+    f_t = torch.randn(4, 6, requires_grad=True)
+    f_l = torch.randn(4, 6)
+    t = torch.tensor([0.9, 0.8, 0.5, 0.3])
+    l = torch.tensor([0.89, 0.7, 0.45, 0.299])
+    s = torch.tensor([0.1, 0.0, 0.2, 0.05])
+    loss, mse_q = solution_consistency_loss(f_t, f_l, t, l, s, p=1.0, eps=0.01)
+    mse = (f_t - f_l).pow(2).mean(1).detach()
+    w = 1.0 / ((t - l) * (t - s)) / (mse / (t - l) ** 2 + 0.01)
+    torch.testing.assert_close(loss, w * (f_t - f_l).pow(2).mean(1))
+    torch.testing.assert_close(mse_q, mse / (t - l) ** 2)
+    half, _ = solution_consistency_loss(f_t, f_l, t, l, s, p=1.0, eps=0.01, scale=0.5)
+    torch.testing.assert_close(half, 0.5 * loss)
+
+
+def test_guided_velocity_and_mix():
+    v, vu, vp = torch.randn(3, 2), torch.randn(3, 2), torch.randn(3, 2)
+    w = torch.tensor([1.0, 2.5, 4.0])
+    g = guided_velocity(v, vu, w)
+    torch.testing.assert_close(g, w[:, None] * v + (1 - w[:, None]) * vu)  # Eq. 11
+    torch.testing.assert_close(g[0], v[0])  # w = 1: the plain velocity
+    torch.testing.assert_close(mix_velocity(g, vp, 0.25), 0.25 * g + 0.75 * vp)
+    torch.testing.assert_close(mix_velocity(g, vp, 1.0), g)
+
+
+# ------------------------------------------------------------------------------------------------
+# times
+# ------------------------------------------------------------------------------------------------
+def test_shift_formula():
+    t = torch.linspace(0, 1, 11)
+    torch.testing.assert_close(shift_time(t, 3.0), 3 * t / (1 + 2 * t))
+    assert shift_time(0.5, 3.0) == pytest.approx(0.75)
+    assert shift_time(0.0, 3.0) == 0.0 and shift_time(1.0, 3.0) == 1.0
+    torch.testing.assert_close(shift_time(t, 1.0), t)
+    assert (shift_time(t, 3.0).diff() > 0).all()
+
+
+def test_logit_normal_distribution_and_generator():
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    a = sample_logit_normal(20000, 0.0, 1.0, 3.0, generator=g1)
+    b = sample_logit_normal(20000, 0.0, 1.0, 3.0, generator=g2)
+    assert torch.equal(a, b) and a.dtype == torch.float32
+    assert (a > 0).all() and (a < 1).all()
+    # median of sigmoid(u) is sigmoid(mu) = 0.5; the shift maps the median to 0.75
+    assert a.median().item() == pytest.approx(0.75, abs=0.01)
+    s = sample_logit_normal(20000, -1.0, 0.8, 1.0, generator=g1)
+    assert s.median().item() == pytest.approx(1 / (1 + math.e), abs=0.01)
+    # quartiles of u map through sigmoid (std of u is sigma)
+    q = torch.quantile(torch.logit(s.double()), torch.tensor([0.25, 0.75], dtype=torch.float64))
+    assert (q[1] - q[0]).item() == pytest.approx(2 * 0.6745 * 0.8, rel=0.05)
+
+
+def test_r_schedule_endpoints_and_log_linear():
+    assert intermediate_ratio(0, 0.1, 0.002, 1000) == pytest.approx(0.1)
+    assert intermediate_ratio(1000, 0.1, 0.002, 1000) == pytest.approx(0.002)
+    assert intermediate_ratio(5000, 0.1, 0.002, 1000) == pytest.approx(0.002)  # held after r_steps
+    assert intermediate_ratio(500, 0.1, 0.002, 1000) == pytest.approx(math.sqrt(0.1 * 0.002))
+    r = [intermediate_ratio(k, 0.1, 0.002, 1000) for k in range(0, 1001, 100)]
+    logs = [math.log(x) for x in r]
+    steps = [b - a for a, b in zip(logs, logs[1:])]
+    assert max(steps) == pytest.approx(min(steps), rel=1e-9) and steps[0] < 0
+
+
+def test_scm_times_ordering_and_schedule():
+    cfg = FlowConfig(r_steps=100)
+    g = torch.Generator().manual_seed(0)
+    for step in (0, 50, 100):
+        t, l, s = sample_scm_times(50000, cfg, step, generator=g)
+        assert (t <= 1).all() and (s >= 0).all()
+        assert (t - l >= cfg.min_gap * (1 - 1e-4)).all() and (l - s >= cfg.min_gap * (1 - 1e-4)).all()
+        assert (t > l).all() and (l > s).all()
+        r = intermediate_ratio(step, cfg.r_start, cfg.r_end, cfg.r_steps)
+        free = (t - s) * r > 2 * cfg.min_gap  # where no clamp applies, l = t + (s - t) r exactly
+        assert free.float().mean() > 0.5 or step == 100
+        torch.testing.assert_close(l[free], (t + (s - t) * r)[free])
+    # t from its own (shifted) distribution: most t are large, most s small
+    assert t.median() > 0.6 and s.median() < 0.35
+
+
+def test_mva_grid_and_triples():
+    grid = mva_grid(64, 3.0)
+    assert grid.shape == (64,) and grid[0] == 0 and grid[-1] == 1
+    torch.testing.assert_close(grid, shift_time(torch.linspace(0, 1, 64), 3.0))
+    g = torch.Generator().manual_seed(0)
+    t, l, s = sample_mva_times(20000, grid, generator=g)
+    assert (t > l).all() and (l > s).all()
+    for v in (t, l, s):
+        assert torch.isin(v, grid).all()
+    # all K choose 3 triples are possible: t hits 1 and s hits 0 sometimes
+    assert (t == 1).any() and (s == 0).any()
+
+
+def test_inference_schedule():
+    for n in (1, 2, 4, 8):
+        ts = inference_schedule(n, 3.0)
+        assert ts.shape == (n + 1,) and ts[0].item() == 1.0 and ts[-1].item() == 0.0
+        assert (ts.diff() < 0).all()
+        torch.testing.assert_close(ts, shift_time(torch.linspace(1, 0, n + 1), 3.0))
+    assert inference_schedule(2, 3.0)[1].item() == pytest.approx(0.75)
+
+
+# ------------------------------------------------------------------------------------------------
+# plumbing through a recording fake network
+# ------------------------------------------------------------------------------------------------
+class RecordingNet(nn.Module):
+    """F = a x + b (1 + t - s) + c guidance + 0.3 weak (so losses have gradients and the branches
+    differ); records every call."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor(0.5))
+        self.b = nn.Parameter(torch.tensor(0.1))
+        self.c = nn.Parameter(torch.tensor(0.05))
+        self.calls: list[dict] = []
+
+    def forward(self, x_t, t, s, cond, guidance, weak=False):
+        assert t.shape == s.shape == guidance.shape == (x_t.shape[0],)
+        assert t.dtype == s.dtype == guidance.dtype == torch.float32
+        e = lambda z: z.reshape(-1, *([1] * (x_t.ndim - 1)))  # noqa: E731
+        out = self.a * x_t + self.b * e(1 + t - s) + self.c * e(guidance) + 0.3 * float(weak)
+        self.calls.append(dict(n=x_t.shape[0], weak=weak, grad=torch.is_grad_enabled(), t=t.clone(),
+                               s=s.clone(), g=guidance.clone(), cond=cond, x=x_t.detach().clone(),
+                               out=out.detach().clone()))
+        return out
+
+
+@pytest.mark.parametrize("batch,ratios,expected", [
+    (16, (0.75, 0.25, 0.0), (12, 4, 0)),
+    (16, (0.5, 0.25, 0.25), (8, 4, 4)),
+    (10, (0.75, 0.25, 0.0), (8, 2, 0)),
+    (4, (0.9, 0.1, 0.0), (3, 1, 0)),      # the positive SCM share gets its one sample
+    (3, (0.5, 0.25, 0.25), (1, 1, 1)),
+    (2, (0.5, 0.25, 0.25), (1, 1, 0)),    # too small for three shares
+    (7, (1.0, 0.0, 0.0), (7, 0, 0)),
+    (8, (3.0, 1.0, 0.0), (6, 2, 0)),      # ratios are normalised
+])
+def test_split_batch(batch, ratios, expected):
+    assert split_batch(batch, *ratios) == expected
+    assert sum(split_batch(batch, *ratios)) == batch
+
+
+def test_pdg_drop_routes_to_weak_path():
+    net = RecordingNet()
+    cfg = FlowConfig(guidance="pdg", fm_ratio=0.75, scm_ratio=0.25, p_drop=0.2, p_unguided=0.1)
+    flow = SolutionFlow(net, cfg)
+    x0 = torch.randn(4000, 3, 2)
+    labels = torch.randint(0, 10, (4000,))
+    loss, logs = flow.loss(x0, labels, step=0, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and net.a.grad is not None
+    n_fm, n_scm = 3000, 1000
+    weak_grad = [c for c in net.calls if c["weak"] and c["grad"]]
+    assert len(weak_grad) == 1
+    wc = weak_grad[0]
+    # ~20% of the FM share is dropped (binomial: 600 +- 22), nulled, guidance 0, plain FM at (t, t)
+    assert abs(wc["n"] - 0.2 * n_fm) < 4 * math.sqrt(n_fm * 0.2 * 0.8)
+    assert (wc["cond"] == NULL_LABEL).all() and (wc["g"] == 0).all() and torch.equal(wc["t"], wc["s"])
+    assert logs["n_weak"] == wc["n"] and "weak_fm" in logs
+    # the FM full-path grad call holds the rest of the FM share, conditional, w or 1 (unguided)
+    full_grad = [c for c in net.calls if not c["weak"] and c["grad"]]
+    fm_call = full_grad[0]
+    assert fm_call["n"] == n_fm - wc["n"] and (fm_call["cond"] >= 0).all()
+    w = logs["guidance"]
+    assert 2.5 <= w <= 4.5
+    ones = fm_call["g"] == 1.0
+    assert torch.all(ones | (fm_call["g"] == torch.tensor(w)))
+    assert abs(ones.sum().item() - 0.1 * fm_call["n"]) < 4 * math.sqrt(fm_call["n"] * 0.09)
+    assert ones.sum().item() == logs["n_unguided"]
+    # weak no_grad calls (PDG targets): null condition, guidance 0, at (t, t); FM guided rows + SCM rows
+    weak_target = [c for c in net.calls if c["weak"] and not c["grad"]]
+    assert sum(c["n"] for c in weak_target) == fm_call["n"] - ones.sum().item() + n_scm
+    for c in weak_target:
+        assert (c["cond"] == NULL_LABEL).all() and (c["g"] == 0).all() and torch.equal(c["t"], c["s"])
+    # SCM: no drops with PDG (Algorithm 1 drops only in the FM share), grad pass at (t, s) with t > s
+    scm_call = full_grad[1]
+    assert scm_call["n"] == n_scm and (scm_call["cond"] >= 0).all() and (scm_call["g"] == w).all()
+    assert (scm_call["t"] > scm_call["s"]).all()
+    assert len(full_grad) == 2
+
+
+def test_guided_targets_fm_and_scm():
+    """FM target = m (w v + (1 - w) v_weak) + (1 - m) sg(F) (Eq. 11 + SoFlow's mix); SCM target point
+    x_l = x_t + v_tgt (l - t) with v_tgt built the same way from an extra no_grad (t, t) pass; the FM
+    loss is the adaptively weighted MSE and the total is the per-sample sum over B."""
+    net = RecordingNet()
+    cfg = FlowConfig(guidance="pdg", fm_ratio=0.5, scm_ratio=0.5, p_drop=0.0, p_unguided=0.0, velocity_mix=0.25)
+    flow = SolutionFlow(net, cfg)
+    x0 = torch.randn(8, 3)
+    labels = torch.arange(8)
+    loss, logs = flow.loss(x0, labels, step=0, generator=torch.Generator().manual_seed(4))
+    w, m = logs["guidance"], 0.25
+    fm, fm_weak, scm_weak, scm_pred, scm_grad, scm_target = net.calls
+    assert (fm["grad"], fm_weak["weak"], scm_weak["weak"], scm_pred["grad"], scm_grad["grad"], scm_target["grad"]) \
+        == (True, True, True, False, True, False)
+
+    def velocity(call, x0_rows):  # x_t = (1 - t) x0 + t x1  =>  v = x1 - x0 = (x_t - x0) / t
+        return (call["x"] - x0_rows) / call["t"][:, None]
+
+    v = velocity(fm, x0[:4])
+    target = m * (w * v + (1 - w) * fm_weak["out"]) + (1 - m) * fm["out"]
+    mse = (fm["out"] - target).pow(2).mean(1)
+    assert logs["fm"] == pytest.approx(mse.mean().item(), rel=1e-5)
+    # SCM: the target pass starts from x_l = x_t + v_tgt (l - t) and jumps to the same s
+    v = velocity(scm_grad, x0[4:])
+    v_tgt = m * (w * v + (1 - w) * scm_weak["out"]) + (1 - m) * scm_pred["out"]
+    t, l = scm_grad["t"], scm_target["t"]
+    torch.testing.assert_close(scm_target["x"], scm_grad["x"] + v_tgt * (l - t)[:, None])
+    assert torch.equal(scm_target["s"], scm_grad["s"]) and (l < t).all() and (l > scm_grad["s"]).all()
+    assert (scm_pred["g"] == w).all() and torch.equal(scm_pred["t"], scm_pred["s"])
+    # total: sum of per-sample weighted losses / B (SoFlow's share means weighted by n_k / B)
+    f_t = scm_grad["x"] + (scm_grad["s"] - t)[:, None] * scm_grad["out"]
+    f_l = scm_target["x"] + (scm_target["s"] - l)[:, None] * scm_target["out"]
+    scm_loss, _ = solution_consistency_loss(f_t, f_l, t, l, scm_grad["s"])
+    fm_loss = mse / (mse + 0.01)
+    assert loss.item() == pytest.approx((fm_loss.sum() + scm_loss.sum()).item() / 8, rel=1e-4)
+
+
+def test_cfg_mode_uses_full_path_null_pass():
+    net = RecordingNet()
+    flow = SolutionFlow(net, FlowConfig(guidance="cfg", p_drop=0.2))
+    x0 = torch.randn(2000, 4)
+    labels = torch.randint(0, 5, (2000,))
+    flow.loss(x0, labels, step=0, generator=torch.Generator().manual_seed(1))
+    assert not any(c["weak"] for c in net.calls)
+    uncond = [c for c in net.calls if not c["grad"] and (c["cond"] == NULL_LABEL).all()]
+    assert uncond and all((c["g"] == 1).all() for c in uncond)
+    fm_call = [c for c in net.calls if c["grad"]][0]
+    dropped = fm_call["cond"] == NULL_LABEL  # CFG drops stay on the full path, guidance input 1
+    assert abs(dropped.float().mean().item() - 0.2) < 0.05 and (fm_call["g"][dropped] == 1).all()
+
+
+def test_none_mode_plain_targets():
+    net = RecordingNet()
+    flow = SolutionFlow(net, FlowConfig(guidance="none"))
+    x0 = torch.randn(64, 4)
+    loss, logs = flow.loss(x0, None, step=0, generator=torch.Generator().manual_seed(1))
+    assert all(not c["weak"] for c in net.calls) and all((c["g"] == 1).all() for c in net.calls)
+    # FM grad + SCM grad + SCM target: no guidance passes at all
+    assert [c["grad"] for c in net.calls] == [True, True, False]
+    assert logs["guidance"] == 1.0 and logs["n_fm"] == 48 and logs["n_scm"] == 16
+
+
+def test_text_condition_is_nulled_through_helpers():
+    net = RecordingNet()
+    flow = SolutionFlow(net, FlowConfig(guidance="pdg", p_drop=0.5))
+    b = 256
+    cond = TextCondition(torch.randn(b, 5, 8), torch.ones(b, 5, dtype=torch.bool))
+    flow.loss(torch.randn(b, 3), cond, step=0, generator=torch.Generator().manual_seed(2))
+    weak = [c for c in net.calls if c["weak"]]
+    assert weak and all(c["cond"].is_null.all() for c in weak)
+    full = [c for c in net.calls if not c["weak"]]
+    assert all(not c["cond"].is_null.any() for c in full)
+
+
+def test_mva_share_uses_grid_and_stop_gradient_passes():
+    net = RecordingNet()
+    cfg = FlowConfig(guidance="none", fm_ratio=0.5, scm_ratio=0.25, mva_ratio=0.25)
+    flow = SolutionFlow(net, cfg)
+    loss, logs = flow.loss(torch.randn(32, 2), None, step=0, generator=torch.Generator().manual_seed(0))
+    assert "mva" in logs and logs["n_mva"] == 8
+    mva_calls = net.calls[-3:]
+    assert [c["grad"] for c in mva_calls] == [True, False, False] and all(c["n"] == 8 for c in mva_calls)
+    grid = mva_grid(64, 3.0)
+    (ts, ss), (t1, l1), (l2, s2) = [(c["t"], c["s"]) for c in mva_calls]
+    assert torch.equal(ts, t1) and torch.equal(l1, l2) and torch.equal(ss, s2)  # f(x,t,s) vs f(f(x,t,l),l,s)
+    assert (ts > l1).all() and (l1 > ss).all() and torch.isin(torch.cat([ts, l1, ss]), grid).all()
+    # ratios are read from flow.config at every call (a trainer swaps it per phase)
+    flow.config = cfg.replace(mva_ratio=0.0, fm_ratio=0.75)
+    _, logs = flow.loss(torch.randn(32, 2), None, step=0, generator=torch.Generator().manual_seed(0))
+    assert "mva" not in logs and logs["n_fm"] == 24
+
+
+def test_loss_is_deterministic_with_generator():
+    def run(seed):
+        torch.manual_seed(123)  # the net's init
+        net = RecordingNet()
+        flow = SolutionFlow(net, FlowConfig(guidance="pdg", mva_ratio=0.2, fm_ratio=0.55))
+        return flow.loss(torch.ones(40, 3), torch.arange(40) % 3, step=7, generator=torch.Generator().manual_seed(seed))
+
+    (l1, logs1), (l2, logs2), (l3, _) = run(0), run(0), run(1)
+    assert l1.item() == l2.item() and logs1 == logs2 and l1.item() != l3.item()
+
+
+def test_sample_nfe_and_algorithm2():
+    net = RecordingNet()
+    flow = SolutionFlow(net, FlowConfig(guidance="pdg", inference_shift=3.0))
+    noise = torch.randn(6, 2, 3)
+    seen = []
+    out = flow.sample(noise, torch.zeros(6, dtype=torch.long), steps=4, guidance=3.0,
+                      generator=torch.Generator().manual_seed(0), callback=lambda i, n, x: seen.append((i, n)))
+    assert len(net.calls) == 4 and seen == [(i, 4) for i in range(4)]
+    sched = inference_schedule(4, 3.0)
+    for i, c in enumerate(net.calls):
+        assert torch.allclose(c["t"], sched[i].expand(6)) and (c["s"] == 0).all() and (c["g"] == 3.0).all()
+        assert not c["weak"] and not c["grad"]
+    # reproduce Algorithm 2 by hand with the same generator
+    g = torch.Generator().manual_seed(0)
+    x = noise.clone()
+    a, b, c = net.a.item(), net.b.item(), net.c.item()
+    for i in range(4):
+        t, t_next = sched[i].item(), sched[i + 1].item()
+        x0 = x + (0 - t) * (a * x + b * (1 + t) + c * 3.0)
+        x = t_next * torch.randn(noise.shape, generator=g) + (1 - t_next) * x0 if t_next > 0 else x0
+    torch.testing.assert_close(out, x)
+    assert out.shape == noise.shape and out.dtype == noise.dtype
+
+
+def test_sample_ode_nfe_and_cfg_combination():
+    net = RecordingNet()
+    flow = SolutionFlow(net, FlowConfig(guidance="pdg"))
+    noise = torch.randn(3, 4)
+    labels = torch.tensor([1, 2, 3])
+    flow.sample_ode(noise, labels, steps=5, guidance=4.0, cfg=True)
+    assert len(net.calls) == 10
+    cond_calls, uncond_calls = net.calls[0::2], net.calls[1::2]
+    assert all(not c["weak"] and (c["g"] == 1).all() and torch.equal(c["cond"], labels) for c in cond_calls)
+    assert all(c["weak"] and (c["g"] == 0).all() and (c["cond"] == NULL_LABEL).all() for c in uncond_calls)
+    net.calls.clear()
+    flow.sample_ode(noise, labels, steps=5, guidance=4.0, cfg=False)
+    assert len(net.calls) == 5 and all((c["g"] == 4.0).all() for c in net.calls)
+    # Euler on v = v_u + w (v_c - v_u) with one step from 1 to 0, by hand
+    net.calls.clear()
+    out = flow.sample_ode(noise, labels, steps=1, guidance=4.0, cfg=True)
+    with torch.no_grad():
+        v_c = net.a * noise + net.b + net.c * 1.0        # full path, guidance input 1
+        v_u = net.a * noise + net.b + net.c * 0.0 + 0.3  # weak path, guidance input 0
+        torch.testing.assert_close(out, noise - (v_u + 4.0 * (v_c - v_u)))
+    # CFG-trained models take the unconditional velocity from the full path (guidance input 1)
+    net.calls.clear()
+    SolutionFlow(net, FlowConfig(guidance="cfg")).sample_ode(noise, labels, steps=2, cfg=True)
+    assert [c["weak"] for c in net.calls] == [False] * 4 and (net.calls[1]["g"] == 1).all()
+
+
+def test_sample_determinism():
+    torch.manual_seed(0)
+    net = nn.Linear(2, 2)
+    flow = SolutionFlow(lambda x, t, s, c, g, weak=False: net(x) * t[:, None], FlowConfig())
+    noise = torch.randn(5, 2)
+    a = flow.sample(noise, None, 3, generator=torch.Generator().manual_seed(9))
+    b = flow.sample(noise, None, 3, generator=torch.Generator().manual_seed(9))
+    c = flow.sample(noise, None, 3, generator=torch.Generator().manual_seed(10))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_solution_map_eq2():
+    net = RecordingNet()
+    flow = SolutionFlow(net, FlowConfig())
+    x = torch.randn(4, 3)
+    t, s = torch.full((4,), 0.8), torch.full((4,), 0.3)
+    out = flow.solution(x, t, s, None, torch.ones(4))
+    torch.testing.assert_close(out, x + (s - t)[:, None] * (net.a * x + net.b * 1.5 + net.c))
+    torch.testing.assert_close(flow.solution(x, 0.5, 0.5, None, 1.0), x)  # boundary condition
+
+
+# ------------------------------------------------------------------------------------------------
+# EMA
+# ------------------------------------------------------------------------------------------------
+def test_ema_math_swap_and_state():
+    model = nn.Linear(3, 2)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+        model.bias.fill_(0.0)
+    ema = EMA(model, decay=0.9)
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+        model.bias.fill_(1.0)
+    ema.update()
+    torch.testing.assert_close(ema.shadow["weight"], torch.full((2, 3), 1.1))
+    ema.update()
+    torch.testing.assert_close(ema.shadow["weight"], torch.full((2, 3), 0.9 * 1.1 + 0.1 * 2.0))
+    torch.testing.assert_close(ema.shadow["bias"], torch.full((2,), 0.9 * 0.1 + 0.1))
+    with ema.swapped() as m:
+        assert m is model
+        torch.testing.assert_close(model.weight, torch.full((2, 3), 1.19))
+    torch.testing.assert_close(model.weight, torch.full((2, 3), 2.0))  # trained weights back
+    with pytest.raises(RuntimeError):
+        with ema.swapped():
+            raise RuntimeError("boom")
+    torch.testing.assert_close(model.weight, torch.full((2, 3), 2.0))
+    state = ema.state_dict()
+    other = EMA(nn.Linear(3, 2), decay=0.5)
+    other.load_state_dict(state)
+    assert other.decay == 0.9 and other.num_updates == 2
+    torch.testing.assert_close(other.shadow["weight"], ema.shadow["weight"])
+    target = nn.Linear(3, 2)
+    other.copy_to(target)
+    torch.testing.assert_close(target.weight, torch.full((2, 3), 1.19))
+    with pytest.raises(KeyError):
+        other.load_state_dict({"shadow": {"weight": torch.zeros(2, 3)}})
+
+
+def test_ema_bf16_parameters_keep_fp32_shadow():
+    model = nn.Linear(4, 4).to(torch.bfloat16)
+    ema = EMA(model, decay=0.999)
+    before = ema.shadow["weight"].clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update()
+    assert ema.shadow["weight"].dtype == torch.float32
+    # a 1e-3 step is kept in fp32 (bf16 would round most of it away)
+    torch.testing.assert_close(ema.shadow["weight"] - before, torch.full((4, 4), 1e-3), atol=1e-5, rtol=0)
