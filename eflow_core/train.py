@@ -115,7 +115,7 @@ class Trainer:
                              f"expects in_channels={config.model.in_channels}")
         torch.manual_seed(config.seed)
         model = VideoDiT(config.model)
-        self.ema = EMA(model, config.ema_decay)
+        self.ema = EMA(model, config.ema_decay, warmup=True)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.99),
                                       weight_decay=config.weight_decay)
         warmup = max(config.warmup_steps, 1)
@@ -204,7 +204,7 @@ class Trainer:
             phase_index, phase = phase_at(cfg, self.step)
             self.raw_model.drop_ratio = phase.drop_ratio
             self.flow.config = cfg.flow.replace(fm_ratio=phase.fm_ratio, scm_ratio=phase.scm_ratio,
-                                                mva_ratio=phase.mva_ratio)
+                                                mva_ratio=phase.mva_ratio, r_steps=cfg.steps)
             with torch.no_grad():
                 x0 = self.codec.encode(batch["video"].to(self.device, non_blocking=True))
             cond = batch_condition(batch, self.text_encoder, self.device)

@@ -525,3 +525,38 @@ def test_ema_bf16_parameters_keep_fp32_shadow():
     assert ema.shadow["weight"].dtype == torch.float32
     # a 1e-3 step is kept in fp32 (bf16 would round most of it away)
     torch.testing.assert_close(ema.shadow["weight"] - before, torch.full((4, 4), 1e-3), atol=1e-5, rtol=0)
+
+
+def test_ema_bias_correction_recovers_the_average_of_trained_weights():
+    """A plain EMA that started at theta_0 and then saw a constant theta: correction gives theta exactly."""
+    from eflow_core.flow import EMA, bias_corrected
+
+    model = torch.nn.Linear(3, 2)
+    initial = {k: v.detach().clone() for k, v in model.named_parameters()}
+    ema = EMA(model, decay=0.99)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()
+    trained = {k: v.detach().clone() for k, v in model.named_parameters()}
+    for _ in range(50):
+        ema.update()
+    assert not torch.allclose(ema.shadow["weight"], trained["weight"], atol=1e-3)   # 0.99^50 = 61% init left
+    corrected = bias_corrected(ema.shadow, initial, 0.99, 50)
+    for k in trained:
+        torch.testing.assert_close(corrected[k], trained[k], rtol=1e-4, atol=1e-5)
+
+
+def test_ema_warmup_follows_short_runs():
+    from eflow_core.flow import EMA
+
+    model = torch.nn.Linear(3, 2)
+    plain, warm = EMA(model, decay=0.999), EMA(model, decay=0.999, warmup=True)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    for _ in range(20):
+        plain.update()
+        warm.update()
+    target = dict(model.named_parameters())["weight"]
+    gap = lambda e: (e.shadow["weight"] - target).abs().max().item()
+    assert gap(warm) < 0.2 < gap(plain)

@@ -2,7 +2,7 @@
 
 Backbone independent: any `net(x_t, t, s, cond, guidance, weak=False) -> F` works (x of any shape).
 """
-from eflow_core.flow.ema import EMA
+from eflow_core.flow.ema import EMA, bias_corrected
 from eflow_core.flow.losses import (
     adaptive_weight,
     flow_matching_loss,
@@ -27,6 +27,7 @@ from eflow_core.flow.times import (
 
 __all__ = [
     "EMA",
+    "bias_corrected",
     "SolutionFlow",
     "split_batch",
     "adaptive_weight",

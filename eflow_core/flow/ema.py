@@ -23,11 +23,12 @@ class EMA:
     decay: in [0, 1); 0 copies the weights at every update.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.999):
+    def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = False):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
         self.model = model
         self.decay = float(decay)
+        self.warmup = warmup
         self.num_updates = 0
         self.shadow: dict[str, torch.Tensor] = {
             name: p.detach().clone().float() for name, p in model.named_parameters() if p.dtype.is_floating_point
@@ -40,12 +41,15 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module | None = None) -> None:
-        """shadow <- decay * shadow + (1 - decay) * param, for every tracked parameter."""
+        """shadow <- d * shadow + (1 - d) * param, for every tracked parameter; d = decay, or with
+        `warmup` d = min(decay, (1 + n) / (10 + n)) after n updates, so a short run's average is not
+        dominated by the initial weights (0.999^1000 still leaves 37% of them)."""
+        d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates)) if self.warmup else self.decay
         for name, p in self._params(model):
             sh = self.shadow[name]
             if sh.device != p.device:
                 sh = self.shadow[name] = sh.to(p.device)
-            sh.lerp_(p.detach().float(), 1.0 - self.decay)
+            sh.lerp_(p.detach().float(), 1.0 - d)
         self.num_updates += 1
 
     @torch.no_grad()
@@ -84,3 +88,18 @@ class EMA:
             with torch.no_grad():
                 for name, p in self._params(model):
                     p.copy_(backup[name])
+
+
+def bias_corrected(shadow: dict[str, torch.Tensor], initial: dict[str, torch.Tensor], decay: float,
+                   updates: int) -> dict[str, torch.Tensor]:
+    """Remove the initial weights from a plain (no warm-up) EMA, as Adam corrects its moments.
+
+    After n updates with constant decay d, shadow = d^n theta_0 + (1 - d) sum_k d^(n-k) theta_k, so
+    (shadow - d^n theta_0) / (1 - d^n) is the same exponential average over the trained weights alone.
+    shadow, initial: {name: tensor}; returns {name: float32 tensor}.
+    """
+    remaining = decay ** updates
+    if remaining >= 1.0:
+        raise ValueError("no updates: nothing to correct")
+    return {name: (value.float() - remaining * initial[name].float()) / (1.0 - remaining)
+            for name, value in shadow.items()}
