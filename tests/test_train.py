@@ -77,3 +77,23 @@ def test_accelerate_launch_two_processes_on_cpu(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "trained to step 2/2" in proc.stdout
     assert (tmp_path / "run" / "checkpoint" / "state.json").exists()
+
+
+def test_non_finite_steps_are_skipped_then_training_stops(tmp_path, monkeypatch):
+    """A step whose loss is not finite leaves the weights alone; max_bad_steps in a row stop the run."""
+    import torch
+
+    config = tiny_config(steps=6, max_bad_steps=3)
+    trainer = Trainer(config, tmp_path, progress=False)
+    before = {k: v.clone() for k, v in trainer.raw_model.state_dict().items()}
+    real_loss = trainer.flow.loss
+
+    def poisoned(*args, **kwargs):
+        loss, logs = real_loss(*args, **kwargs)
+        return loss * float("nan"), logs
+
+    monkeypatch.setattr(trainer.flow, "loss", poisoned)
+    with pytest.raises(FloatingPointError, match="3 non-finite steps in a row"):
+        trainer.fit()
+    after = trainer.raw_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "a skipped step must not change the weights"
