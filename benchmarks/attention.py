@@ -45,6 +45,7 @@ if __package__ in (None, ""):                       # run as a script: make the 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import kernels                                       # noqa: E402
+from benchmarks.timing import device_times           # noqa: E402
 from kernels.reference import linear_attention_reference, window_attention_reference  # noqa: E402
 
 TOKENS_PER_FRAME = 1560                              # 480p latent 60 x 104, 2 x 2 patches: 30 x 52
@@ -125,31 +126,12 @@ def linear_rel_error(backend: str, q, k, v) -> float:
 def bench_ms(fn, device: torch.device, slow_ms: float = 60.0) -> float:
     """Median milliseconds of fn(). CUDA: triton.testing.do_bench (warm-up, L2 flush); a call that
     takes longer than slow_ms is timed 3 times with CUDA events instead (keeps big N affordable)."""
-    if device.type != "cuda":
-        fn()
-        times = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-        return statistics.median(times)
     fn()                                                          # compile / autotune / warm-up
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    fn()
-    end.record()
-    torch.cuda.synchronize()
-    first = start.elapsed_time(end)
+    if device.type != "cuda":
+        return statistics.median(device_times(fn, device, 3)) * 1e3
+    first = device_times(fn, device, 1)[0] * 1e3
     if first > slow_ms:
-        times = []
-        for _ in range(3):
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        return statistics.median(times)
+        return statistics.median(device_times(fn, device, 3)) * 1e3
     import triton.testing
     try:
         return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))

@@ -15,33 +15,21 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
+
+from pathlib import Path
 
 import torch
 
-from eflow_core.conditioning import TextCondition
-from eflow_core.config import MODEL_PRESETS, FlowConfig
-from eflow_core.flow import SolutionFlow
-from eflow_core.model.dit import VideoDiT
+if __package__ in (None, ""):                       # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def timed(fn, device: torch.device, repeats: int) -> list[float]:
-    """Wall seconds of `fn()` per repeat, bounded by device synchronisation (no syncs inside fn)."""
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return times
+from benchmarks.timing import device_times  # noqa: E402
+from eflow_core.conditioning import TextCondition  # noqa: E402
+from eflow_core.config import MODEL_PRESETS, FlowConfig  # noqa: E402
+from eflow_core.flow import SolutionFlow  # noqa: E402
+from eflow_core.model.dit import VideoDiT  # noqa: E402
 
 
 def build(preset: str, attention: str, device, dtype, compile_blocks: bool, in_channels: int, text_dim: int):
@@ -100,8 +88,8 @@ def main() -> None:
                 run = lambda: flow.sample(noise, cond, steps, 4.0, generator=generator)
                 method = "EFlow GLGA, Algorithm 2" + (" + compile" if compiled else "")
                 try:
-                    timed(run, device, 2)                                       # warm-up (and compile)
-                    times = timed(run, device, args.repeats)
+                    device_times(run, device, 2)                                       # warm-up (and compile)
+                    times = device_times(run, device, args.repeats)
                 except Exception as err:                                        # keep the peer's row
                     print(f"{method} steps={steps}: failed: {type(err).__name__}: {err}", flush=True)
                     continue
@@ -117,8 +105,8 @@ def main() -> None:
         peer = build(args.preset, "softmax", device, dtype, args.compile != "none", channels, text_dim)
         flow = SolutionFlow(peer, FlowConfig(guidance="cfg"))
         with torch.no_grad():
-            timed(lambda: flow.sample_ode(noise, cond, 2, 4.0, cfg=True), device, 1)   # warm-up
-            times = timed(lambda: flow.sample_ode(noise, cond, args.peer_steps, 4.0, cfg=True), device, 1)
+            device_times(lambda: flow.sample_ode(noise, cond, 2, 4.0, cfg=True), device, 1)   # warm-up
+            times = device_times(lambda: flow.sample_ode(noise, cond, args.peer_steps, 4.0, cfg=True), device, 1)
         rows.append({"method": "softmax + FM, Euler + CFG", "steps": args.peer_steps, "nfe": 2 * args.peer_steps,
                      "median_s": times[0], "all_s": times})
         print(f"{rows[-1]['method']:40s} steps={args.peer_steps:2d} NFE={2 * args.peer_steps:3d} "

@@ -19,13 +19,20 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
+
+from pathlib import Path
 
 import torch
 
-from eflow_core.config import MODEL_PRESETS, FlowConfig
-from eflow_core.flow import SolutionFlow
-from eflow_core.model.dit import VideoDiT
+if __package__ in (None, ""):                       # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.timing import device_times  # noqa: E402
+from eflow_core.config import MODEL_PRESETS, FlowConfig  # noqa: E402
+from eflow_core.flow import SolutionFlow  # noqa: E402
+from eflow_core.model.dit import VideoDiT  # noqa: E402
 
 LADDER = [
     ("flow matching + softmax", dict(attention="softmax"), dict(guidance="none", fm_ratio=1.0, scm_ratio=0.0), 0.0),
@@ -59,17 +66,10 @@ def measure(name, model_changes, flow_changes, drop_ratio, args, device) -> dict
         loss.backward()
         optimizer.step()
 
-    for i in range(args.warmup):
-        step(i)
-    times = []
-    for i in range(args.iters):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        step(i)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
+    counter = iter(range(args.warmup + args.iters))
+    for _ in range(args.warmup):
+        step(next(counter))
+    times = device_times(lambda: step(next(counter)), device, args.iters)
     seconds = statistics.median(times)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
     del model, optimizer, flow
