@@ -174,8 +174,8 @@ def test_rope_scores_depend_only_on_relative_offsets():
     a = score(raster(1, 2, 3), raster(2, 2, 1))
     b = score(raster(3, 4, 5), raster(4, 4, 3))
     c = score(raster(1, 2, 3), raster(2, 3, 1))
-    torch.testing.assert_close(a, b)
-    assert not torch.allclose(a, c)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)      # the tables are fp32 by design
+    assert not torch.allclose(a, c, rtol=1e-3, atol=1e-3)
 
 
 def test_preset_parameter_counts(capsys):
