@@ -214,13 +214,7 @@ class EFlowPipeline:
         timings: dict = {"steps": []}
         start = time.perf_counter()
 
-        if self.kind == "text":
-            encoded = self.text_encoder.encode(list(prompts))
-            cond = TextCondition(encoded.tokens.to(self.device, self.model_dtype), encoded.mask.to(self.device))
-        elif self.kind == "class":
-            cond = torch.tensor([int(x) for x in labels], device=self.device)
-        else:
-            cond = None
+        cond = self._condition(prompts, labels)
         sync()
         timings["text"] = time.perf_counter() - start
 
@@ -251,6 +245,15 @@ class EFlowPipeline:
         timings["decode"] = time.perf_counter() - decode_start
         timings["total"] = time.perf_counter() - start
         return video, timings, gates
+
+    def _condition(self, prompts: list[str] | None, labels: list[int] | None):
+        """The model's condition for a checked request: TextCondition (B rows), labels (B,) or None."""
+        if self.kind == "text":
+            encoded = self.text_encoder.encode(list(prompts))
+            return TextCondition(encoded.tokens.to(self.device, self.model_dtype), encoded.mask.to(self.device))
+        if self.kind == "class":
+            return torch.tensor([int(x) for x in labels], device=self.device)
+        return None
 
     def _sample(self, noise, cond, steps, guidance, generator, callback, sampler):
         run = self.flow.sample if sampler == "solution" else self.flow.sample_ode
@@ -297,13 +300,7 @@ class EFlowPipeline:
         frames, h, w = self.default_size
         latent = self._check_request(None if prompt is None else [prompt], None if label is None else [label],
                                      1, guidance, frames, h, w, "solution")
-        if self.kind == "text":
-            encoded = self.text_encoder.encode([prompt])
-            cond = TextCondition(encoded.tokens.to(self.device, self.model_dtype), encoded.mask.to(self.device))
-        elif self.kind == "class":
-            cond = torch.tensor([int(label)], device=self.device)
-        else:
-            cond = None
+        cond = self._condition(None if prompt is None else [prompt], None if label is None else [label])
         x1 = torch.randn(tuple(latent), generator=torch.Generator().manual_seed(seed))[None]
         x1 = x1.to(self.device, self.model_dtype)
         one, w = torch.ones(1, device=self.device), torch.full((1,), float(guidance), device=self.device)
