@@ -76,3 +76,15 @@ def condition_to(cond: Condition, device: torch.device | str, dtype: torch.dtype
     if isinstance(cond, TextCondition):
         return TextCondition(cond.tokens.to(device=device, dtype=dtype or cond.tokens.dtype), cond.mask.to(device))
     return cond.to(device)
+
+
+def encode_condition(text_encoder, prompts: list[str] | None, labels, device: torch.device | str,
+                     dtype: torch.dtype | None = None) -> Condition:
+    """The condition for a batch: prompts through `text_encoder` (text models; any object with
+    `.encode(list[str]) -> TextCondition`), else labels (B,) int64 (class models), else None.
+    Everything lands on `device` (text tokens in `dtype` when given)."""
+    if text_encoder is not None:
+        return condition_to(text_encoder.encode(list(prompts)), device, dtype)
+    if labels is not None:
+        return torch.tensor([int(x) for x in labels], device=device)
+    return None

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from eflow_core.checkpoint import CheckpointError, load_tensors
-from eflow_core.conditioning import NULL_LABEL, TextCondition
+from eflow_core.conditioning import NULL_LABEL, encode_condition
 from eflow_core.config import TrainConfig
 from eflow_core.flow import SolutionFlow
 from eflow_core.model.dit import VideoDiT
@@ -248,12 +248,8 @@ class EFlowPipeline:
 
     def _condition(self, prompts: list[str] | None, labels: list[int] | None):
         """The model's condition for a checked request: TextCondition (B rows), labels (B,) or None."""
-        if self.kind == "text":
-            encoded = self.text_encoder.encode(list(prompts))
-            return TextCondition(encoded.tokens.to(self.device, self.model_dtype), encoded.mask.to(self.device))
-        if self.kind == "class":
-            return torch.tensor([int(x) for x in labels], device=self.device)
-        return None
+        return encode_condition(self.text_encoder, prompts, labels if self.kind == "class" else None,
+                                self.device, self.model_dtype)
 
     def _sample(self, noise, cond, steps, guidance, generator, callback, sampler):
         run = self.flow.sample if sampler == "solution" else self.flow.sample_ode

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from eflow_core.checkpoint import (CheckpointError, atomic_save_tensors, atomic_write_json,
                                    flatten_optimizer_state, load_tensors, unflatten_optimizer_state)
 from eflow_core.codecs import load_codec
-from eflow_core.conditioning import TextCondition
+from eflow_core.conditioning import encode_condition
 from eflow_core.config import Phase, TrainConfig
 from eflow_core.data import collate, make_dataset
 from eflow_core.flow import EMA, SolutionFlow
@@ -80,15 +80,6 @@ def build_conditioning(config: TrainConfig):
             raise ValueError(f"text encoder {encoder.name} gives {encoder.dim}-d tokens, "
                              f"the model expects text_dim={config.model.text_dim}")
         return encoder
-    return None
-
-
-def batch_condition(batch: dict, text_encoder, device):
-    if text_encoder is not None:
-        cond = text_encoder.encode(batch["caption"])
-        return TextCondition(cond.tokens.to(device), cond.mask.to(device))
-    if "label" in batch:
-        return batch["label"].to(device)
     return None
 
 
@@ -207,7 +198,7 @@ class Trainer:
                                                 mva_ratio=phase.mva_ratio, r_steps=cfg.steps)
             with torch.no_grad():
                 x0 = self.codec.encode(batch["video"].to(self.device, non_blocking=True))
-            cond = batch_condition(batch, self.text_encoder, self.device)
+            cond = encode_condition(self.text_encoder, batch.get("caption"), batch.get("label"), self.device)
 
             loss, logs = self.flow.loss(x0, cond, self.step)
             self.optimizer.zero_grad(set_to_none=True)
