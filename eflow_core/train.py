@@ -54,13 +54,20 @@ class StepBatches(torch.utils.data.Sampler):
                  steps: int):
         self.n, self.global_batch, self.rank, self.world = dataset_len, global_batch, rank, world
         self.seed, self.start, self.steps = seed, start, steps
+        self._epoch, self._perm = None, None
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        """The seeded order of `epoch` (built once per epoch, not once per sample)."""
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=generator)
+        return self._perm
 
     def indices_for_step(self, step: int) -> list[int]:
         out = []
         for j in range(step * self.global_batch + self.rank, (step + 1) * self.global_batch, self.world):
             epoch, offset = divmod(j, self.n)
-            perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
-            out.append(int(perm[offset]))
+            out.append(int(self.permutation(epoch)[offset]))
         return out
 
     def __iter__(self):
