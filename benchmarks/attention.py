@@ -451,6 +451,11 @@ def parse_args(argv=None):
     return args
 
 
+def _write_json(result: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "attention.json").write_text(json.dumps(result, indent=1, default=str))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
@@ -497,6 +502,7 @@ def main(argv=None) -> int:
                     torch.cuda.empty_cache()
             row["seconds"] = time.perf_counter() - t0
             result["rows"].append(row)
+            _write_json(result, Path(args.out))            # after every row: a run cut short keeps its rows
             status = "ok" if row["correct"] else f"FAILED {row['failed_checks']}"
             print(f"[{time.perf_counter() - t_start:6.1f}s] N={n_full} {mode}: {status}; "
                   f"compile graphs +{row['dynamo_graphs_added']}", flush=True)
@@ -514,8 +520,7 @@ def main(argv=None) -> int:
     result["dynamo_recompiles_total"] = dynamo_recompiles()
     print_table(result)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "attention.json").write_text(json.dumps(result, indent=1, default=str))
+    _write_json(result, out)
     fig = write_figure(result, out / "attention_fig2a.html")
     print(f"\nwrote {out / 'attention.json'}; figure: {fig}; total {result['total_seconds']:.0f} s; "
           f"torch.compile graphs {result['dynamo_graphs_total']}, recompiles {result['dynamo_recompiles_total']}")

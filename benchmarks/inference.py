@@ -37,10 +37,7 @@ def build(preset: str, attention: str, device, dtype, compile_blocks: bool, in_c
     with torch.device(device):
         model = VideoDiT(config)
     model = model.to(dtype).eval().requires_grad_(False)
-    if compile_blocks:       # regional compilation: one compiled graph reused by every block
-        for block in model.blocks:
-            block.compile(dynamic=False)
-    return model
+    return model.compile_blocks(dynamic=False) if compile_blocks else model
 
 
 def main() -> None:

@@ -191,6 +191,7 @@ class TrainConfig:
     seed: int = 0
     mixed_precision: str = "auto"   # auto: bf16 on GPU, fp32 on CPU
     max_bad_steps: int = 5          # stop after this many non-finite steps in a row
+    compile: bool = False           # GPU: torch.compile each DiT block (VideoDiT.compile_blocks)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

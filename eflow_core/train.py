@@ -113,6 +113,8 @@ class Trainer:
                              f"expects in_channels={config.model.in_channels}")
         torch.manual_seed(config.seed)
         model = VideoDiT(config.model)
+        if config.compile and not use_cpu:
+            model.compile_blocks()
         self.ema = EMA(model, config.ema_decay, warmup=True)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.99),
                                       weight_decay=config.weight_decay)
@@ -164,6 +166,44 @@ class Trainer:
         self.step, self.bad_steps = state["step"], state["bad_steps"]
         return True
 
+    # ----------------------------------------------------------------- step
+    def apply_phase(self, step: int) -> tuple[int, Phase]:
+        """Set the token drop ratio and the batch shares of the phase in force at `step` (App. C)."""
+        cfg = self.config
+        phase_index, phase = phase_at(cfg, step)
+        self.raw_model.drop_ratio = phase.drop_ratio
+        self.flow.config = cfg.flow.replace(fm_ratio=phase.fm_ratio, scm_ratio=phase.scm_ratio,
+                                            mva_ratio=phase.mva_ratio, r_steps=cfg.steps)
+        return phase_index, phase
+
+    def encode_batch(self, batch: dict) -> tuple[torch.Tensor, object]:
+        """A collated batch -> (latents x0 (B, C, T', H', W') on the device, the model's condition)."""
+        with torch.no_grad():
+            x0 = self.codec.encode(batch["video"].to(self.device, non_blocking=True))
+        return x0, encode_condition(self.text_encoder, batch.get("caption"), batch.get("label"), self.device)
+
+    def train_step(self, x0: torch.Tensor, cond) -> tuple[dict[str, float], float]:
+        """One update (Algorithm 1): SolutionFlow loss, backward, clip, then optimizer, scheduler and EMA,
+        unless the loss or gradient is non-finite (skipped; stop after `max_bad_steps` in a row).
+        x0: (B, C, T', H', W') latents; cond: their Condition. Returns (loss terms, grad norm)."""
+        cfg = self.config
+        loss, logs = self.flow.loss(x0, cond, self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss)
+        grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        if not (torch.isfinite(loss) and torch.isfinite(torch.as_tensor(grad_norm))):
+            self.bad_steps += 1           # skip the update; stop after several in a row
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.bad_steps >= cfg.max_bad_steps:
+                raise FloatingPointError(f"{self.bad_steps} non-finite steps in a row at step {self.step}; "
+                                         f"stopping (lower the learning rate or check the data)")
+        else:
+            self.bad_steps = 0
+            self.optimizer.step()
+            self.scheduler.step()
+            self.ema.update(self.raw_model)
+        return logs, float(grad_norm)
+
     # ----------------------------------------------------------------- loop
     def fit(self, stop_at: int | None = None, time_budget: float | None = None) -> list[dict]:
         """Train to `config.steps` (or `stop_at`). `time_budget` (seconds): after a short calibration,
@@ -199,29 +239,9 @@ class Trainer:
             if self.step >= end:
                 break
             torch.manual_seed(cfg.seed * 1_000_003 + self.step * acc.num_processes + acc.process_index)
-            phase_index, phase = phase_at(cfg, self.step)
-            self.raw_model.drop_ratio = phase.drop_ratio
-            self.flow.config = cfg.flow.replace(fm_ratio=phase.fm_ratio, scm_ratio=phase.scm_ratio,
-                                                mva_ratio=phase.mva_ratio, r_steps=cfg.steps)
-            with torch.no_grad():
-                x0 = self.codec.encode(batch["video"].to(self.device, non_blocking=True))
-            cond = encode_condition(self.text_encoder, batch.get("caption"), batch.get("label"), self.device)
-
-            loss, logs = self.flow.loss(x0, cond, self.step)
-            self.optimizer.zero_grad(set_to_none=True)
-            acc.backward(loss)
-            grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            if not (torch.isfinite(loss) and torch.isfinite(torch.as_tensor(grad_norm))):
-                self.bad_steps += 1           # skip the update; stop after several in a row
-                self.optimizer.zero_grad(set_to_none=True)
-                if self.bad_steps >= cfg.max_bad_steps:
-                    raise FloatingPointError(f"{self.bad_steps} non-finite steps in a row at step {self.step}; "
-                                             f"stopping (lower the learning rate or check the data)")
-            else:
-                self.bad_steps = 0
-                self.optimizer.step()
-                self.scheduler.step()
-                self.ema.update(self.raw_model)
+            phase_index, phase = self.apply_phase(self.step)
+            x0, cond = self.encode_batch(batch)
+            logs, grad_norm = self.train_step(x0, cond)
             self.step += 1
             ticks += 1
             bar.update(1)

@@ -24,8 +24,7 @@ def sdpa_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_p
     """
     visible = band_mask(q_pos, k_pos, radius)                       # (B, Nq, Nk)
     has_key = visible.any(-1)                                       # (B, Nq)
-    if bool(has_key.all()):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=visible[:, None])
-    visible = visible | ~has_key[:, :, None]
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=visible[:, None])
+    # No branch on has_key (a host sync, and a graph break under torch.compile): open the rows of
+    # key-less queries and zero their outputs afterwards; a no-op when every query has a key.
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=(visible | ~has_key[:, :, None])[:, None])
     return out * has_key[:, None, :, None].to(out.dtype)

@@ -1,0 +1,127 @@
+"""Where a training step of a shipped model spends its time (issue 6): the trainer's own step
+(`Trainer.train_step`: loss of Algorithm 1, backward, clip, AdamW, EMA) on a real batch of the
+model's world, eager against regionally compiled blocks, in both phases of App. C (75% drop without
+MVA; dense with MVA). Prints steps/s and the top GPU kernels from torch.profiler, writes JSON.
+
+    python benchmarks/train_step.py --config shapes-t2v data.text_cache=.cache/text --out $OUT
+    python benchmarks/train_step.py --config tiny --device cpu --iters 2      # plumbing check
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+if __package__ in (None, ""):                       # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from eflow_core.config import load_train_config  # noqa: E402
+from eflow_core.data import collate  # noqa: E402
+from eflow_core.train import Trainer  # noqa: E402
+
+
+def time_steps(trainer: Trainer, x0, cond, phase_step: int, warmup: int, iters: int) -> list[float]:
+    """Wall seconds of each of `iters` trainer steps at the phase of `phase_step`, after `warmup` steps.
+    Wall time (with a device sync) is what training sees: host work and syncs included."""
+    trainer.apply_phase(phase_step)
+    times = []
+    for i in range(warmup + iters):
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        trainer.train_step(x0, cond)
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def top_kernels(trainer: Trainer, x0, cond, steps: int = 2, rows: int = 12) -> dict:
+    """torch.profiler over `steps` steps: kernel launches per step, GPU busy time per step and the
+    kernels (or CPU ops on the CPU) that take the most time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if trainer.device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            trainer.train_step(x0, cond)
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize()
+    cuda = trainer.device.type == "cuda"
+    events = [e for e in prof.events() if (e.device_type.name == "CUDA") == cuda]
+    if cuda:
+        launches = sum(1 for e in events if e.device_type.name == "CUDA")
+        busy = sum(e.device_time for e in events if e.device_type.name == "CUDA") / 1e6 / steps
+    else:
+        launches, busy = len(events), float("nan")
+    by_name: dict[str, list[float]] = {}
+    for e in events:
+        by_name.setdefault(e.name, []).append((e.device_time if cuda else e.self_cpu_time_total) / 1e3)
+    table = sorted(((name, sum(v) / steps, len(v) / steps) for name, v in by_name.items()), key=lambda r: -r[1])
+    return {"launches_per_step": launches / steps, "gpu_busy_s_per_step": busy,
+            "top": [{"name": n[:90], "ms_per_step": ms, "calls_per_step": c} for n, ms, c in table[:rows]]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="shapes-t2v")
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--modes", default="eager,compile")
+    parser.add_argument("--warmup", type=int, default=8)
+    parser.add_argument("--iters", type=int, default=15)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "train_step.json"))
+    args = parser.parse_args()
+    cpu = args.device == "cpu"
+
+    results = []
+    for mode in args.modes.split(","):
+        config = load_train_config(args.config, [*args.overrides, f"batch_size={args.batch}",
+                                                 f"compile={'true' if mode == 'compile' else 'false'}"])
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.manual_seed(0)
+            trainer = Trainer(config, tmp, cpu=cpu, progress=False)
+            trainer.model.train()
+            batch = collate([trainer.dataset[i] for i in range(args.batch)])
+            x0, cond = trainer.encode_batch(batch)
+            phases = {"drop 0.75, no MVA": 0, "dense + MVA": config.steps - 1}
+            for phase_name, phase_step in phases.items():
+                try:
+                    times = time_steps(trainer, x0, cond, phase_step, args.warmup, args.iters)
+                    profile = top_kernels(trainer, x0, cond)
+                except Exception as err:     # report and go on to the next mode
+                    results.append({"mode": mode, "phase": phase_name, "error": f"{type(err).__name__}: {err}"})
+                    print(results[-1], flush=True)
+                    continue
+                seconds = statistics.median(times)
+                import torch._dynamo.utils
+                graphs = int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+                results.append({"mode": mode, "phase": phase_name, "it_per_s": 1 / seconds, "median_s": seconds,
+                                "all_s": times, "compiled_graphs_so_far": graphs, **profile})
+                print(f"\n{mode:8s} {phase_name:18s} {1 / seconds:7.2f} it/s  "
+                      f"{profile['launches_per_step']:8.0f} launches/step  "
+                      f"GPU busy {profile['gpu_busy_s_per_step'] * 1e3:8.1f} ms/step  compiled graphs {graphs}", flush=True)
+                for row in profile["top"]:
+                    print(f"    {row['ms_per_step']:8.2f} ms {row['calls_per_step']:7.0f}x  {row['name']}")
+            del trainer
+            if not cpu:
+                torch.cuda.empty_cache()
+    info = {"config": args.config, "overrides": args.overrides, "batch": args.batch,
+            "device": torch.cuda.get_device_name() if not cpu else "cpu", "torch": torch.__version__,
+            "date": time.strftime("%Y-%m-%d")}
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"info": info, "results": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
