@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch._dynamo.utils
 
 if __package__ in (None, ""):                       # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -103,7 +104,6 @@ def main() -> None:
                     print(results[-1], flush=True)
                     continue
                 seconds = statistics.median(times)
-                import torch._dynamo.utils
                 graphs = int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
                 results.append({"mode": mode, "phase": phase_name, "it_per_s": 1 / seconds, "median_s": seconds,
                                 "all_s": times, "compiled_graphs_so_far": graphs, **profile})

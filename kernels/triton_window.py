@@ -355,7 +355,7 @@ def _strides(t: torch.Tensor):
 # 128 x 64 tiles, head dim 128, measured with ptxas for sm_90) and lets loads pipeline.
 # EFLOW_TRITON_TMA: "auto" (default: CUDA capability >= 9), "1" (wherever Triton supports it,
 # including the interpreter), "0" (never). A failed descriptor launch switches to pointer loads.
-_TMA = {"mode": os.environ.get("EFLOW_TRITON_TMA", "auto"), "broken": None, "allocator": False}
+_TMA = {"mode": os.environ.get("EFLOW_TRITON_TMA", "auto"), "broken": None}
 
 
 def set_tma_mode(mode: str) -> None:
@@ -393,16 +393,16 @@ def _use_descriptors(*tensors: torch.Tensor) -> bool:
     return True
 
 
+def _scratch(size: int, alignment: int, stream):
+    return torch.empty(size, dtype=torch.int8, device="cuda")
+
+
 def _ensure_allocator(device: torch.device) -> None:
-    """In-kernel descriptors need a small global scratch buffer per launch (Triton's allocator hook)."""
-    if _TMA["allocator"] or device.type != "cuda":
-        return
-
-    def alloc(size: int, alignment: int, stream):
-        return torch.empty(size, dtype=torch.int8, device=device)
-
-    triton.set_allocator(alloc)
-    _TMA["allocator"] = True
+    """In-kernel descriptors need a small global scratch buffer per launch (Triton's allocator hook).
+    Triton keeps the allocator in a ContextVar, so it is set on every launch: autograd runs the
+    backward kernels in its own thread, where a value set once in the main thread is not seen."""
+    if device.type == "cuda":
+        triton.set_allocator(_scratch)
 
 
 def _launch(kernel, grid, args, use_desc: bool, **meta) -> None:
