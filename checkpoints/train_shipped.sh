@@ -20,13 +20,13 @@ fi
 start=$(date +%s)
 GPU=$(python3 -c "import torch; print(torch.cuda.get_device_name())")
 
-SHAPES_CMD="python3 -m eflow_core train --config shapes-t2v steps=20000 batch_size=128 model.backend=sdpa data.num_workers=7 data.text_cache=.cache/text --time-budget $BUDGET --output runs/shapes-t2v"
+SHAPES_CMD="python3 -m eflow_core train --config shapes-t2v steps=20000 batch_size=384 warmup_steps=100 model.backend=sdpa data.num_workers=6 data.text_cache=.cache/text --time-budget $BUDGET --output runs/shapes-t2v"
 $SHAPES_CMD > "$OUT/shapes-t2v.log" 2>&1 &
 shapes_pid=$!
 
 [ -f runs/actions/annotations/train.csv ] || python3 -m eflow_core data make-actions --out runs/actions --classes 10 --per-class 200 > "$OUT/make-actions.log" 2>&1
 left=$(( BUDGET - ($(date +%s) - start) ))
-ACTIONS_CMD="python3 -m eflow_core train --config actions-b data.root=runs/actions steps=20000 batch_size=128 model.backend=sdpa data.num_workers=7 --time-budget $left --output runs/actions-b"
+ACTIONS_CMD="python3 -m eflow_core train --config actions-b data.root=runs/actions steps=20000 batch_size=384 warmup_steps=100 model.backend=sdpa data.num_workers=6 --time-budget $left --output runs/actions-b"
 $ACTIONS_CMD > "$OUT/actions-b.log" 2>&1 || echo "actions-b failed" >> "$OUT/actions-b.log"
 wait $shapes_pid || echo "shapes-t2v failed" >> "$OUT/shapes-t2v.log"
 
