@@ -82,8 +82,9 @@ def measure(name, model_changes, flow_changes, drop_ratio, args, device) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="B")
-    parser.add_argument("--latent", default="21,30,52", help="latent T,H,W (default: 240p x 81 frames, 8,190 tokens)")
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--latent", default="21,60,104",
+                        help="latent T,H,W (default: 480p x 81 frames after a 4x8x8 VAE, 32,760 tokens)")
+    parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--device", default="cuda")

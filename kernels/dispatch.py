@@ -140,10 +140,10 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: t
 
 
 def auto_linear_backend(q: torch.Tensor) -> str:
-    """The backend "auto" uses for linear attention on q's device."""
-    if q.device.type == "cuda" and _triton_runs_on(q.device)[0] and q.shape[-1] in TRITON_HEAD_DIMS:
-        return "triton"
-    return "reference"
+    """The backend "auto" uses for linear attention on q's device: on CUDA the two cuBLAS batched
+    matmuls of "einsum" (measured faster than the Triton pair at every benchmarked shape, forward
+    and backward: H100, 2026-11-23, docs/BENCHMARKS.md); elsewhere the exact fp32 "reference"."""
+    return "einsum" if q.device.type == "cuda" else "reference"
 
 
 def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "auto") -> torch.Tensor:
@@ -219,5 +219,5 @@ def available_backends(device: str | torch.device | None = None) -> dict[str, tu
     out["linear:reference"] = (True, "fp32 einsum: S = k^T v, o = q S (exact)")
     out["linear:einsum"] = (True, "torch einsum in the input dtype")
     out["linear:triton"] = out["triton"]
-    out["linear:auto"] = (True, "triton" if cuda and out["triton"][0] else "reference")
+    out["linear:auto"] = (True, "einsum (cuBLAS; faster than the Triton pair on an H100)" if cuda else "reference")
     return out

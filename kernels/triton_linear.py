@@ -161,26 +161,44 @@ def _c(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-class _TritonLinearAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v):
-        q, k, v = _c(q), _c(k), _c(v)
-        s = at_b(k, v)                                       # (B, H, D, Dv) fp32
-        ctx.save_for_backward(q, k, v, s)
-        return x_m(q, s, q.dtype)
+# Custom ops (see kernels/triton_window.py): torch.compile keeps the launches as opaque nodes.
+@torch.library.custom_op("eflow::triton_linear_fwd", mutates_args=())
+def _linear_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(o = q S in q's dtype, S = k^T v (B, H, D, Dv) fp32)."""
+    s = at_b(_c(k), _c(v))
+    return x_m(_c(q), s, q.dtype), s
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, do):
-        q, k, v, s = ctx.saved_tensors
-        do = _c(do)
-        dq = x_m(do, s.transpose(-1, -2), q.dtype) if ctx.needs_input_grad[0] else None
-        if not (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
-            return dq, None, None
-        ds = at_b(q, do)                                     # (B, H, D, Dv) fp32
-        dk = x_m(v, ds.transpose(-1, -2), k.dtype) if ctx.needs_input_grad[1] else None
-        dv = x_m(k, ds, v.dtype) if ctx.needs_input_grad[2] else None
-        return dq, dk, dv
+
+@_linear_fwd_op.register_fake
+def _(q, k, v):
+    B, H, _, D = q.shape
+    return q.new_empty(*q.shape[:3], v.shape[-1]), q.new_empty(B, H, D, v.shape[-1], dtype=torch.float32)
+
+
+@torch.library.custom_op("eflow::triton_linear_bwd", mutates_args=())
+def _linear_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """dq = do S^T, dk = v dS^T, dv = k dS with dS = q^T do (fp32)."""
+    q, k, v, do = _c(q), _c(k), _c(v), _c(do)
+    dq = x_m(do, s.transpose(-1, -2), q.dtype)
+    ds = at_b(q, do)
+    return dq, x_m(v, ds.transpose(-1, -2), k.dtype), x_m(k, ds, v.dtype)
+
+
+@_linear_bwd_op.register_fake
+def _(do, q, k, v, s):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _linear_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs, output[1])
+
+
+def _linear_backward(ctx, do, ds):
+    return _linear_bwd_op(do, *ctx.saved_tensors)
+
+
+_linear_fwd_op.register_autograd(_linear_backward, setup_context=_linear_setup_context)
 
 
 def _check(q, k, v):
@@ -200,4 +218,4 @@ def triton_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -
     The k^T v summary is accumulated in fp32. Returns (B, H, N, Dv) in q's dtype; differentiable.
     """
     _check(q, k, v)
-    return _TritonLinearAttention.apply(q, k, v)
+    return _linear_fwd_op(q, k, v)[0]

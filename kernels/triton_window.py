@@ -437,61 +437,90 @@ def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-class _TritonWindowAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, q_pos, k_pos, radius):
-        q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
-        B, H, nq, D = q.shape
-        nk = k.shape[2]
-        tables = position_tables(q_pos, k_pos, radius)
-        qpos32, kpos32, klo, khi, _, _ = tables
-        o = torch.empty(B, H, nq, D, dtype=q.dtype, device=q.device)
-        lse = torch.empty(B, H, nq, dtype=torch.float32, device=q.device)
-        sm_scale = 1.0 / math.sqrt(D)
-        if nq > 0:
-            if nk == 0:
-                o.zero_()
-                lse.fill_(float("inf"))
-            else:
-                grid = lambda meta: (triton.cdiv(nq, meta["BLOCK_M"]), B * H)
-                _launch(_window_fwd, grid,
-                        (q, k, v, o, lse, qpos32, kpos32, klo, khi, *_strides(q), *_strides(k), *_strides(v),
-                         *_strides(o), H, nq, nk, int(radius), sm_scale * LOG2E),
-                        _use_descriptors(k, v), HEAD_DIM=D, PRECISION=_precision(q.dtype))
-        ctx.save_for_backward(q, k, v, o, lse, *tables)
-        ctx.radius = int(radius)
-        return o
+# The kernels are wrapped as torch custom ops (forward and backward), so torch.compile treats each
+# launch as one opaque node with a known output shape (register_fake) instead of tracing into
+# Triton's launcher, and compiled model blocks keep these kernels.
+@torch.library.custom_op("eflow::triton_window_fwd", mutates_args=())
+def _window_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qpos32: torch.Tensor, kpos32: torch.Tensor,
+                   klo: torch.Tensor, khi: torch.Tensor, qlo: torch.Tensor, qhi: torch.Tensor,
+                   radius: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(o (B, H, Nq, D) in q's dtype, lse2 (B, H, Nq) fp32). qlo/qhi are unused here; they are inputs
+    so that the backward can save them."""
+    q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
+    B, H, nq, D = q.shape
+    nk = k.shape[2]
+    o = torch.empty(B, H, nq, D, dtype=q.dtype, device=q.device)
+    lse = torch.empty(B, H, nq, dtype=torch.float32, device=q.device)
+    if nq > 0:
+        if nk == 0:
+            o.zero_()
+            lse.fill_(float("inf"))
+        else:
+            grid = lambda meta: (triton.cdiv(nq, meta["BLOCK_M"]), B * H)
+            _launch(_window_fwd, grid,
+                    (q, k, v, o, lse, qpos32, kpos32, klo, khi, *_strides(q), *_strides(k), *_strides(v),
+                     *_strides(o), H, nq, nk, int(radius), LOG2E / math.sqrt(D)),
+                    _use_descriptors(k, v), HEAD_DIM=D, PRECISION=_precision(q.dtype))
+    return o, lse
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, do):
-        q, k, v, o, lse, qpos32, kpos32, klo, khi, qlo, qhi = ctx.saved_tensors
-        do = _last_dim_contiguous(do)
-        B, H, nq, D = q.shape
-        nk = k.shape[2]
-        sm_scale = 1.0 / math.sqrt(D)
-        if nq == 0 or nk == 0:
-            return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v), None, None, None
-        dq = torch.empty_like(q, memory_format=torch.contiguous_format)
-        dk = torch.empty_like(k, memory_format=torch.contiguous_format)
-        dv = torch.empty_like(v, memory_format=torch.contiguous_format)
-        prec = _precision(q.dtype)
-        delta = torch.empty(B, H, nq, dtype=torch.float32, device=q.device)
-        pre_block = 64
-        _bwd_preprocess[(triton.cdiv(nq, pre_block), B * H)](o, do, delta, *_strides(o), *_strides(do), H, nq,
-                                                              HEAD_DIM=D, BLOCK_M=pre_block)
-        common = (H, nq, nk, ctx.radius, sm_scale * LOG2E, sm_scale)
-        grid_kv = lambda meta: (triton.cdiv(nk, meta["BLOCK_N"]), B * H)
-        _launch(_window_bwd_dkdv, grid_kv,
-                (q, k, v, do, dk, dv, lse, delta, qpos32, kpos32, qlo, qhi, *_strides(q), *_strides(k),
-                 *_strides(v), *_strides(do), *_strides(dk), *_strides(dv), *common),
-                _use_descriptors(q, do), HEAD_DIM=D, PRECISION=prec)
-        grid_q = lambda meta: (triton.cdiv(nq, meta["BLOCK_M"]), B * H)
-        _launch(_window_bwd_dq, grid_q,
-                (q, k, v, do, dq, lse, delta, qpos32, kpos32, klo, khi, *_strides(q), *_strides(k), *_strides(v),
-                 *_strides(do), *_strides(dq), *common),
-                _use_descriptors(k, v), HEAD_DIM=D, PRECISION=prec)
-        return dq, dk, dv, None, None, None
+
+@_window_fwd_op.register_fake
+def _(q, k, v, qpos32, kpos32, klo, khi, qlo, qhi, radius):
+    B, H, nq, D = q.shape
+    return q.new_empty(B, H, nq, D), q.new_empty(B, H, nq, dtype=torch.float32)
+
+
+@torch.library.custom_op("eflow::triton_window_bwd", mutates_args=())
+def _window_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor,
+                   lse: torch.Tensor, qpos32: torch.Tensor, kpos32: torch.Tensor, klo: torch.Tensor,
+                   khi: torch.Tensor, qlo: torch.Tensor, qhi: torch.Tensor,
+                   radius: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dq, dk, dv) from the output gradient do (B, H, Nq, D) and the forward's o and lse2."""
+    q, k, v, o, do = (_last_dim_contiguous(t) for t in (q, k, v, o, do))
+    B, H, nq, D = q.shape
+    nk = k.shape[2]
+    if nq == 0 or nk == 0:
+        return q.new_zeros(q.shape), k.new_zeros(k.shape), v.new_zeros(v.shape)
+    dq, dk, dv = q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)   # every element written
+    sm_scale = 1.0 / math.sqrt(D)
+    prec = _precision(q.dtype)
+    delta = torch.empty(B, H, nq, dtype=torch.float32, device=q.device)
+    pre_block = 64
+    _bwd_preprocess[(triton.cdiv(nq, pre_block), B * H)](o, do, delta, *_strides(o), *_strides(do), H, nq,
+                                                          HEAD_DIM=D, BLOCK_M=pre_block)
+    common = (H, nq, nk, int(radius), sm_scale * LOG2E, sm_scale)
+    grid_kv = lambda meta: (triton.cdiv(nk, meta["BLOCK_N"]), B * H)
+    _launch(_window_bwd_dkdv, grid_kv,
+            (q, k, v, do, dk, dv, lse, delta, qpos32, kpos32, qlo, qhi, *_strides(q), *_strides(k),
+             *_strides(v), *_strides(do), *_strides(dk), *_strides(dv), *common),
+            _use_descriptors(q, do), HEAD_DIM=D, PRECISION=prec)
+    grid_q = lambda meta: (triton.cdiv(nq, meta["BLOCK_M"]), B * H)
+    _launch(_window_bwd_dq, grid_q,
+            (q, k, v, do, dq, lse, delta, qpos32, kpos32, klo, khi, *_strides(q), *_strides(k), *_strides(v),
+             *_strides(do), *_strides(dq), *common),
+            _use_descriptors(k, v), HEAD_DIM=D, PRECISION=prec)
+    return dq, dk, dv
+
+
+@_window_bwd_op.register_fake
+def _(do, q, k, v, o, lse, qpos32, kpos32, klo, khi, qlo, qhi, radius):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _window_setup_context(ctx, inputs, output):
+    q, k, v, qpos32, kpos32, klo, khi, qlo, qhi, radius = inputs
+    o, lse = output
+    ctx.save_for_backward(q, k, v, o, lse, qpos32, kpos32, klo, khi, qlo, qhi)
+    ctx.radius = radius
+
+
+def _window_backward(ctx, do, dlse):
+    q, k, v, o, lse, *tables = ctx.saved_tensors
+    dq, dk, dv = _window_bwd_op(do, q, k, v, o, lse, *tables, ctx.radius)
+    return dq, dk, dv, None, None, None, None, None, None, None
+
+
+_window_fwd_op.register_autograd(_window_backward, setup_context=_window_setup_context)
 
 
 def triton_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor,
@@ -504,4 +533,5 @@ def triton_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q
     Returns (B, H, Nq, D) in q's dtype; differentiable w.r.t. q, k, v.
     """
     _check(q, k, v, q_pos, k_pos)
-    return _TritonWindowAttention.apply(q, k, v, q_pos, k_pos, int(radius))
+    o, _ = _window_fwd_op(q, k, v, *position_tables(q_pos, k_pos, radius), int(radius))
+    return o
