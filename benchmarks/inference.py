@@ -72,6 +72,11 @@ def main() -> None:
                       "dtype": str(dtype), "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                       "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
 
+    def save() -> None:                  # after every row: a run cut short keeps what it measured
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump({"info": info, "rows": rows}, f, indent=2)
+
     compile_modes = {"none": [False], "blocks": [True], "both": [False, True]}[args.compile]
     for compiled in compile_modes:
         model = build(args.preset, "glga", device, dtype, compiled, channels, text_dim)
@@ -94,6 +99,7 @@ def main() -> None:
                              "all_s": times})
                 print(f"{rows[-1]['method']:40s} steps={steps:2d} NFE={steps:3d} {rows[-1]['median_s']:8.3f} s",
                       flush=True)
+                save()
         del model, flow
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -118,9 +124,7 @@ def main() -> None:
     for row in rows:
         print(f"{row['method']:40s} {row['steps']:5d} {row['nfe']:4d} {row['median_s']:8.3f}s "
               f"{row.get('speedup_vs_peer', float('nan')):7.1f}x")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"info": info, "rows": rows}, f, indent=2)
+    save()
 
 
 if __name__ == "__main__":

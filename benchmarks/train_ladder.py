@@ -103,6 +103,8 @@ def main() -> None:
         except torch.OutOfMemoryError as err:
             rows.append({"row": name, "error": f"out of memory: {str(err).splitlines()[0]}"})
         print(rows[-1]["row"], {k: v for k, v in rows[-1].items() if k not in ("row", "all_s")}, flush=True)
+        with open(args.out + ".partial", "w") as f:     # a run cut short keeps the rows it measured
+            json.dump(rows, f, indent=2)
     base = next((r["it_per_s"] for r in rows if r["row"] == "SoFlow + softmax" and "it_per_s" in r), None)
     first = rows[0].get("it_per_s")
     grid = MODEL_PRESETS[args.preset].patch_size
