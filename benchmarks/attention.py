@@ -420,7 +420,7 @@ def print_table(result: dict) -> None:
             print(f"{'':>37}note: {note}")
 
 
-def write_figure(result: dict, path: Path) -> str:
+def write_figure(result: dict, path: Path, plotlyjs: str = "inline") -> str:
     """Latency vs tokens (forward), like the paper's Fig. 2a, as a self-contained plotly HTML file."""
     try:
         import plotly.graph_objects as go
@@ -445,7 +445,7 @@ def write_figure(result: dict, path: Path) -> str:
                             f"radius {result['config']['radius']})",
                       xaxis_title="tokens in the full video (N)", yaxis_title="forward latency (ms)",
                       yaxis_type="log", template="plotly_white")
-    fig.write_html(str(path), include_plotlyjs=True)
+    fig.write_html(str(path), include_plotlyjs=True if plotlyjs == "inline" else "cdn")
     return str(path)
 
 
@@ -466,6 +466,10 @@ def parse_args(argv=None):
     p.add_argument("--skip", default="", help="comma-separated name prefixes to skip (e.g. flex,sdpa_flash)")
     p.add_argument("--out", default=os.environ.get("OUT", "."))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--figure-from", default=None, metavar="JSON",
+                   help="only redraw the figure of a saved attention.json (e.g. one made where plotly is missing)")
+    p.add_argument("--plotlyjs", default="inline", choices=["inline", "cdn"],
+                   help="embed plotly.js in the HTML (works offline) or link it from the CDN (small file)")
     args = p.parse_args(argv)
     args.tokens_per_frame = TINY["tokens_per_frame"] if args.tiny else TOKENS_PER_FRAME
     args.frame_hw = TINY["frame_hw"] if args.tiny else FRAME_HW
@@ -487,6 +491,10 @@ def _write_json(result: dict, out: Path) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.figure_from:
+        saved = json.loads(Path(args.figure_from).read_text())
+        print(write_figure(saved, Path(args.out) / "attention_fig2a.html", args.plotlyjs))
+        return 0
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
     for n in args.shapes:
@@ -550,7 +558,7 @@ def main(argv=None) -> int:
     print_table(result)
     out = Path(args.out)
     _write_json(result, out)
-    fig = write_figure(result, out / "attention_fig2a.html")
+    fig = write_figure(result, out / "attention_fig2a.html", args.plotlyjs)
     print(f"\nwrote {out / 'attention.json'}; figure: {fig}; total {result['total_seconds']:.0f} s; "
           f"torch.compile graphs {result['dynamo_graphs_total']}, recompiles {result['dynamo_recompiles_total']}")
     all_ok = all(row["correct"] for row in result["rows"])
