@@ -107,6 +107,13 @@ class FlowConfig:
     # adaptive loss weight 1 / (MSE + eps)^p  (Eq. 3; "loss weight coefficient" 1.0 is p)
     adaptive_p: float = 1.0
     adaptive_eps: float = 0.01
+    # p of the SCM weight 1 / (MSE_q + eps)^p (Eq. 4) when it should differ from the FM one; None = adaptive_p
+    # (the paper and SoFlow use one p for both). The 2-D toy tests use FM p = 0 (p = 1 there collapses mass
+    # onto the heavy modes) with SCM p = 0.5: the SCM difference quotient carries the noise of the
+    # conditional velocity v = x1 - x0 times the map's Jacobian, which is large where the map is sharp,
+    # and p > 0 damps those samples (p = 0.5 makes the gradient that of ||f_t - f_l||, an L2-norm loss
+    # like iCT's pseudo-Huber); see tests/test_flow_toy.py.
+    scm_adaptive_p: float | None = None
     # SCM intermediate time l = t + (s - t) r, r decays log-linearly r_start -> r_end over r_steps
     r_start: float = 0.1
     r_end: float = 0.002
@@ -171,6 +178,7 @@ class DataConfig:
     codec_factor: tuple[int, int, int] = (1, 4, 4)  # pixel codec space-to-depth (t, h, w)
     text_encoder: str = "minilm"    # minilm | t5:PATH | none (class-conditional)
     text_cache: str = ""            # folder of the on-disk text-embedding cache ("" = no cache)
+    decoded_cache: str = ""         # Kinetics layouts: folder of decoded clips (.npy) reused across epochs
 
 
 @dataclass
@@ -192,6 +200,10 @@ class TrainConfig:
     mixed_precision: str = "auto"   # auto: bf16 on GPU, fp32 on CPU
     max_bad_steps: int = 5          # stop after this many non-finite steps in a row
     compile: bool = False           # GPU: torch.compile each DiT block (VideoDiT.compile_blocks)
+    # Start from these weights instead of a fresh init (a shipped name such as "shapes-t2v", a shipped
+    # folder, or a training folder: its EMA). The optimizer starts fresh; the exported model card adds
+    # the earlier runs to its lineage and counts their steps. Lets a model grow over short GPU leases.
+    init_from: str = ""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

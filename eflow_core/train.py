@@ -113,6 +113,7 @@ class Trainer:
                              f"expects in_channels={config.model.in_channels}")
         torch.manual_seed(config.seed)
         model = VideoDiT(config.model)
+        self.init_card = load_init_weights(model, config.init_from) if config.init_from else None
         if config.compile and not use_cpu:
             model.compile_blocks()
         self.ema = EMA(model, config.ema_decay, warmup=True)
@@ -213,6 +214,8 @@ class Trainer:
         self.output.mkdir(parents=True, exist_ok=True)
         if acc.is_main_process:
             atomic_write_json(self.output / "config.json", cfg.to_dict())
+            if self.init_card is not None and not (self.output / "init.json").exists():
+                atomic_write_json(self.output / "init.json", self.init_card)
             if hasattr(self.dataset, "classes"):
                 atomic_write_json(self.output / "classes.json", list(self.dataset.classes))
         resumed = self.resume()
@@ -278,6 +281,29 @@ class Trainer:
         return history
 
 
+def load_init_weights(model: VideoDiT, path_or_name: str) -> dict:
+    """Load the weights of a shipped model or a training folder (its EMA) into `model` (config.init_from).
+
+    Returns what the exported card needs to keep the lineage: {"init_from", "steps" (all steps behind
+    those weights), "runs" (the earlier runs' records: steps, command, device, date, wall time)}.
+    Raises ValueError when the shapes do not match the model being trained."""
+    from eflow_core.pipeline import load_model_folder, resolve_model_path
+
+    folder = resolve_model_path(path_or_name)
+    _, card, weights = load_model_folder(folder)
+    own = model.state_dict()
+    mismatched = sorted(k for k in own if k not in weights or tuple(weights[k].shape) != tuple(own[k].shape))
+    if mismatched or set(weights) - set(own):
+        raise ValueError(f"init_from={path_or_name!r}: its weights do not fit this model "
+                         f"(differing or missing: {mismatched[:5]}{' ...' if len(mismatched) > 5 else ''}); "
+                         f"train with the same model config")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()})
+    runs = list(card.get("runs") or [])
+    if not runs:         # a card from before lineages: its own run is the only one
+        runs = [{k: card[k] for k in ("steps", "command", "device", "date", "wall_time_s") if k in card}]
+    return {"init_from": str(path_or_name), "steps": int(card.get("steps", 0)), "runs": runs}
+
+
 def _one_thread(worker_id: int) -> None:
     """Data workers decode or render one clip at a time: one thread each, so N workers use N cores."""
     torch.set_num_threads(1)
@@ -323,6 +349,12 @@ def export_for_inference(train_dir: str | Path, out_dir: str | Path, extra_card:
         extra_card = {"classes": json.loads(classes_path.read_text()), **(extra_card or {})}
     atomic_save_tensors(out_dir / "model.safetensors", {k: v.to(dtype) for k, v in ema.items()})
     card = {"config": config, "world": config["data"]["kind"], "steps": state["step"], **(extra_card or {})}
+    init_path = train_dir / "init.json"
+    if init_path.exists():           # started from earlier weights: count their steps, keep their runs
+        init = json.loads(init_path.read_text())
+        this_run = {k: card[k] for k in ("steps", "command", "device", "date", "wall_time_s") if k in card}
+        card.update(steps=init["steps"] + state["step"], init_from=init["init_from"],
+                    runs=[*init["runs"], this_run])
     atomic_write_json(out_dir / "model_card.json", card)
     return out_dir
 

@@ -132,3 +132,22 @@ def test_listed_mp4_found_as_webm(tmp_path):
     ds = KineticsDataset(tmp_path, "val", num_frames=4, size=16)
     assert len(ds) == 1 and ds.skipped == 0 and ds.clips[0].path.suffix == ".webm"
     assert ds[0]["label_name"] == "playing (piano)"
+
+
+def test_decoded_cache_gives_the_same_frames_without_decoding_again(kinetics_root, tmp_path, monkeypatch):
+    import eflow_core.data.kinetics as kinetics_module
+
+    plain = KineticsDataset(kinetics_root, "train", num_frames=16, size=32, frame_stride=2, sampling="center")
+    cached = KineticsDataset(kinetics_root, "train", num_frames=16, size=32, frame_stride=2, sampling="center",
+                             decoded_cache=tmp_path / "decoded")
+    first = [cached[i]["video"] for i in range(len(cached))]          # decodes and stores
+    assert len(list((tmp_path / "decoded").glob("*.npy"))) == len(cached)
+    assert not list((tmp_path / "decoded").glob("*.tmp.npy"))
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a cached clip was decoded again")
+    monkeypatch.setattr(kinetics_module, "read_video", no_decoding)
+    again = [cached[i]["video"] for i in range(len(cached))]
+    monkeypatch.undo()
+    reference = [plain[i]["video"] for i in range(len(plain))]
+    assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(first, again, reference))

@@ -1,4 +1,5 @@
 """Trainer: exact resume, refusal of damaged checkpoints, phases, multi-process launch (issue 3)."""
+import json
 import os
 import subprocess
 import sys
@@ -97,3 +98,38 @@ def test_non_finite_steps_are_skipped_then_training_stops(tmp_path, monkeypatch)
         trainer.fit()
     after = trainer.raw_model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "a skipped step must not change the weights"
+
+
+def test_init_from_continues_an_exported_model_and_keeps_its_lineage(tmp_path):
+    """init_from: a second run starts from the first run's exported EMA weights (not a fresh init),
+    and its card counts both runs' steps and lists both runs."""
+    import torch
+
+    from eflow_core.checkpoint import load_tensors
+    from eflow_core.train import export_for_inference
+
+    Trainer(tiny_config(steps=3), tmp_path / "first", progress=False).fit()
+    export_for_inference(tmp_path / "first", tmp_path / "shipped", extra_card={"command": "first", "device": "cpu"})
+    shipped = load_tensors(tmp_path / "shipped" / "model.safetensors")
+
+    second = Trainer(tiny_config(steps=2, init_from=str(tmp_path / "shipped"), seed=5), tmp_path / "second",
+                     progress=False)
+    start = second.raw_model.state_dict()
+    assert all(torch.equal(start[k], shipped[k].float()) for k in shipped)
+    fresh = Trainer(tiny_config(steps=2, seed=5), tmp_path / "fresh", progress=False).raw_model.state_dict()
+    assert not all(torch.equal(start[k], fresh[k]) for k in fresh), "init_from must replace the fresh init"
+
+    second.fit()
+    card = json.loads(export_for_inference(tmp_path / "second", tmp_path / "shipped2",
+                                           extra_card={"command": "second", "device": "cpu"})
+                      .joinpath("model_card.json").read_text())
+    assert card["steps"] == 3 + 2
+    assert [run["command"] for run in card["runs"]] == ["first", "second"]
+    assert [run["steps"] for run in card["runs"]] == [3, 2]
+
+
+def test_init_from_a_different_model_is_a_clear_error(tmp_path):
+    Trainer(tiny_config(steps=1), tmp_path / "first", progress=False).fit()
+    with pytest.raises(ValueError, match="do not fit this model"):
+        Trainer(tiny_config(steps=1, **{"model.dim": 32, "init_from": str(tmp_path / "first")}), tmp_path / "b",
+                progress=False)

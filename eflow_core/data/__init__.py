@@ -100,7 +100,7 @@ def make_dataset(data_config: Any, split: str = "train") -> Dataset:
             if split_name != "train" and has_train:
                 classes = kinetics_classes(root, "train")  # evaluation labels index the training classes
             return KineticsDataset(root, split_name, data_config.num_frames, data_config.size, data_config.frame_stride,
-                                   classes=classes)
+                                   classes=classes, decoded_cache=getattr(data_config, "decoded_cache", "") or None)
         except FileNotFoundError as e:
             if kind == "actions":
                 raise FileNotFoundError(f"{e}. Generate it with `python -m eflow_core data make-actions --out {root}`.") from e

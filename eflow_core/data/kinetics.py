@@ -15,12 +15,15 @@ So `skipped` = files left out at construction + distinct files found bad while l
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -117,8 +120,10 @@ class KineticsDataset(Dataset):
 
     def __init__(self, root: str | Path, split: str = "train", num_frames: int = 16, size: int = 64,
                  frame_stride: int = 2, classes: list[str] | None = None, probe: str = "open",
-                 sampling: str | None = None, short: str = "pad", probe_workers: int = 8, progress: bool = True):
+                 sampling: str | None = None, short: str = "pad", probe_workers: int = 8, progress: bool = True,
+                 decoded_cache: str | Path | None = None):
         self.root = Path(root)
+        self.decoded_cache = Path(decoded_cache) if decoded_cache else None
         self.split = split
         self.num_frames, self.size, self.frame_stride = num_frames, size, frame_stride
         self.sampling = sampling or ("random" if split == "train" else "center")
@@ -213,10 +218,29 @@ class KineticsDataset(Dataset):
     def load(self, index: int) -> dict:
         """Decode clip `index` (raises VideoReadError / FileNotFoundError on a bad file)."""
         clip = self.clips[index]
-        frames = read_video(clip.path, short_side=self.size)
+        frames = self.read_frames(clip.path)
         idx = sample_frame_indices(len(frames), self.num_frames, self.frame_stride, self.sampling, short=self.short)
         video = frames_to_tensor(resize_center_crop(frames[idx], self.size))
         return {"video": video, "label": self.class_to_idx.get(clip.label_name, -1), "label_name": clip.label_name}
+
+    def read_frames(self, path: Path) -> np.ndarray:
+        """Decoded uint8 frames (T, H, W, 3) of a clip, short side `size`. With `decoded_cache` the first
+        read stores them as .npy (atomically, so data workers can share the folder) and later reads load
+        that instead of decoding: for small sets decoded every epoch (e.g. `actions`: 200 KB a clip).
+        The cache key holds the file's path, size, mtime and `size`, so an edited clip is decoded again."""
+        if self.decoded_cache is None:
+            return read_video(path, short_side=self.size)
+        stat = Path(path).stat()
+        key = hashlib.sha1(f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.size}".encode()).hexdigest()
+        cached = self.decoded_cache / f"{key}.npy"
+        if cached.is_file():
+            return np.load(cached)
+        frames = read_video(path, short_side=self.size)
+        self.decoded_cache.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f"{key}.{os.getpid()}.tmp.npy")
+        np.save(tmp, frames)
+        os.replace(tmp, cached)
+        return frames
 
     def __getitem__(self, index: int) -> dict:
         n = len(self.clips)
