@@ -305,10 +305,10 @@ class SolutionFlow:
         _rng_restore(snap, dev)  # same token-drop / dropout pattern for the target pass
         with torch.no_grad():
             f_l = self._solution(x_l, l, s, c, g_in, dtype=dtype)
-        loss, mse_q = solution_consistency_loss(f_t, f_l, t, l, s, cfg.adaptive_p, cfg.adaptive_eps,
-                                                cfg.scm_weight_scale)
+        p = cfg.adaptive_p if cfg.scm_adaptive_p is None else cfg.scm_adaptive_p
+        loss, mse_q = solution_consistency_loss(f_t, f_l, t, l, s, p, cfg.adaptive_eps, cfg.scm_weight_scale)
         logs["scm"] = mse_q.mean()
-        logs["scm_w"] = adaptive_weight(mse_q, cfg.adaptive_p, cfg.adaptive_eps).mean()
+        logs["scm_w"] = adaptive_weight(mse_q, p, cfg.adaptive_eps).mean()
         logs["t_scm"], logs["s_scm"], logs["tl_gap"] = t.mean(), s.mean(), (t - l).mean()
         logs["r"] = intermediate_ratio(step, cfg.r_start, cfg.r_end, cfg.r_steps)
         return loss.sum()
