@@ -341,6 +341,25 @@ def test_guided_targets_fm_and_scm():
     assert loss.item() == pytest.approx((fm_loss.sum() + scm_loss.sum()).item() / 8, rel=1e-4)
 
 
+@pytest.mark.parametrize("scm_p", [None, 0.5, 1.0])
+def test_scm_adaptive_p_sets_only_the_scm_weight(scm_p):
+    """FlowConfig.scm_adaptive_p replaces p in the SCM weight of Eq. 4 only (None: adaptive_p for both);
+    the FM weight keeps adaptive_p (here 0, i.e. plain MSE)."""
+    net = RecordingNet()
+    flow = SolutionFlow(net, FlowConfig(guidance="none", fm_ratio=0.5, scm_ratio=0.5, adaptive_p=0.0,
+                                        scm_adaptive_p=scm_p))
+    loss, logs = flow.loss(torch.randn(8, 3), None, step=0, generator=torch.Generator().manual_seed(3))
+    fm, scm_grad, scm_target = net.calls
+    t, l, s = scm_grad["t"], scm_target["t"], scm_grad["s"]
+    f_t = scm_grad["x"] + (s - t)[:, None] * scm_grad["out"]
+    f_l = scm_target["x"] + (s - l)[:, None] * scm_target["out"]
+    p = 0.0 if scm_p is None else scm_p
+    scm_loss, mse_q = solution_consistency_loss(f_t, f_l, t, l, s, p=p, eps=0.01)
+    assert logs["scm_w"] == pytest.approx((mse_q + 0.01).pow(-p).mean().item(), rel=1e-5)
+    fm_sum = logs["fm"] * logs["n_fm"]  # p = 0: the FM per-sample loss is the raw MSE
+    assert loss.item() == pytest.approx((fm_sum + scm_loss.sum().item()) / 8, rel=1e-4)
+
+
 def test_cfg_mode_uses_full_path_null_pass():
     net = RecordingNet()
     flow = SolutionFlow(net, FlowConfig(guidance="cfg", p_drop=0.2))
