@@ -3,10 +3,12 @@
 For each token count N (3..80 latent frames x 1,560 tokens) and each of dense / 75%-dropped
 (a sorted random quarter of the positions per batch row), 12 heads x 128, bf16, radius 3,120:
   (a) correctness of the window kernel: forward against an fp32 reference on 256 random query rows
-      (against all keys), rel. error < 1e-2; dq, dk, dv against the exact fp32 "chunked" backend on
-      the same device, rel. error < 2e-2 (up to --max-grad-n tokens, default all); FlexAttention's forward and
-      the Triton linear attention are checked too;
-  (b) median latency (triton.testing.do_bench) of forward and forward+backward: Triton window,
+      (against all keys), rel. error < 1e-2; dq, dk, dv of both Triton backwards ("split" and the
+      FlashAttention-2 style "atomic") against the exact fp32 "chunked" backend on the same device,
+      rel. error < 2e-2 (up to --max-grad-n tokens, default all); FlexAttention's forward and the
+      Triton linear attention are checked too;
+  (b) median latency (triton.testing.do_bench) of forward and forward+backward: Triton window (and
+      forward+backward with the atomic backward),
       FlexAttention with the same band (compiled, block mask with _compile=True), full softmax SDPA
       with the cuDNN and the flash backend, flash-attn's window when installed (dense only), linear
       attention (Triton vs torch einsum);
@@ -28,6 +30,7 @@ correctness check fails.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import math
@@ -256,6 +259,18 @@ def compiled_glga_core():
     return torch.compile(glga_core)
 
 
+@contextlib.contextmanager
+def triton_backward_mode(mode: str):
+    """Within the block the Triton window kernel uses this backward ("split" or "atomic")."""
+    from kernels.triton_window import backward_mode, set_backward_mode
+    before = backward_mode()
+    set_backward_mode(mode)
+    try:
+        yield
+    finally:
+        set_backward_mode(before)
+
+
 def run_shape(n_full: int, mode: str, args, device: torch.device, dtype: torch.dtype, gen: torch.Generator) -> dict:
     """Correctness checks and timings for one token count and one of dense / dropped."""
     B, H, D, radius = args.batch, args.heads, args.head_dim, args.radius
@@ -288,6 +303,10 @@ def run_shape(n_full: int, mode: str, args, device: torch.device, dtype: torch.d
             ref_backend = "chunked" if cuda else "reference"
             g = gradient_rel_errors(window_backend, q, k, v, pos, pos, radius, do, ref_backend=ref_backend)
             checks.update({f"{window_backend}_{key}": val for key, val in g.items()})
+            if window_backend == "triton":                 # the FlashAttention-2 style backward too
+                with triton_backward_mode("atomic"):
+                    g = gradient_rel_errors("triton", q, k, v, pos, pos, radius, do, ref_backend=ref_backend)
+                checks.update({f"triton_atomic_{key}": val for key, val in g.items()})
         except Exception as exc:                                   # noqa: BLE001
             checks[f"{window_backend}_grads"] = None
             row["notes"].append(f"gradient check failed: {type(exc).__name__}: {str(exc)[:300]}")
@@ -331,6 +350,10 @@ def run_shape(n_full: int, mode: str, args, device: torch.device, dtype: torch.d
 
     add(f"window_{window_backend}",
         lambda a, b, c: kernels.window_attention(a, b, c, pos, pos, radius, backend=window_backend), flop=flops)
+    if window_backend == "triton":
+        with triton_backward_mode("atomic"):
+            add("window_triton_atomic_bwd",
+                lambda a, b, c: kernels.window_attention(a, b, c, pos, pos, radius, backend="triton"), flop=flops)
     if block_mask is not None:
         from kernels.flex import flex_window_attention
         add("window_flex", lambda a, b, c: flex_window_attention(a, b, c, pos, pos, radius, block_mask=block_mask),

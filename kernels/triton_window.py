@@ -183,8 +183,9 @@ def _bwd_preprocess(O, DO, DELTA, sob, soh, son, sdb, sdh, sdn, H, NQ,
 
 @triton.jit
 def _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_base, sqn, sdn, offs_d,
-                start, end, radius, qk_scale,
-                BLOCK_M: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr):
+                start, end, radius, qk_scale, dq_base, sm_scale,
+                BLOCK_M: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr,
+                FUSE_DQ: tl.constexpr, HEAD_DIM: tl.constexpr):
     for m0 in range(start, end, BLOCK_M):
         offs_m = m0 + tl.arange(0, BLOCK_M)
         q = _load_rows(q_src, sqn, m0, end, offs_d, BLOCK_M, MASKED, USE_DESC)
@@ -206,18 +207,26 @@ def _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_ba
         dp_t = tl.dot(v, tl.trans(do), input_precision=PRECISION)
         ds_t = p_t * (dp_t - delta[None, :])
         dk += tl.dot(ds_t.to(q.dtype), q, input_precision=PRECISION)
+        if FUSE_DQ:      # FlashAttention-2 style: this key block's share of dq, added atomically in fp32
+            dq_part = tl.dot(tl.trans(ds_t).to(k.dtype), k, input_precision=PRECISION) * sm_scale
+            dq_ptrs = dq_base + offs_m[:, None] * HEAD_DIM + offs_d[None, :]
+            if MASKED:
+                tl.atomic_add(dq_ptrs, dq_part, mask=(offs_m < end)[:, None], sem="relaxed")
+            else:
+                tl.atomic_add(dq_ptrs, dq_part, sem="relaxed")
     return dk, dv
 
 
 @triton.autotune(configs=_configs(_BWD_DKDV, {"BLOCK_M": 16, "BLOCK_N": 32}),
-                 key=["HEAD_DIM", "PRECISION", "USE_DESC"])
+                 key=["HEAD_DIM", "PRECISION", "USE_DESC", "FUSE_DQ"],
+                 reset_to_zero=["DQ32"])          # autotuning reruns the kernel: its atomics must not pile up
 @triton.jit
-def _window_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, QPOS, KPOS, QLO, QHI,
+def _window_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, QPOS, KPOS, QLO, QHI, DQ32,
                      sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn,
                      sdkb, sdkh, sdkn, sdvb, sdvh, sdvn,
                      H, NQ, NK, radius, qk_scale, sm_scale,
                      HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr,
-                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                     FUSE_DQ: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     pid_n = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     b = bh // H
@@ -242,14 +251,18 @@ def _window_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, QPOS, KPOS, QLO, QHI,
     qpos_base = QPOS + b * NQ
     lse_base = LSE + bh * NQ
     delta_base = DELTA + bh * NQ
+    dq_base = DQ32 + bh * NQ * HEAD_DIM          # (B, H, NQ, D) contiguous fp32; unused unless FUSE_DQ
     dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
     dk, dv = _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_base, sqn, sdn, offs_d,
-                         lo, a, radius, qk_scale, BLOCK_M, True, PRECISION, USE_DESC)
+                         lo, a, radius, qk_scale, dq_base, sm_scale, BLOCK_M, True, PRECISION, USE_DESC,
+                         FUSE_DQ, HEAD_DIM)
     dk, dv = _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_base, sqn, sdn, offs_d,
-                         a, c, radius, qk_scale, BLOCK_M, False, PRECISION, USE_DESC)
+                         a, c, radius, qk_scale, dq_base, sm_scale, BLOCK_M, False, PRECISION, USE_DESC,
+                         FUSE_DQ, HEAD_DIM)
     dk, dv = _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_base, sqn, sdn, offs_d,
-                         c, hi, radius, qk_scale, BLOCK_M, True, PRECISION, USE_DESC)
+                         c, hi, radius, qk_scale, dq_base, sm_scale, BLOCK_M, True, PRECISION, USE_DESC,
+                         FUSE_DQ, HEAD_DIM)
     tl.store(DK + b * sdkb + h * sdkh + offs_n[:, None] * sdkn + offs_d[None, :],
              (dk * sm_scale).to(DK.dtype.element_ty), mask=col_ok[:, None])
     tl.store(DV + b * sdvb + h * sdvh + offs_n[:, None] * sdvn + offs_d[None, :],
@@ -356,6 +369,24 @@ def _strides(t: torch.Tensor):
 # EFLOW_TRITON_TMA: "auto" (default: CUDA capability >= 9), "1" (wherever Triton supports it,
 # including the interpreter), "0" (never). A failed descriptor launch switches to pointer loads.
 _TMA = {"mode": os.environ.get("EFLOW_TRITON_TMA", "auto"), "broken": None}
+
+
+# Backward: "split" (default: a dk/dv kernel and a dq kernel, no atomics; 7 block matmuls per visible
+# pair) or "atomic" (FlashAttention-2 style: the dk/dv kernel also adds each key block's dq share into
+# an fp32 buffer with atomics; 5 matmuls, plus atomic traffic). EFLOW_TRITON_BWD picks one; the GPU
+# benchmark (benchmarks/attention.py) times both.
+_BWD = {"mode": os.environ.get("EFLOW_TRITON_BWD", "split")}
+
+
+def set_backward_mode(mode: str) -> None:
+    """"split" or "atomic" (see above)."""
+    if mode not in ("split", "atomic"):
+        raise ValueError(f"backward mode must be 'split' or 'atomic', got {mode!r}")
+    _BWD["mode"] = mode
+
+
+def backward_mode() -> str:
+    return _BWD["mode"]
 
 
 def set_tma_mode(mode: str) -> None:
@@ -490,10 +521,14 @@ def _window_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
                                                           HEAD_DIM=D, BLOCK_M=pre_block)
     common = (H, nq, nk, int(radius), sm_scale * LOG2E, sm_scale)
     grid_kv = lambda meta: (triton.cdiv(nk, meta["BLOCK_N"]), B * H)
+    fuse_dq = backward_mode() == "atomic"
+    dq32 = torch.zeros(B, H, nq, D if fuse_dq else 1, dtype=torch.float32, device=q.device)
     _launch(_window_bwd_dkdv, grid_kv,
-            (q, k, v, do, dk, dv, lse, delta, qpos32, kpos32, qlo, qhi, *_strides(q), *_strides(k),
+            (q, k, v, do, dk, dv, lse, delta, qpos32, kpos32, qlo, qhi, dq32, *_strides(q), *_strides(k),
              *_strides(v), *_strides(do), *_strides(dk), *_strides(dv), *common),
-            _use_descriptors(q, do), HEAD_DIM=D, PRECISION=prec)
+            _use_descriptors(q, do), HEAD_DIM=D, PRECISION=prec, FUSE_DQ=fuse_dq)
+    if fuse_dq:
+        return dq32.to(q.dtype), dk, dv
     grid_q = lambda meta: (triton.cdiv(nq, meta["BLOCK_M"]), B * H)
     _launch(_window_bwd_dq, grid_q,
             (q, k, v, do, dq, lse, delta, qpos32, kpos32, klo, khi, *_strides(q), *_strides(k), *_strides(v),

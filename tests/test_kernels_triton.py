@@ -61,8 +61,9 @@ def _child() -> dict:
         return torch.stack([torch.sort(torch.randperm(n_full, generator=gen)[:n])[0] for _ in range(B)])
 
     out = {"window": {}, "linear": {}}
-    for tma in ("0", "1"):                 # pointer loads, then TMA tensor descriptors
+    for tma, bwd in (("0", "split"), ("1", "split"), ("0", "atomic")):   # pointer / TMA loads; both backwards
         triton_window.set_tma_mode(tma)
+        triton_window.set_backward_mode(bwd)
         for i, (name, (B, H, nq, nk, D, radius, drop, dt, layout)) in enumerate(WINDOW_CASES.items()):
             gen = torch.Generator().manual_seed(100 + i)
             dtype = getattr(torch, dt)
@@ -91,7 +92,8 @@ def _child() -> dict:
             if layout == "empty":
                 res["empty_rows_zero"] = bool((o[0, :, 1:3] == 0).all() and (o[1, :, 2:] == 0).all()
                                               and (grads[0][0, :, 1:3] == 0).all())
-            out["window"][f"{name}@{'tma' if tma == '1' else 'ptr'}"] = res
+            out["window"][f"{name}@{'tma' if tma == '1' else 'ptr'}{'+atomic' if bwd == 'atomic' else ''}"] = res
+    triton_window.set_backward_mode("split")
     out["tma_failure"] = triton_window._TMA["broken"]
 
     for i, (name, (B, H, N, D, Dv, dt, rows)) in enumerate(LINEAR_CASES.items()):
@@ -153,10 +155,11 @@ def interpreted():
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("loads", ["ptr", "tma"])
+@pytest.mark.parametrize("loads", ["ptr", "tma", "ptr+atomic"])
 @pytest.mark.parametrize("case", list(WINDOW_CASES))
 def test_triton_window_matches_reference(interpreted, case, loads):
-    """Both load paths: pointer loads, and TMA tensor descriptors (the Hopper path)."""
+    """Both load paths: pointer loads, and TMA tensor descriptors (the Hopper path); and the
+    FlashAttention-2 style backward whose dq comes from atomic adds in the dk/dv kernel."""
     r = interpreted["window"][f"{case}@{loads}"]
     tol = TOL[WINDOW_CASES[case][7]]
     assert interpreted["tma_failure"] is None
