@@ -13,7 +13,9 @@ Numerics: fp16/bf16 (or fp32) inputs, fp32 accumulation, online softmax in base 
 scale folded into log2(e)/sqrt(D); the forward saves lse2 = log2(sum exp2(...)) per query (+inf for a
 query with no visible key, so its backward probabilities are 0 and its output is 0). Backward: a
 preprocessing kernel computes delta = rowsum(o * do); a dk/dv kernel iterates over the query blocks
-of each key block; a dq kernel over the key blocks of each query block. No atomics.
+of each key block; a dq kernel over the key blocks of each query block; no atomics (the default,
+"split"). The "atomic" backward (EFLOW_TRITON_BWD=atomic) drops the dq kernel: the dk/dv kernel adds
+each key block's share of dq into an fp32 buffer with atomics (5 block matmuls instead of 7).
 
 Loads: on Hopper (CUDA capability >= 9) the streamed tiles (K, V in the forward and dq kernels; Q, dO
 in the dk/dv kernel) come through TMA tensor descriptors; otherwise through pointer arithmetic
