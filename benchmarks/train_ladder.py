@@ -32,6 +32,7 @@ if __package__ in (None, ""):                       # run as a script: make the 
 from benchmarks.timing import device_times  # noqa: E402
 from eflow_core.config import MODEL_PRESETS, FlowConfig  # noqa: E402
 from eflow_core.flow import SolutionFlow  # noqa: E402
+from eflow_core.flow.solution_flow import split_batch  # noqa: E402
 from eflow_core.model.dit import VideoDiT  # noqa: E402
 
 LADDER = [
@@ -46,13 +47,20 @@ LADDER = [
 
 
 def measure(name, model_changes, flow_changes, drop_ratio, args, device) -> dict:
+    flow_config = FlowConfig(**flow_changes)
+    shares = split_batch(args.batch, flow_config.fm_ratio, flow_config.scm_ratio, flow_config.mva_ratio)
+    missing = [term for term, ratio, n in zip(("FM", "SCM", "MVA"), (flow_config.fm_ratio, flow_config.scm_ratio,
+                                                                   flow_config.mva_ratio), shares) if ratio > 0 and n == 0]
+    if missing:                # the row would silently measure the row above it
+        return {"row": name, "error": f"batch {args.batch} gives no sample to {', '.join(missing)} "
+                                      f"(split {shares}); use a larger --batch"}
     config = MODEL_PRESETS[args.preset].replace(in_channels=16, num_classes=700, **model_changes)
     torch.manual_seed(0)
     with torch.device(device):
         model = VideoDiT(config)
     model.train()
     model.drop_ratio = drop_ratio
-    flow = SolutionFlow(model, FlowConfig(**flow_changes))
+    flow = SolutionFlow(model, flow_config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     t, h, w = args.latent
     x0 = torch.randn(args.batch, 16, t, h, w, device=device)
@@ -76,7 +84,8 @@ def measure(name, model_changes, flow_changes, drop_ratio, args, device) -> dict
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    return {"row": name, "it_per_s": 1.0 / seconds, "median_s": seconds, "all_s": times, "peak_gib": peak}
+    return {"row": name, "it_per_s": 1.0 / seconds, "median_s": seconds, "all_s": times, "peak_gib": peak,
+            "split_fm_scm_mva": list(shares)}
 
 
 def main() -> None:
@@ -84,7 +93,8 @@ def main() -> None:
     parser.add_argument("--preset", default="B")
     parser.add_argument("--latent", default="21,60,104",
                         help="latent T,H,W (default: 480p x 81 frames after a 4x8x8 VAE, 32,760 tokens)")
-    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=4,
+                        help="per step; at least 4, so the 0.5/0.25/0.25 split gives MVA a sample")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--device", default="cuda")
