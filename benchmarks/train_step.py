@@ -28,12 +28,16 @@ from eflow_core.data import collate  # noqa: E402
 from eflow_core.train import Trainer  # noqa: E402
 
 
-def time_steps(trainer: Trainer, x0, cond, phase_step: int, warmup: int, iters: int) -> list[float]:
-    """Wall seconds of each of `iters` trainer steps at the phase of `phase_step`, after `warmup` steps.
-    Wall time (with a device sync) is what training sees: host work and syncs included."""
+def time_steps(trainer: Trainer, x0, cond, phase_step: int, warmup: int, iters: int) -> tuple[list[float], float]:
+    """(wall seconds of each of `iters` trainer steps at the phase of `phase_step`, seconds of the
+    `warmup` steps before them: compile time shows there). Wall time (with a device sync) is what
+    training sees: host work and syncs included."""
     trainer.apply_phase(phase_step)
     times = []
+    warmup_start, warmup_seconds = time.perf_counter(), 0.0
     for i in range(warmup + iters):
+        if i == warmup:
+            warmup_seconds = time.perf_counter() - warmup_start
         if trainer.device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -42,7 +46,7 @@ def time_steps(trainer: Trainer, x0, cond, phase_step: int, warmup: int, iters: 
             torch.cuda.synchronize()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    return times
+    return times, warmup_seconds
 
 
 def top_kernels(trainer: Trainer, x0, cond, steps: int = 2, rows: int = 12) -> dict:
@@ -97,7 +101,7 @@ def main() -> None:
             phases = {"drop 0.75, no MVA": 0, "dense + MVA": config.steps - 1}
             for phase_name, phase_step in phases.items():
                 try:
-                    times = time_steps(trainer, x0, cond, phase_step, args.warmup, args.iters)
+                    times, warmup_s = time_steps(trainer, x0, cond, phase_step, args.warmup, args.iters)
                     profile = top_kernels(trainer, x0, cond)
                 except Exception as err:     # report and go on to the next mode
                     results.append({"mode": mode, "phase": phase_name, "error": f"{type(err).__name__}: {err}"})
@@ -106,17 +110,25 @@ def main() -> None:
                 seconds = statistics.median(times)
                 graphs = int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
                 results.append({"mode": mode, "phase": phase_name, "it_per_s": 1 / seconds, "median_s": seconds,
-                                "all_s": times, "compiled_graphs_so_far": graphs, **profile})
+                                "all_s": times, "warmup_s": warmup_s,
+                                "compiled_graphs_so_far": graphs, **profile})
+                _save(args, results)
                 print(f"\n{mode:8s} {phase_name:18s} {1 / seconds:7.2f} it/s  "
                       f"{profile['launches_per_step']:8.0f} launches/step  "
-                      f"GPU busy {profile['gpu_busy_s_per_step'] * 1e3:8.1f} ms/step  compiled graphs {graphs}", flush=True)
+                      f"GPU busy {profile['gpu_busy_s_per_step'] * 1e3:8.1f} ms/step  compiled graphs {graphs}  "
+                      f"warm-up {warmup_s:.0f} s", flush=True)
                 for row in profile["top"]:
                     print(f"    {row['ms_per_step']:8.2f} ms {row['calls_per_step']:7.0f}x  {row['name']}")
             del trainer
             if not cpu:
                 torch.cuda.empty_cache()
+    _save(args, results)
+
+
+def _save(args, results: list[dict]) -> None:
+    """Write the JSON (after every measurement too: a run cut short keeps what it measured)."""
     info = {"config": args.config, "overrides": args.overrides, "batch": args.batch,
-            "device": torch.cuda.get_device_name() if not cpu else "cpu", "torch": torch.__version__,
+            "device": torch.cuda.get_device_name() if args.device != "cpu" else "cpu", "torch": torch.__version__,
             "date": time.strftime("%Y-%m-%d")}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
