@@ -18,3 +18,28 @@ def test_benchmark_script_tiny_cpu_run(tmp_path, script, expected_rows):
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == expected_rows
     assert all(("median_s" in r and r["median_s"] > 0) for r in rows), rows
+
+
+def test_train_step_profile_tiny_cpu_run(tmp_path):
+    """benchmarks/train_step.py (issue 6): the trainer's step in both phases, with its profile."""
+    out = tmp_path / "train_step.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--config", "tiny",
+                           "--device", "cpu", "--batch", "4", "--warmup", "1", "--iters", "1", "--modes", "eager",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())["results"]
+    assert [r["phase"] for r in results] == ["drop 0.75, no MVA", "dense + MVA"]
+    assert all(r["it_per_s"] > 0 and r["launches_per_step"] > 0 and r["top"] for r in results), results
+
+
+def test_ladder_refuses_a_batch_that_starves_a_term():
+    """At batch 2 the 0.5 / 0.25 / 0.25 split gives MVA no sample: the row is an error, not a copy."""
+    import types
+
+    import torch
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.train_ladder import LADDER, measure
+
+    args = types.SimpleNamespace(preset="tiny", latent=(4, 8, 8), batch=2, warmup=1, iters=1)
+    name, model_changes, flow_changes, drop = next(row for row in LADDER if row[0] == "+ MVA")
+    assert "no sample to MVA" in measure(name, model_changes, flow_changes, drop, args, torch.device("cpu"))["error"]
