@@ -188,7 +188,10 @@ class Trainer:
         unless the loss or gradient is non-finite (skipped; stop after `max_bad_steps` in a row).
         x0: (B, C, T', H', W') latents; cond: their Condition. Returns (loss terms, grad norm)."""
         cfg = self.config
-        loss, logs = self.flow.loss(x0, cond, self.step)
+        # One autocast region around the whole loss (accelerate also wraps each forward): the weight
+        # casts to bf16 are cached for all of the step's network passes instead of redone per pass.
+        with self.accelerator.autocast():
+            loss, logs = self.flow.loss(x0, cond, self.step)
         self.optimizer.zero_grad(set_to_none=True)
         self.accelerator.backward(loss)
         grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
