@@ -115,7 +115,7 @@ class Trainer:
         model = VideoDiT(config.model)
         self.init_card = load_init_weights(model, config.init_from) if config.init_from else None
         if config.compile and not use_cpu:
-            model.compile_blocks()
+            model.compile_blocks(dynamic=True)   # batch shares and kept-token counts change every step
         self.ema = EMA(model, config.ema_decay, warmup=True)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.99),
                                       weight_decay=config.weight_decay)

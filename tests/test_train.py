@@ -149,3 +149,22 @@ def test_bf16_autocast_training_runs(tmp_path):
     handle.remove()
     assert all(math.isfinite(row["loss"]) for row in history)
     assert seen and all(dtype == torch.bfloat16 for dtype in seen)
+
+
+def test_compiled_blocks_trace_the_whole_training_step(tmp_path):
+    """What `compile=true` does on a GPU, traced on the CPU (torch.compile's aot_eager backend: no code
+    generation): both phases (token drop; dense + MVA), every pass of the loss (PDG weak path, SCM and
+    MVA targets without grad), no graph break, and the same losses as eager."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    config = tiny_config(steps=5, checkpoint_every=100, **{"model.backend": "sdpa"})
+    eager = losses(Trainer(config, tmp_path / "eager", progress=False).fit())
+    torch._dynamo.reset()
+    counters.clear()
+    trainer = Trainer(config, tmp_path / "compiled", progress=False)
+    trainer.raw_model.compile_blocks(dynamic=True, backend="aot_eager")
+    compiled = losses(trainer.fit())
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert 0 < counters["stats"]["unique_graphs"] <= 16, dict(counters["stats"])
+    assert all(abs(a - b) <= 1e-5 * max(1.0, abs(a)) for a, b in zip(eager, compiled)), (eager, compiled)

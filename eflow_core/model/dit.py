@@ -171,7 +171,8 @@ class VideoDiT(nn.Module):
         c, context, context_mask = self.condition_vector(t, s, guidance, cond)
 
         h = self.patch_embed(self.patchify(x))                                   # (B, N, C)
-        positions = torch.arange(n, device=x.device).expand(b, n)
+        # contiguous like the kept-token positions, so compiled blocks see one stride layout
+        positions = torch.arange(n, device=x.device).expand(b, n).contiguous()
         rope = rope_tables(positions, grid, self.config.head_dim, self.config.rope_theta)
         for block in self.encoder:
             h = block(h, c, rope, positions, radius, context, context_mask)
@@ -221,16 +222,17 @@ class VideoDiT(nn.Module):
     def blocks(self) -> list[DiTBlock]:
         return [*self.encoder, *self.middle, *self.decoder]
 
-    def compile_blocks(self, dynamic: bool | None = None) -> "VideoDiT":
+    def compile_blocks(self, dynamic: bool | None = None, backend: str = "inductor") -> "VideoDiT":
         """Regional compilation: `torch.compile` every DiTBlock in place (its norms, modulation, RoPE,
         gates and residuals fuse into a few kernels; blocks of one kind share the compiled code, so
         compiling costs one block, not the whole depth). Parameter names and state dicts are unchanged.
         dynamic=None lets torch mark a dimension dynamic after its first recompile, so the trainer's
         varying batch shares (FM / SCM / MVA / weak) and token counts (drop on / off) compile a few
-        times, not once per shape. Returns self."""
+        times, not once per shape. `backend`: torch.compile's ("aot_eager" traces without generating
+        code: the tests use it to check tracing on the CPU). Returns self."""
         import torch._dynamo
 
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 32)
         for block in self.blocks:
-            block.compile(dynamic=dynamic)
+            block.compile(dynamic=dynamic, backend=backend)
         return self
