@@ -32,6 +32,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"a shipped model name or a checkpoint folder (default {DEFAULT_CHECKPOINT})")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available)")
     parser.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model's blocks, so their small kernels fuse (meant for GPUs; "
+                             "the first generation of each size compiles; its speed-up for the shipped model is "
+                             "not measured yet; off by default)")
     parser.add_argument("--concurrency", type=int, default=None,
                         help="generations run at once (default 1 on CPU, 4 on GPU)")
     return parser.parse_args(argv)
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         model_key(args.checkpoint)                       # a bad path fails here, before anything slow
     except PipelineError as err:
         return fail(str(err))
-    service = StudioService(ModelRegistry(device=args.device), OutputStore(workdir / "outputs"), args.checkpoint)
+    service = StudioService(ModelRegistry(device=args.device, compile=args.compile), OutputStore(workdir / "outputs"), args.checkpoint)
     with ThreadPoolExecutor(max_workers=1) as pool:      # load the model while gradio imports
         loading = pool.submit(service.model, args.checkpoint)
         from studio.callbacks import Callbacks

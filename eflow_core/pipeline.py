@@ -114,8 +114,13 @@ class EFlowPipeline:
 
     @classmethod
     def from_pretrained(cls, path_or_name: str | Path = DEFAULT_MODEL, device: str | torch.device | None = None,
-                        dtype: torch.dtype = torch.float32) -> "EFlowPipeline":
-        """Load a shipped model by name (no network) or a folder written by the trainer / exporter."""
+                        dtype: torch.dtype = torch.float32, compile: bool | str = False) -> "EFlowPipeline":
+        """Load a shipped model by name (no network) or a folder written by the trainer / exporter.
+
+        compile: torch.compile each block (`VideoDiT.compile_blocks`): True for the default backend
+        (inductor), or a backend name. Meant for GPUs, where a small model's many small kernels
+        cost more in launches than in work; the first generation of each new shape pays the
+        compile time. (Measured for the 1.5B preset at 480p: docs/BENCHMARKS.md §4a.)"""
         folder = resolve_model_path(path_or_name)
         config, card, weights = load_model_folder(folder)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -126,7 +131,10 @@ class EFlowPipeline:
         except RuntimeError as err:
             raise PipelineError(f"the weights in {folder} do not fit the model its card describes "
                                 f"({str(err).splitlines()[0]})") from None
-        pipe = cls(model.to(device=device, dtype=dtype), config, card, device)
+        model = model.to(device=device, dtype=dtype)
+        if compile:
+            model.compile_blocks(backend="inductor" if compile is True else str(compile))
+        pipe = cls(model, config, card, device)
         pipe.path = folder
         return pipe
 

@@ -77,8 +77,8 @@ def model_key(name_or_path: str | Path) -> tuple[str, str]:
 class ModelRegistry:
     """Loads pipelines on demand and keeps the `capacity` most recently used ones (thread-safe)."""
 
-    def __init__(self, device: str | None = None, capacity: int = 3):
-        self.device = device
+    def __init__(self, device: str | None = None, capacity: int = 3, compile: bool = False):
+        self.device, self.compile = device, compile
         self.capacity = max(1, capacity)
         self._entries: OrderedDict[str, ModelEntry] = OrderedDict()
         self._lock = threading.Lock()
@@ -98,7 +98,7 @@ class ModelRegistry:
                     self._entries.move_to_end(key)
                     return self._entries[key]
             try:
-                pipe = EFlowPipeline.from_pretrained(key, device=self.device)
+                pipe = EFlowPipeline.from_pretrained(key, device=self.device, compile=self.compile)
             except PipelineError:
                 raise
             except Exception as err:   # codec / text encoder / device trouble while loading a user's folder

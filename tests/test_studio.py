@@ -314,3 +314,16 @@ def test_class_model_takes_names_or_indices(callbacks, service, class_model):
     assert key in [value for _, value in menu["choices"]]           # the loaded folder joins the model menu
     assert prompt_upd["visible"] is False and class_upd["visible"] is True and examples_upd["visible"] is False
     assert [c[0] for c in class_upd["choices"]][:2] == ["class 0", "class 1"]
+
+
+def test_compiled_pipeline_generates_what_the_eager_one_does(tiny_model):
+    """from_pretrained(compile=...) compiles the blocks (aot_eager here: traced, no code generation):
+    same frames, same seed, and gate capture still works through the compiled blocks."""
+    from eflow_core.pipeline import EFlowPipeline
+
+    eager = EFlowPipeline.from_pretrained(tiny_model, device="cpu")
+    compiled = EFlowPipeline.from_pretrained(tiny_model, device="cpu", compile="aot_eager")
+    a = eager("a red circle moves left on black", steps=2, seed=3, capture_gates=True)
+    b = compiled("a red circle moves left on black", steps=2, seed=3, capture_gates=True)
+    assert np.abs(a.video.astype(int) - b.video.astype(int)).max() <= 1
+    assert b.gates and set(a.gates) == set(b.gates)
