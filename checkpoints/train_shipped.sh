@@ -3,6 +3,7 @@
 #
 #   MODEL=shapes-t2v BUDGET=480 OUT=out bash checkpoints/train_shipped.sh
 #   MODEL=actions-b  BUDGET=480 OUT=out bash checkpoints/train_shipped.sh
+#   (BATCH=256, INIT=checkpoints/MODEL or none, COMPILE=false by default)
 #
 # One model per run: on 2026-11-23 two models sharing one H100 ran out of memory when shapes-t2v
 # entered its dense + MVA phase (docs/BENCHMARKS.md, 1b).
@@ -19,6 +20,7 @@ BUDGET=${BUDGET:-450}
 OUT=${OUT:-out}
 BATCH=${BATCH:-256}
 INIT=${INIT:-checkpoints/$MODEL}
+COMPILE=${COMPILE:-false}            # true: compiled blocks (measure first: benchmarks/train_step.py --modes compile)
 mkdir -p "$OUT" runs
 export OMP_NUM_THREADS=4 PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
@@ -28,7 +30,7 @@ if [ -d .whl ] && ! python3 -c "import av" 2>/dev/null; then
 fi
 start=$(date +%s)
 GPU=$(python3 -c "import torch; print(torch.cuda.get_device_name())")
-COMMON="steps=20000 batch_size=$BATCH warmup_steps=100 model.backend=sdpa data.num_workers=12"
+COMMON="steps=20000 batch_size=$BATCH warmup_steps=100 model.backend=sdpa data.num_workers=12 compile=$COMPILE"
 [ "$INIT" != none ] && [ -f "$INIT/model.safetensors" ] && COMMON="$COMMON init_from=$INIT"
 
 case $MODEL in
