@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
 
     demo = build_demo(Callbacks(service), entry)
     concurrency = args.concurrency or (4 if entry.pipe.device.type == "cuda" else 1)  # CPU: no thread thrash
+    if args.compile and concurrency > 1:     # torch.compile is not thread-safe while it compiles a new shape
+        print(f"--compile: serving one generation at a time (not {concurrency})", flush=True)
+        concurrency = 1
     demo.queue(default_concurrency_limit=concurrency, max_size=64)
     print(f"EFlow Studio: model {entry.name} on {entry.pipe.device}, {concurrency} generation(s) at a time, "
           f"files in {workdir}", flush=True)

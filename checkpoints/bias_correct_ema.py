@@ -22,6 +22,8 @@ folder = Path(sys.argv[1])
 card = json.loads((folder / "model_card.json").read_text())
 if "ema_bias_correction" in card:
     sys.exit(f"{folder} is already corrected")
+if "init_from" in card:   # its EMA started from earlier weights, not the seeded init: nothing to remove
+    sys.exit(f"{folder} continued from {card['init_from']}; the correction applies to runs from a seeded init only")
 config = TrainConfig.from_dict(card["config"])
 torch.manual_seed(config.seed)                     # exactly as Trainer.__init__ builds the model
 initial = VideoDiT(config.model).state_dict()

@@ -11,7 +11,8 @@
 # exported card counts all steps and lists every run, so the model grows over short GPU leases;
 # INIT=none starts from scratch. The training folder lives in runs/ (rerun within a lease to resume).
 # The exported fp16 weights are split into <16 MB parts under $OUT (the lent GPU's transfer limit);
-# reassemble with `cat OUT/MODEL.part.* > checkpoints/MODEL/model.safetensors`.
+# reassemble with `cat OUT/MODEL.part.* > checkpoints/MODEL/model.safetensors`, and take the new card from
+# runs_small.tgz (runs/export/MODEL/model_card.json): it carries the lineage the next run builds on.
 # Needs: shapes-t2v: the MiniLM caption cache in .cache/text (`python -m eflow_core data text-cache
 # --out .cache/text`); actions-b: PyAV (carried as a wheel in .whl/ where the GPU image lacks it).
 set -euo pipefail
@@ -19,8 +20,12 @@ MODEL=${MODEL:-shapes-t2v}
 BUDGET=${BUDGET:-450}
 OUT=${OUT:-out}
 BATCH=${BATCH:-256}
+if [ -n "${INIT:-}" ] && [ "$INIT" != none ] && [ ! -f "$INIT/model.safetensors" ]; then
+  echo "INIT=$INIT has no model.safetensors"; exit 2
+fi
 INIT=${INIT:-checkpoints/$MODEL}
-COMPILE=${COMPILE:-false}            # true: compiled blocks (measure first: benchmarks/train_step.py --modes compile)
+COMPILE=$(echo "${COMPILE:-false}" | tr '[:upper:]' '[:lower:]')   # true: compiled blocks (measure first:
+case $COMPILE in true|false) ;; *) echo "COMPILE must be true or false"; exit 2 ;; esac   # train_step.py --modes compile)
 mkdir -p "$OUT" runs
 export OMP_NUM_THREADS=4 PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True

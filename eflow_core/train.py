@@ -113,7 +113,9 @@ class Trainer:
                              f"expects in_channels={config.model.in_channels}")
         torch.manual_seed(config.seed)
         model = VideoDiT(config.model)
-        self.init_card = load_init_weights(model, config.init_from) if config.init_from else None
+        # init_from only for a fresh start: a run with a checkpoint resumes from that instead
+        fresh = not (self.output / "checkpoint" / "state.json").exists()
+        self.init_card = load_init_weights(model, config.init_from) if config.init_from and fresh else None
         if config.compile and not use_cpu:
             model.compile_blocks(dynamic=True)   # batch shares and kept-token counts change every step
         self.ema = EMA(model, config.ema_decay, warmup=True)
@@ -217,14 +219,17 @@ class Trainer:
         self.output.mkdir(parents=True, exist_ok=True)
         if acc.is_main_process:
             atomic_write_json(self.output / "config.json", cfg.to_dict())
-            if self.init_card is not None and not (self.output / "init.json").exists():
-                atomic_write_json(self.output / "init.json", self.init_card)
             if hasattr(self.dataset, "classes"):
                 atomic_write_json(self.output / "classes.json", list(self.dataset.classes))
         resumed = self.resume()
         metrics_path = self.output / "metrics.csv"
         if acc.is_main_process:
             _truncate_metrics(metrics_path, self.step if resumed else 0)
+            if not resumed:      # the lineage of these weights (a resumed run keeps the one it has)
+                if self.init_card is not None:
+                    atomic_write_json(self.output / "init.json", self.init_card)
+                else:
+                    (self.output / "init.json").unlink(missing_ok=True)
 
         global_batch = cfg.batch_size * acc.num_processes
         sampler = StepBatches(len(self.dataset), global_batch, acc.process_index, acc.num_processes,
@@ -301,10 +306,17 @@ def load_init_weights(model: VideoDiT, path_or_name: str) -> dict:
                          f"(differing or missing: {mismatched[:5]}{' ...' if len(mismatched) > 5 else ''}); "
                          f"train with the same model config")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()})
+    steps = int(card.get("steps", 0))
     runs = list(card.get("runs") or [])
-    if not runs:         # a card from before lineages: its own run is the only one
-        runs = [{k: card[k] for k in ("steps", "command", "device", "date", "wall_time_s") if k in card}]
-    return {"init_from": str(path_or_name), "steps": int(card.get("steps", 0)), "runs": runs}
+    if not runs:         # a card from before lineages, or a training folder: its own run is the last one
+        own_run = {k: card[k] for k in ("steps", "command", "device", "date", "wall_time_s") if k in card}
+        parent = folder / "init.json"      # a training folder that itself started from other weights
+        if parent.exists():
+            earlier = json.loads(parent.read_text())
+            steps, runs = earlier["steps"] + steps, [*earlier["runs"], own_run]
+        else:
+            runs = [own_run]
+    return {"init_from": str(path_or_name), "steps": steps, "runs": runs}
 
 
 def _one_thread(worker_id: int) -> None:

@@ -376,8 +376,9 @@ _TMA = {"mode": os.environ.get("EFLOW_TRITON_TMA", "auto"), "broken": None}
 # Backward: "split" (default: a dk/dv kernel and a dq kernel, no atomics; 7 block matmuls per visible
 # pair) or "atomic" (FlashAttention-2 style: the dk/dv kernel also adds each key block's dq share into
 # an fp32 buffer with atomics; 5 matmuls, plus atomic traffic). EFLOW_TRITON_BWD picks one; the GPU
-# benchmark (benchmarks/attention.py) times both.
-_BWD = {"mode": os.environ.get("EFLOW_TRITON_BWD", "split")}
+# benchmark (benchmarks/attention.py) times both. The atomic sums run in no fixed order, so dq is not
+# bitwise reproducible from run to run (the trainer's exact resume holds with "split" only).
+_BWD = {"mode": "split"}
 
 
 def set_backward_mode(mode: str) -> None:
@@ -389,6 +390,9 @@ def set_backward_mode(mode: str) -> None:
 
 def backward_mode() -> str:
     return _BWD["mode"]
+
+
+set_backward_mode(os.environ.get("EFLOW_TRITON_BWD", "split"))     # a typo fails here, not silently
 
 
 def set_tma_mode(mode: str) -> None:
@@ -514,7 +518,7 @@ def _window_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
     nk = k.shape[2]
     if nq == 0 or nk == 0:
         return q.new_zeros(q.shape), k.new_zeros(k.shape), v.new_zeros(v.shape)
-    dq, dk, dv = q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)   # every element written
+    dk, dv = k.new_empty(k.shape), v.new_empty(v.shape)                              # every element written
     sm_scale = 1.0 / math.sqrt(D)
     prec = _precision(q.dtype)
     delta = torch.empty(B, H, nq, dtype=torch.float32, device=q.device)
@@ -524,13 +528,16 @@ def _window_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
     common = (H, nq, nk, int(radius), sm_scale * LOG2E, sm_scale)
     grid_kv = lambda meta: (triton.cdiv(nk, meta["BLOCK_N"]), B * H)
     fuse_dq = backward_mode() == "atomic"
-    dq32 = torch.zeros(B, H, nq, D if fuse_dq else 1, dtype=torch.float32, device=q.device)
+    # the atomic path accumulates dq here; the split path never touches it (FUSE_DQ is a constexpr)
+    dq32 = (torch.zeros(B, H, nq, D, dtype=torch.float32, device=q.device) if fuse_dq
+            else torch.empty(1, dtype=torch.float32, device=q.device))
     _launch(_window_bwd_dkdv, grid_kv,
             (q, k, v, do, dk, dv, lse, delta, qpos32, kpos32, qlo, qhi, dq32, *_strides(q), *_strides(k),
              *_strides(v), *_strides(do), *_strides(dk), *_strides(dv), *common),
             _use_descriptors(q, do), HEAD_DIM=D, PRECISION=prec, FUSE_DQ=fuse_dq)
     if fuse_dq:
         return dq32.to(q.dtype), dk, dv
+    dq = q.new_empty(q.shape)
     grid_q = lambda meta: (triton.cdiv(nq, meta["BLOCK_M"]), B * H)
     _launch(_window_bwd_dq, grid_q,
             (q, k, v, do, dq, lse, delta, qpos32, kpos32, klo, khi, *_strides(q), *_strides(k), *_strides(v),

@@ -151,3 +151,19 @@ def test_decoded_cache_gives_the_same_frames_without_decoding_again(kinetics_roo
     monkeypatch.undo()
     reference = [plain[i]["video"] for i in range(len(plain))]
     assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(first, again, reference))
+
+
+def test_decoded_cache_survives_damaged_entries_and_an_unwritable_folder(kinetics_root, tmp_path):
+    cache = tmp_path / "decoded"
+    ds = KineticsDataset(kinetics_root, "train", num_frames=16, size=32, frame_stride=2, sampling="center",
+                         decoded_cache=cache)
+    first, skipped = ds[0]["video"], ds.skipped                       # the fixture's missing and corrupt files
+    for entry in cache.glob("*.npy"):
+        entry.write_bytes(b"")                                       # a crash left an empty file
+    assert torch.equal(ds[0]["video"], first) and ds.skipped == skipped
+
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder should be")    # mkdir fails with an OSError
+    ds = KineticsDataset(kinetics_root, "train", num_frames=16, size=32, frame_stride=2, sampling="center",
+                         decoded_cache=blocked / "decoded")
+    assert torch.equal(ds[0]["video"], first) and ds.skipped == skipped

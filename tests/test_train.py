@@ -168,3 +168,25 @@ def test_compiled_blocks_trace_the_whole_training_step(tmp_path):
     assert not counters["graph_break"], dict(counters["graph_break"])
     assert 0 < counters["stats"]["unique_graphs"] <= 16, dict(counters["stats"])
     assert all(abs(a - b) <= 1e-5 * max(1.0, abs(a)) for a, b in zip(eager, compiled)), (eager, compiled)
+
+
+def test_init_lineage_through_training_folders_and_restarts(tmp_path):
+    """init_from a training folder keeps that folder's own ancestry; a fresh restart without init_from
+    drops a stale init.json; a resumed run keeps its lineage and is not re-initialised."""
+    from eflow_core.train import export_for_inference
+
+    Trainer(tiny_config(steps=3), tmp_path / "a", progress=False).fit()
+    Trainer(tiny_config(steps=2, init_from=str(tmp_path / "a")), tmp_path / "b", progress=False).fit()
+    Trainer(tiny_config(steps=1, init_from=str(tmp_path / "b")), tmp_path / "c", progress=False).fit()
+    card = json.loads(export_for_inference(tmp_path / "c", tmp_path / "c_out").joinpath("model_card.json").read_text())
+    assert card["steps"] == 3 + 2 + 1 and [run["steps"] for run in card["runs"]] == [3, 2, 1]
+
+    resumed = Trainer(tiny_config(steps=2, init_from=str(tmp_path / "a")), tmp_path / "b", progress=False)
+    assert resumed.init_card is None and (tmp_path / "b" / "init.json").exists()
+
+    import shutil
+    shutil.rmtree(tmp_path / "b" / "checkpoint")                     # start b again from scratch
+    Trainer(tiny_config(steps=2), tmp_path / "b", progress=False).fit()
+    assert not (tmp_path / "b" / "init.json").exists()
+    card = json.loads(export_for_inference(tmp_path / "b", tmp_path / "b_out").joinpath("model_card.json").read_text())
+    assert card["steps"] == 2 and "runs" not in card

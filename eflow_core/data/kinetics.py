@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,12 +235,24 @@ class KineticsDataset(Dataset):
         key = hashlib.sha1(f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.size}".encode()).hexdigest()
         cached = self.decoded_cache / f"{key}.npy"
         if cached.is_file():
-            return np.load(cached)
+            try:
+                return np.load(cached)
+            except (ValueError, EOFError, OSError):      # a damaged entry: decode again and replace it
+                cached.unlink(missing_ok=True)
         frames = read_video(path, short_side=self.size)
-        self.decoded_cache.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f"{key}.{os.getpid()}.tmp.npy")
-        np.save(tmp, frames)
-        os.replace(tmp, cached)
+        tmp = None
+        try:                                             # a cache that cannot be written costs speed only
+            self.decoded_cache.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.decoded_cache, prefix=f"{key}.", suffix=".tmp.npy")
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, frames)
+            os.replace(tmp, cached)
+        except OSError as err:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            if not getattr(self, "_cache_warned", False):
+                log.warning("decoded-clip cache %s is not writable (%s); decoding every time", self.decoded_cache, err)
+                self._cache_warned = True
         return frames
 
     def __getitem__(self, index: int) -> dict:
