@@ -328,12 +328,12 @@ def run_shape(n_full: int, mode: str, args, device: torch.device, dtype: torch.d
             checks["flex_fwd"] = None
             block_mask = None
             row["notes"].append(f"flex failed: {type(exc).__name__}: {str(exc)[:300]}")
-    linear_backend = "triton" if cuda else "einsum"
-    try:
-        checks[f"linear_{linear_backend}_fwd"] = linear_rel_error(linear_backend, q, k, v)
-    except Exception as exc:                                       # noqa: BLE001
-        checks[f"linear_{linear_backend}_fwd"] = None
-        row["notes"].append(f"linear {linear_backend} failed: {type(exc).__name__}: {str(exc)[:300]}")
+    for linear_backend in (("triton", "einsum") if cuda else ("einsum",)):   # einsum: CUDA's "auto"
+        try:
+            checks[f"linear_{linear_backend}_fwd"] = linear_rel_error(linear_backend, q, k, v)
+        except Exception as exc:                                   # noqa: BLE001
+            checks[f"linear_{linear_backend}_fwd"] = None
+            row["notes"].append(f"linear {linear_backend} failed: {type(exc).__name__}: {str(exc)[:300]}")
     failed = [key for key, val in checks.items()
               if val is None or val >= (FWD_TOL if key.endswith("fwd") else GRAD_TOL)]
     row["correct"] = not failed
