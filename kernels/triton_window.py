@@ -67,6 +67,17 @@ def _phase_bounds(lo, full_lo, full_hi, hi, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _block_range(LO, HI, first, last, BLOCK: tl.constexpr):
+    """For the rows first..last of one block, with per-row visible ranges [LO[i], HI[i]) that grow
+    with i: the range [lo, hi) some row reaches, split into masked [lo, a), mask-free [a, c) (reached
+    by every row) and masked [c, hi). Returns (lo, a, c, hi)."""
+    lo = tl.load(LO + first)
+    hi = tl.load(HI + last)
+    a, c = _phase_bounds(lo, tl.load(LO + last), tl.load(HI + first), hi, BLOCK)
+    return lo, a, c, hi
+
+
+@triton.jit
 def _rows_source(base, n_rows, stride, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr, USE_DESC: tl.constexpr):
     """What `_load_rows` reads from: a TMA tensor descriptor over the (n_rows, HEAD_DIM) matrix at
     `base`, or the base pointer itself."""
@@ -140,11 +151,7 @@ def _window_fwd(Q, K, V, O, LSE, QPOS, KPOS, KLO, KHI,
 
     q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqn + offs_d[None, :], mask=row_ok[:, None], other=0.0)
     qpos = tl.load(QPOS + b * NQ + offs_m, mask=row_ok, other=0)
-    lo = tl.load(KLO + b * NQ + m0)                 # keys visible to some query of the block
-    hi = tl.load(KHI + b * NQ + m_last)
-    full_lo = tl.load(KLO + b * NQ + m_last)        # keys visible to every query of the block
-    full_hi = tl.load(KHI + b * NQ + m0)
-    a, c = _phase_bounds(lo, full_lo, full_hi, hi, BLOCK_N)
+    lo, a, c, hi = _block_range(KLO + b * NQ, KHI + b * NQ, m0, m_last, BLOCK_N)   # keys of this query block
 
     k_src = _rows_source(K + b * skb + h * skh, NK, skn, HEAD_DIM, BLOCK_N, USE_DESC)
     v_src = _rows_source(V + b * svb + h * svh, NK, svn, HEAD_DIM, BLOCK_N, USE_DESC)
@@ -242,11 +249,7 @@ def _window_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, QPOS, KPOS, QLO, QHI, DQ32
     k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :], mask=col_ok[:, None], other=0.0)
     v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :], mask=col_ok[:, None], other=0.0)
     kpos = tl.load(KPOS + b * NK + offs_n, mask=col_ok, other=0)
-    lo = tl.load(QLO + b * NK + n0)                 # queries that see some key of the block
-    hi = tl.load(QHI + b * NK + n_last)
-    full_lo = tl.load(QLO + b * NK + n_last)        # queries that see every key of the block
-    full_hi = tl.load(QHI + b * NK + n0)
-    a, c = _phase_bounds(lo, full_lo, full_hi, hi, BLOCK_M)
+    lo, a, c, hi = _block_range(QLO + b * NK, QHI + b * NK, n0, n_last, BLOCK_M)   # queries of this key block
 
     q_src = _rows_source(Q + b * sqb + h * sqh, NQ, sqn, HEAD_DIM, BLOCK_M, USE_DESC)
     do_src = _rows_source(DO + b * sdb + h * sdh, NQ, sdn, HEAD_DIM, BLOCK_M, USE_DESC)
@@ -314,11 +317,7 @@ def _window_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, QPOS, KPOS, KLO, KHI,
     lse = tl.load(LSE + bh * NQ + offs_m, mask=row_ok, other=float("inf"))
     delta = tl.load(DELTA + bh * NQ + offs_m, mask=row_ok, other=0.0)
     qpos = tl.load(QPOS + b * NQ + offs_m, mask=row_ok, other=0)
-    lo = tl.load(KLO + b * NQ + m0)
-    hi = tl.load(KHI + b * NQ + m_last)
-    full_lo = tl.load(KLO + b * NQ + m_last)
-    full_hi = tl.load(KHI + b * NQ + m0)
-    a, c = _phase_bounds(lo, full_lo, full_hi, hi, BLOCK_N)
+    lo, a, c, hi = _block_range(KLO + b * NQ, KHI + b * NQ, m0, m_last, BLOCK_N)
 
     k_src = _rows_source(K + b * skb + h * skh, NK, skn, HEAD_DIM, BLOCK_N, USE_DESC)
     v_src = _rows_source(V + b * svb + h * svh, NK, svn, HEAD_DIM, BLOCK_N, USE_DESC)
