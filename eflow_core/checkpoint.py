@@ -35,9 +35,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    _fsync_replace(Path(tmp), path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        _fsync_replace(Path(tmp), path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)      # no half-written temp file left behind
+        raise
 
 
 def atomic_write_json(path: Path, obj) -> None:

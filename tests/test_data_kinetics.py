@@ -142,7 +142,7 @@ def test_decoded_cache_gives_the_same_frames_without_decoding_again(kinetics_roo
                              decoded_cache=tmp_path / "decoded")
     first = [cached[i]["video"] for i in range(len(cached))]          # decodes and stores
     assert len(list((tmp_path / "decoded").glob("*.npy"))) == len(cached)
-    assert not list((tmp_path / "decoded").glob("*.tmp.npy"))
+    assert all(p.name.endswith(".npy") and not p.name.startswith(".") for p in (tmp_path / "decoded").iterdir())
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("a cached clip was decoded again")

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import logging
-import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from eflow_core.checkpoint import atomic_write_bytes
 
 from .transforms import frames_to_tensor, resize_center_crop, sample_frame_indices
 from .video import VideoReadError, probe_video, read_video
@@ -125,6 +126,7 @@ class KineticsDataset(Dataset):
                  decoded_cache: str | Path | None = None):
         self.root = Path(root)
         self.decoded_cache = Path(decoded_cache) if decoded_cache else None
+        self._cache_warned = False
         self.split = split
         self.num_frames, self.size, self.frame_stride = num_frames, size, frame_stride
         self.sampling = sampling or ("random" if split == "train" else "center")
@@ -240,17 +242,12 @@ class KineticsDataset(Dataset):
             except (ValueError, EOFError, OSError):      # a damaged entry: decode again and replace it
                 cached.unlink(missing_ok=True)
         frames = read_video(path, short_side=self.size)
-        tmp = None
+        buffer = io.BytesIO()
+        np.save(buffer, frames)
         try:                                             # a cache that cannot be written costs speed only
-            self.decoded_cache.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.decoded_cache, prefix=f"{key}.", suffix=".tmp.npy")
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, frames)
-            os.replace(tmp, cached)
+            atomic_write_bytes(cached, buffer.getvalue())
         except OSError as err:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
-            if not getattr(self, "_cache_warned", False):
+            if not self._cache_warned:
                 log.warning("decoded-clip cache %s is not writable (%s); decoding every time", self.decoded_cache, err)
                 self._cache_warned = True
         return frames

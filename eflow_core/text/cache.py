@@ -6,8 +6,8 @@ repeat (the shapes world has a few thousand distinct ones), so after the first e
 """
 from __future__ import annotations
 
+import io
 import logging
-import os
 import re
 import threading
 from pathlib import Path
@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 
+from eflow_core.checkpoint import atomic_write_bytes
 from eflow_core.conditioning import TextCondition
 
 from .base import TextEncoder, is_empty, masked_mean_pool
@@ -108,10 +109,9 @@ class CachedTextEncoder(TextEncoder):
     def save(self) -> Path:
         """Write the cache file atomically (temp file + rename)."""
         with self._cache_lock:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-            torch.save({"name": self.name, "max_length": self.max_length, "entries": self.entries}, tmp)
-            os.replace(tmp, self.path)
+            buffer = io.BytesIO()
+            torch.save({"name": self.name, "max_length": self.max_length, "entries": self.entries}, buffer)
+            atomic_write_bytes(self.path, buffer.getvalue())
             self._dirty = 0
         return self.path
 
