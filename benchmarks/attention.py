@@ -572,8 +572,9 @@ def main(argv=None) -> int:
     result["total_seconds"] = time.perf_counter() - t_start
     if device.type == "cuda":
         try:
-            from kernels.triton_window import tma_status
+            from kernels.triton_window import autotune_choices, tma_status
             result["triton_tma"] = tma_status()
+            result["triton_autotune"] = autotune_choices()
         except Exception as exc:                                   # noqa: BLE001
             result["triton_tma"] = f"unknown ({type(exc).__name__})"
     result["dynamo_graphs_total"] = dynamo_graphs()

@@ -3,13 +3,16 @@
 #
 #   MODEL=shapes-t2v BUDGET=480 OUT=out bash checkpoints/train_shipped.sh
 #   MODEL=actions-b  BUDGET=480 OUT=out bash checkpoints/train_shipped.sh
-#   (BATCH=256, INIT=checkpoints/MODEL or none, COMPILE=false by default)
+#   (BATCH=256, INIT=none, COMPILE=false by default; EXTRA="lr=5e-4 ..." adds config overrides)
 #
 # One model per run: on 2026-11-23 two models sharing one H100 ran out of memory when shapes-t2v
 # entered its dense + MVA phase (docs/BENCHMARKS.md, 1b).
-# If checkpoints/MODEL holds weights of the same config, the run starts from them (init_from) and the
-# exported card counts all steps and lists every run, so the model grows over short GPU leases;
-# INIT=none starts from scratch. The training folder lives in runs/ (rerun within a lease to resume).
+# INIT=checkpoints/MODEL starts from the shipped weights (init_from; same config only) and the
+# exported card counts all steps and lists every run, so the model grows over short GPU leases.
+# The default, INIT=none, starts from scratch (the 2026-11-23 shapes-t2v recipe change: pixel ->
+# autoencoder latent, ModelConfig.head_rank_problem, made the old weights unusable as a start).
+# The training folder lives in runs/: rerunning the command on the same machine resumes it, and
+# the card's wall time adds up every call.
 # The exported fp16 weights are split into <16 MB parts under $OUT (the lent GPU's transfer limit);
 # reassemble with `cat OUT/MODEL.part.* > checkpoints/MODEL/model.safetensors`, and take the new card from
 # runs_small.tgz (runs/export/MODEL/model_card.json): it carries the lineage the next run builds on.
@@ -23,7 +26,7 @@ BATCH=${BATCH:-256}
 if [ -n "${INIT:-}" ] && [ "$INIT" != none ] && [ ! -f "$INIT/model.safetensors" ]; then
   echo "INIT=$INIT has no model.safetensors"; exit 2
 fi
-INIT=${INIT:-checkpoints/$MODEL}
+INIT=${INIT:-none}
 COMPILE=$(echo "${COMPILE:-false}" | tr '[:upper:]' '[:lower:]')   # true: compiled blocks (measure first:
 case $COMPILE in true|false) ;; *) echo "COMPILE must be true or false"; exit 2 ;; esac   # train_step.py --modes compile)
 mkdir -p "$OUT" runs
@@ -37,6 +40,7 @@ start=$(date +%s)
 GPU=$(python3 -c "import torch; print(torch.cuda.get_device_name())")
 COMMON="steps=20000 batch_size=$BATCH warmup_steps=100 model.backend=sdpa data.num_workers=12 compile=$COMPILE"
 [ "$INIT" != none ] && [ -f "$INIT/model.safetensors" ] && COMMON="$COMMON init_from=$INIT"
+COMMON="$COMMON ${EXTRA:-}"
 
 case $MODEL in
   shapes-t2v)
@@ -48,15 +52,21 @@ case $MODEL in
   *) echo "unknown MODEL=$MODEL (shapes-t2v | actions-b)"; exit 2 ;;
 esac
 left=$(( BUDGET - ($(date +%s) - start) ))
-$CMD --time-budget "$left" --output "runs/$MODEL" > "$OUT/$MODEL.log" 2>&1 || echo "$MODEL failed" >> "$OUT/$MODEL.log"
+RESUMED=false; [ -f "runs/$MODEL/checkpoint/state.json" ] && RESUMED=true   # a rerun continues the run folder
+CMD="$CMD --time-budget $left --output runs/$MODEL"
+$CMD > "$OUT/$MODEL.log" 2>&1 || echo "$MODEL failed" >> "$OUT/$MODEL.log"
 
 if [ -f "runs/$MODEL/checkpoint/state.json" ]; then
-  python3 - "$MODEL" "$GPU" "$CMD" "$(( $(date +%s) - start ))" <<'PY'
+  python3 - "$MODEL" "$GPU" "$CMD" "$(( $(date +%s) - start ))" "$RESUMED" <<'PY'
 import json, sys, time
-name, gpu, cmd, wall = sys.argv[1:]
+from pathlib import Path
+name, gpu, cmd, wall, resumed = sys.argv[1:]
+extra = Path(f"runs/{name}/card_extra.json")
+before = json.loads(extra.read_text()) if resumed == "true" and extra.exists() else {}
 rows = open(f"runs/{name}/metrics.csv").read().strip().splitlines()
 json.dump({"device": gpu, "command": cmd, "metrics_rows": len(rows) - 1, "date": time.strftime("%Y-%m-%d"),
-           "wall_time_s": int(wall)}, open(f"runs/{name}/card_extra.json", "w"))
+           "wall_time_s": before.get("wall_time_s", 0) + int(wall),     # all calls of this run folder
+           "calls": before.get("calls", 1 if before else 0) + 1}, extra.open("w"))
 PY
   python3 -m eflow_core export --train-dir "runs/$MODEL" --out "runs/export/$MODEL" --card "runs/$MODEL/card_extra.json"
   split -b 15m "runs/export/$MODEL/model.safetensors" "$OUT/$MODEL.part."

@@ -95,6 +95,9 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, output_dir: str | Path, cpu: bool | None = None, progress: bool = True):
         self.config, self.output = config, Path(output_dir)
+        problem = config.model.head_rank_problem()
+        if problem:
+            raise ValueError(f"refusing to train a model whose samples keep part of their noise: {problem}")
         use_cpu = cpu if cpu is not None else not torch.cuda.is_available()
         precision = config.mixed_precision
         if precision == "auto":

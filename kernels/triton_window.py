@@ -52,8 +52,12 @@ def _configs(gpu_list, interp):
 # BLOCK_M the query step. Configs that do not fit (fp32, head dim 256) are skipped by autotune
 # (OutOfResources); the small last config of each list keeps those compilable.
 _FWD = [(128, 64, 8, 3), (128, 64, 8, 2), (128, 128, 8, 2), (64, 64, 4, 3), (64, 128, 4, 2), (32, 32, 4, 2)]
-_BWD_DKDV = [(64, 64, 8, 3), (64, 64, 8, 2), (128, 32, 8, 2), (32, 128, 8, 3), (16, 32, 4, 2)]
-_BWD_DQ = [(64, 64, 8, 3), (64, 128, 8, 2), (32, 128, 8, 2), (128, 64, 8, 2), (32, 16, 4, 2)]
+# The backward lists end with the shapes of Triton's fused-attention tutorial on Hopper (4 warps, 5
+# stages; 32 x 128 for dk/dv, 128 x 32 for dq), added after the 2026-11-23 runs and not yet timed.
+_BWD_DKDV = [(64, 64, 8, 3), (64, 64, 8, 2), (128, 32, 8, 2), (32, 128, 8, 3), (32, 128, 4, 5), (64, 128, 8, 3),
+             (16, 32, 4, 2)]
+_BWD_DQ = [(64, 64, 8, 3), (64, 128, 8, 2), (32, 128, 8, 2), (128, 64, 8, 2), (128, 32, 4, 5), (128, 64, 8, 3),
+           (32, 16, 4, 2)]
 
 
 @triton.jit
@@ -409,6 +413,13 @@ def tma_status() -> str:
         return "off: this Triton has no tl.make_tensor_descriptor"
     return {"0": "off: EFLOW_TRITON_TMA=0", "1": "on where supported (EFLOW_TRITON_TMA=1)"}.get(
         _TMA["mode"], "auto: on for CUDA capability >= 9 with 16-byte aligned rows")
+
+
+def autotune_choices() -> dict[str, dict[str, str]]:
+    """The configuration autotune picked per kernel and key so far: {kernel: {key: config}} (benchmarks)."""
+    kernels = {"forward": _window_fwd, "backward dk/dv": _window_bwd_dkdv, "backward dq": _window_bwd_dq}
+    return {name: {str(key): str(config) for key, config in getattr(kernel, "cache", {}).items()}
+            for name, kernel in kernels.items()}
 
 
 def _use_descriptors(*tensors: torch.Tensor) -> bool:

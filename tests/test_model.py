@@ -1,5 +1,6 @@
 """VideoDiT and GLGA: the acceptance of issue 2 (equivalence under dropping, SPRINT token counts, weak
 path, gates) and the math of RoPE and patching. Fresh random inputs each run."""
+import dataclasses
 import math
 
 import pytest
@@ -7,10 +8,12 @@ import torch
 
 import kernels
 from eflow_core.conditioning import TextCondition
-from eflow_core.config import MODEL_PRESETS, PAPER_PARAMS, count_parameters
+from eflow_core.config import MODEL_PRESETS, PAPER_PARAMS, TRAIN_PRESETS, FlowConfig, count_parameters
+from eflow_core.flow import SolutionFlow
 from eflow_core.model.attention import GatedLocalGlobalAttention
 from eflow_core.model.dit import VideoDiT, structured_keep_indices
 from eflow_core.model.rope import apply_rope, rope_tables
+from eflow_core.train import Trainer
 
 
 def randomize_(model: torch.nn.Module) -> torch.nn.Module:
@@ -153,11 +156,43 @@ def test_softmax_block_interleaving():
 
 
 def test_patchify_roundtrip():
-    model = VideoDiT(MODEL_PRESETS["demo"])
-    x = torch.randn(2, 48, 16, 16, 16)
+    model = VideoDiT(MODEL_PRESETS["demo"].replace(in_channels=12, patch_size=(2, 2, 2)))
+    x = torch.randn(2, 12, 6, 8, 10)
     tokens = model.patchify(x)
-    assert tokens.shape == (2, 8 * 8 * 8, 48 * 8)
-    torch.testing.assert_close(model.unpatchify(tokens, (16, 16, 16)), x, rtol=0, atol=0)
+    assert tokens.shape == (2, 3 * 4 * 5, 12 * 8)
+    torch.testing.assert_close(model.unpatchify(tokens, (6, 8, 10)), x, rtol=0, atol=0)
+
+
+def test_head_narrower_than_token_keeps_part_of_the_noise():
+    """When token_values > dim the output F lies in range(W) of the final linear, so a sampler step
+    x + (s - t) F moves x only inside range(W) (+ the bias): the orthogonal part of the starting noise
+    survives every step exactly. Here 48 values per token, dim 32: 16 noise directions per token stay."""
+    config = MODEL_PRESETS["tiny"].replace(in_channels=12, dim=32, num_heads=2, ffn_dim=64)
+    assert config.token_values == 48 and "16 noise directions" in config.head_rank_problem()
+    with pytest.warns(UserWarning, match="exceed its width"):
+        model = VideoDiT(config).eval()
+    torch.manual_seed(0)
+    for p in model.final.parameters():          # the zero-initialised head: give it a random range
+        torch.nn.init.normal_(p, std=0.3)
+    flow = SolutionFlow(model, FlowConfig(guidance="none"))
+    noise = torch.randn(2, 12, 4, 8, 8)
+    with torch.no_grad():
+        sample = flow.sample_ode(noise, None, steps=3)
+    weight, bias = model.final.linear.weight.double(), model.final.linear.bias.double()   # (48, 32), (48,)
+    q, _ = torch.linalg.qr(weight)                                   # orthonormal basis of range(W)
+    ortho = lambda x: (lambda t: t - (t @ q) @ q.T)(model.patchify(x.double()))   # (B, N, 48) off range(W)
+    # sum of (s - t) over the steps is -1, so the off-range part moves by -ortho(bias) in all
+    expected = ortho(noise) - (bias - (bias @ q) @ q.T)
+    torch.testing.assert_close(ortho(sample), expected, rtol=0, atol=1e-4)
+    assert ortho(noise).norm() > 0.3 * model.patchify(noise.double()).norm()   # a third of the noise is left
+
+
+def test_shipped_presets_can_remove_noise():
+    for name, config in TRAIN_PRESETS.items():
+        assert config.model.head_rank_problem() is None, name
+    with pytest.raises(ValueError, match="refusing to train"):
+        Trainer(dataclasses.replace(TRAIN_PRESETS["tiny"], model=MODEL_PRESETS["tiny"].replace(in_channels=12, dim=32)),
+                "/nonexistent-never-created", cpu=True, progress=False)
 
 
 def test_rope_scores_depend_only_on_relative_offsets():

@@ -131,7 +131,7 @@ def test_init_from_continues_an_exported_model_and_keeps_its_lineage(tmp_path):
 def test_init_from_a_different_model_is_a_clear_error(tmp_path):
     Trainer(tiny_config(steps=1), tmp_path / "first", progress=False).fit()
     with pytest.raises(ValueError, match="do not fit this model"):
-        Trainer(tiny_config(steps=1, **{"model.dim": 32, "init_from": str(tmp_path / "first")}), tmp_path / "b",
+        Trainer(tiny_config(steps=1, **{"model.ffn_dim": 96, "init_from": str(tmp_path / "first")}), tmp_path / "b",
                 progress=False)
 
 

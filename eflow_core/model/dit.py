@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -63,6 +64,9 @@ class VideoDiT(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
+        problem = config.head_rank_problem()
+        if problem:                    # loadable (old checkpoints), but the Trainer refuses to train it
+            warnings.warn(problem, stacklevel=2)
         dim = config.dim
         pt, ph, pw = config.patch_size
         self.patch_volume = pt * ph * pw
