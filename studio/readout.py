@@ -69,6 +69,8 @@ def model_summary(pipe, name: str) -> str:
     text = " · ".join(parts)
     if card.get("standin"):
         text += "  \n⚠️ untrained stand-in weights: the videos show the pipeline working, not a trained model"
+    if card.get("limitations"):                 # what the model card says the model cannot do
+        text += f"  \n⚠️ {card['limitations']}"
     return text
 
 

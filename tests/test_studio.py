@@ -327,3 +327,17 @@ def test_compiled_pipeline_generates_what_the_eager_one_does(tiny_model):
     b = compiled("a red circle moves left on black", steps=2, seed=3, capture_gates=True)
     assert np.abs(a.video.astype(int) - b.video.astype(int)).max() <= 1
     assert b.gates and set(a.gates) == set(b.gates)
+
+
+def test_model_summary_shows_the_cards_limitations():
+    from types import SimpleNamespace
+
+    import torch
+
+    from studio.readout import model_summary
+
+    pipe = SimpleNamespace(card={"steps": 12}, model=torch.nn.Linear(3, 2), default_size=(17, 64, 64), kind="text",
+                           classes=[], world="shapes", device="cpu")
+    assert "⚠️" not in model_summary(pipe, "m") and "12 training steps" in model_summary(pipe, "m")
+    pipe.card["limitations"] = "shape and motion are at chance"
+    assert model_summary(pipe, "m").endswith("⚠️ shape and motion are at chance")
