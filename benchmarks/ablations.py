@@ -1,0 +1,319 @@
+"""The paper's objective and architecture ablations (Tab. 2, Tab. 4) at CPU scale (issue 6).
+
+Each variant x seed is one run of the project's trainer (`eflow_core.train.Trainer` on the
+`shapes-t2v` config with CPU-scale overrides) followed by the project's evaluator
+(`eflow_core.metrics.evaluate.evaluate` on the training folder's EMA weights, 1 and 4 steps). Variants:
+
+    pdg-sfm   the full method as configured for shapes-t2v: PDG guidance, FM + SCM, 75% token drop
+              for the first 80% of the steps, then dense with the MVA share (App. C.1)
+    fm        plain flow matching with CFG dropout (guidance "cfg", fm_ratio 1, p_unguided 1: every
+              kept sample trains the plain conditional velocity, 20% the null condition), same drop
+              schedule, no SCM, no MVA; evaluated with the Euler ODE sampler and CFG (2 NFE a step)
+    no-mva    pdg-sfm with mva_ratio 0 in every phase (the MVA share goes back to FM: 0.75 / 0.25)
+    no-drop   pdg-sfm with drop_ratio 0 in every phase (dense all along; MVA phase unchanged)
+
+Same model, data, steps, batch, learning rate and evaluation prompts (eval seed fixed) for every run;
+the seed changes the initialisation, the data order and every random draw of training. Runs go to
+`--runs-dir/<variant>-seed<k>/`; a run interrupted in training resumes from its checkpoint. The JSON at
+`--out` gets one record per finished run as it finishes, so a rerun skips finished runs.
+
+    OMP_NUM_THREADS=1 python benchmarks/ablations.py --jobs 2 --seeds 0,1,2,3,4 --runs-dir /tmp/ablations \\
+        --out docs/results/2026-11-23-cpu-ablations.json          # 2 processes x 1 thread: ~47 min, 2 cores
+    python benchmarks/ablations.py --tiny --runs-dir /tmp/ablations-tiny --out /tmp/ablations-tiny.json
+    python benchmarks/ablations.py --out docs/results/2026-11-23-cpu-ablations.json --report   # table only
+
+Prints, per variant and step count, mean ± std over seeds of probe-FD and adherence (colour, shape,
+motion, background, all) with the per-seed values, the real-vs-real probe-FD floor, and for each of
+the three claims the 4-step probe-FD gap against the seed spread (sum of the two stds) and the paired
+per-seed differences (a seed gives every variant the same initialisation and data order).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")     # before torch: one thread per run unless told otherwise
+
+ROOT = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):                       # run as a script: make the repository importable
+    sys.path.insert(0, str(ROOT))
+
+BASE_CONFIG = "shapes-t2v"
+# The shapes-t2v data as configured (17 x 64 x 64 clips through the shipped autoencoder -> 16 x 5 x 8 x 8
+# latents, 1x2x2 patches -> 80 tokens of 64 values), the demo-shaped model shrunk: width 256 -> 128
+# (still >= the 64 values a token carries), 8 -> 4 blocks (block 3 softmax, the others GLGA), and a
+# short constant-lr run. --tiny shrinks everything for a seconds-long plumbing check.
+SCALES = {
+    "cpu": ["model.dim=128", "model.num_heads=4", "model.ffn_dim=256", "model.encoder_depth=1",
+            "model.middle_depth=2", "model.decoder_depth=1", "model.softmax_every=3",
+            "steps=600", "batch_size=32", "lr=5e-4", "warmup_steps=50", "log_every=25"],
+    "tiny": ["data.size=32", "data.num_frames=5", "model.dim=64", "model.num_heads=2", "model.ffn_dim=64",
+             "model.encoder_depth=1", "model.middle_depth=1", "model.decoder_depth=1", "model.softmax_every=3",
+             "model.window_frames=1", "steps=10", "batch_size=8", "lr=5e-4", "warmup_steps=2", "log_every=1"],
+}
+EVAL = {"cpu": {"prompts": 256, "steps": [1, 4], "seed": 0}, "tiny": {"prompts": 4, "steps": [1, 4], "seed": 0}}
+
+
+def _phases(drop: float, mva: bool, fm_ratio: float = 0.75, scm_ratio: float = 0.25) -> str:
+    """App. C.1's two phases as a `phases=` override: `drop` for the first 80% of the steps, then dense;
+    the second phase has the MVA share 0.25 (FM 0.5) when `mva`, else the first phase's shares."""
+    second = (f'{{"until": 1.0, "drop_ratio": 0.0, "mva_ratio": 0.25, "fm_ratio": 0.5, "scm_ratio": 0.25}}' if mva
+              else f'{{"until": 1.0, "drop_ratio": 0.0, "mva_ratio": 0.0, "fm_ratio": {fm_ratio}, '
+                   f'"scm_ratio": {scm_ratio}}}')
+    first = (f'{{"until": 0.8, "drop_ratio": {drop}, "mva_ratio": 0.0, "fm_ratio": {fm_ratio}, '
+             f'"scm_ratio": {scm_ratio}}}')
+    return f"phases=[{first}, {second}]"
+
+
+# variant -> (config overrides on top of the scale's, sampler the evaluator uses)
+VARIANTS: dict[str, tuple[list[str], str]] = {
+    "pdg-sfm": (["flow.guidance=pdg", _phases(0.75, mva=True)], "solution"),
+    "fm": (["flow.guidance=cfg", "flow.p_unguided=1.0", _phases(0.75, mva=False, fm_ratio=1.0, scm_ratio=0.0)],
+           "ode"),
+    "no-mva": (["flow.guidance=pdg", _phases(0.75, mva=False)], "solution"),
+    "no-drop": (["flow.guidance=pdg", _phases(0.0, mva=True)], "solution"),
+}
+# (claim, variant expected better, variant compared against, kind): "lower" = the first should have the
+# lower 4-step probe-FD; "same" = the two should be within noise
+CLAIMS = [("PDG-SFM 4 steps beats FM 4 steps (Tab. 4)", "pdg-sfm", "fm", "lower"),
+          ("MVA lowers 4-step probe-FD (Tab. 2, Ours3 -> Ours4)", "pdg-sfm", "no-mva", "lower"),
+          ("75% drop within noise of no drop (Tab. 2, Ours1 -> Ours2)", "pdg-sfm", "no-drop", "same")]
+ATTRS = [("color", "colour"), ("shape", "shape"), ("motion", "motion"), ("background", "bg"), ("all", "all")]
+
+
+def run_overrides(scale: str, variant: str, seed: int) -> list[str]:
+    """The full `key=value` override list of one run (also stored in its record)."""
+    return [f"data.text_cache={ROOT / '.cache' / 'text'}", *SCALES[scale], *VARIANTS[variant][0],
+            f"seed={seed}", "checkpoint_every=100000"]
+
+
+def setup_of(scale: str) -> dict:
+    """What every run of an output file shares; a rerun refuses a file written with another setup."""
+    return {"base_config": BASE_CONFIG, "scale": scale, "scale_overrides": SCALES[scale], "eval": EVAL[scale],
+            "variants": {name: {"overrides": o, "sampler": s} for name, (o, s) in VARIANTS.items()}}
+
+
+def run_one(scale: str, variant: str, seed: int, runs_dir: str, threads: int) -> dict:
+    """Train (or resume) one variant x seed, evaluate its EMA weights; returns the JSON record."""
+    import torch
+
+    from eflow_core.config import load_train_config
+    from eflow_core.metrics.evaluate import evaluate
+    from eflow_core.pipeline import EFlowPipeline
+    from eflow_core.train import Trainer
+
+    torch.set_num_threads(threads)
+    overrides = run_overrides(scale, variant, seed)
+    config = load_train_config(BASE_CONFIG, overrides)
+    out = Path(runs_dir) / f"{variant}-seed{seed}"
+    saved = out / "config.json"
+    if saved.exists() and json.loads(saved.read_text()) != json.loads(json.dumps(config.to_dict())):
+        raise ValueError(f"{out} holds a run with another config; give another --runs-dir or delete it")
+    start = time.perf_counter()
+    trainer = Trainer(config, out, cpu=True, progress=False)
+    history = trainer.fit()
+    train_s = time.perf_counter() - start
+    phases = {}
+    for row in history:     # first step of each phase and what it trained with (checks the schedule)
+        phases.setdefault(row["phase"], {"phase": row["phase"], "first_step": row["step"] - 1,
+                                         "drop_ratio": row["drop_ratio"], "n_fm": row.get("n_fm"),
+                                         "n_scm": row.get("n_scm"), "n_mva": row.get("n_mva")})
+    tail = [row["loss"] for row in history[-50:]]
+    del trainer
+
+    start = time.perf_counter()
+    pipe = EFlowPipeline.from_pretrained(out, device="cpu")
+    spec = EVAL[scale]
+    results = evaluate(pipe, steps=tuple(spec["steps"]), num_prompts=spec["prompts"], seed=spec["seed"],
+                       sampler=VARIANTS[variant][1], progress=False)
+    eval_s = time.perf_counter() - start
+    return {"variant": variant, "seed": seed, "run_dir": str(out), "overrides": overrides,
+            "sampler": VARIANTS[variant][1], "config": json.loads(saved.read_text()),
+            "trained_steps": config.steps, "resumed_steps": config.steps - len(history),
+            "phases": [phases[k] for k in sorted(phases)],
+            "final_loss_mean": statistics.fmean(tail) if tail else None,
+            "train_seconds": round(train_s, 1), "eval_seconds": round(eval_s, 1), "eval": results,
+            "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+# ------------------------------------------------------------------------------------------ output
+def load_results(path: Path, setup: dict) -> dict:
+    """The output file's content, or a fresh one; refuse one written with a different setup."""
+    if not path.exists():
+        return {"setup": setup, "runs": []}
+    data = json.loads(path.read_text())
+    if data.get("setup") != setup:
+        raise ValueError(f"{path} holds runs of a different setup (scale, overrides or eval); "
+                         f"give another --out or delete it")
+    return data
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarise(data: dict) -> dict:
+    """{variant: {steps: {"nfe", "probe_fd": [per seed], attr: [per seed], "seeds": [...]}}} from the runs."""
+    out: dict = {}
+    for rec in sorted(data["runs"], key=lambda r: (r["variant"], r["seed"])):
+        for row in rec["eval"]["rows"]:
+            cell = out.setdefault(rec["variant"], {}).setdefault(row["steps"], {"nfe": row["nfe"], "seeds": [],
+                                                                                 "probe_fd": []})
+            cell["seeds"].append(rec["seed"])
+            cell["probe_fd"].append(row["probe_fd"])
+            for attr, _ in ATTRS:
+                cell.setdefault(attr, []).append(row["adherence"][attr])
+    return out
+
+
+def config_mismatches(data: dict) -> list[str]:
+    """Runs whose resolved config differs from the variant's first run in more than the seed (the base
+    preset may change between runs of one output file: those runs would not be comparable)."""
+    first, problems = {}, []
+    for rec in data["runs"]:
+        config = {k: v for k, v in rec["config"].items() if k != "seed"}
+        ref = first.setdefault(rec["variant"], (rec["seed"], config))
+        if config != ref[1]:
+            problems.append(f"{rec['variant']} seed {rec['seed']} trained with another config than seed {ref[0]}")
+    return problems
+
+
+def format_report(data: dict) -> str:
+    """The per-variant table (mean ± std [per seed]) and the three claims against the seed spread."""
+    summary = summarise(data)
+    if not summary:
+        return "(no finished runs)"
+    lines = ["variant  steps NFE  probe-FD mean ± std [per seed]       " +
+             "  ".join(f"{short:>6s}" for _, short in ATTRS) + "   (adherence, mean over seeds)"]
+    for variant in [v for v in VARIANTS if v in summary]:
+        for steps, cell in sorted(summary[variant].items()):
+            m, s = _mean_std(cell["probe_fd"])
+            per_seed = ", ".join(f"{v:.1f}" for v in cell["probe_fd"])
+            adher = "  ".join(f"{100 * statistics.fmean(cell[a]):5.1f}%" for a, _ in ATTRS)
+            lines.append(f"{variant:8s} {steps:5d} {cell['nfe']:3d}  {m:7.1f} ± {s:5.1f} [{per_seed}]".ljust(60)
+                         + adher)
+    floors = sorted({round(r["eval"]["real_fd_floor"], 3) for r in data["runs"]})
+    lines.append(f"real-vs-real probe-FD floor: {', '.join(f'{f:.2f}' for f in floors)} "
+                 f"({data['runs'][0]['eval']['num_prompts']} prompts, eval seed {data['runs'][0]['eval']['seed']})")
+    lines.append("adherence per seed (4 steps): " + "; ".join(
+        f"{v} " + " ".join(f"{short} [{', '.join(f'{100 * x:.0f}' for x in summary[v][4][a])}]" for a, short in ATTRS)
+        for v in VARIANTS if v in summary and 4 in summary[v]))
+    for problem in config_mismatches(data):
+        lines.append(f"WARNING: {problem}")
+    lines.append("")
+    for text, a, b, kind in CLAIMS:
+        if a not in summary or b not in summary or 4 not in summary[a] or 4 not in summary[b]:
+            lines.append(f"{text}: not measured ({a} or {b} missing)")
+            continue
+        (ma, sa), (mb, sb) = _mean_std(summary[a][4]["probe_fd"]), _mean_std(summary[b][4]["probe_fd"])
+        by_seed = dict(zip(summary[b][4]["seeds"], summary[b][4]["probe_fd"]))
+        diffs = [fd - by_seed[seed] for seed, fd in zip(summary[a][4]["seeds"], summary[a][4]["probe_fd"])
+                 if seed in by_seed]
+        gap, spread = ma - mb, sa + sb
+        if min(len(diffs), len(summary[a][4]["probe_fd"]), len(summary[b][4]["probe_fd"])) < 2:
+            verdict = ("lower" if gap < 0 else "not lower") + "; one seed: no spread to compare with"
+        elif kind == "lower":
+            verdict = ("direction holds" if gap < 0 else "direction does NOT hold") + (
+                ", gap exceeds the seed spread" if abs(gap) > spread else ", within the seed spread")
+        else:
+            verdict = "within the seed spread (holds)" if abs(gap) <= spread else "gap exceeds the seed spread"
+        paired = ""
+        if len(diffs) > 1:      # same seed = same initialisation and data order: paired differences
+            md, sdev = _mean_std(diffs)
+            t = md / (sdev / len(diffs) ** 0.5) if sdev > 0 else float("inf")
+            paired = (f", paired {md:+.1f} ± {sdev:.1f} (t = {t:+.1f}, {sum(d < 0 for d in diffs)}/{len(diffs)} "
+                      f"seeds lower)")
+        lines.append(f"{text}: {a} {ma:.1f} ± {sa:.1f} vs {b} {mb:.1f} ± {sb:.1f}; gap {gap:+.1f}, spread "
+                     f"(sum of stds) {spread:.1f}; per-seed {a} - {b}: [{', '.join(f'{d:+.1f}' for d in diffs)}]"
+                     f"{paired} -> {verdict}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="JSON file of the records (appended to run by run; resumable)")
+    p.add_argument("--runs-dir", default="/tmp/ablations", help="training folders, one per variant x seed")
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {list(VARIANTS)}")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (1: in this one)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--tiny", action="store_true", help="seconds-long plumbing check (tests), not numbers")
+    p.add_argument("--report", action="store_true", help="print the table of --out and exit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from eflow_core.checkpoint import atomic_write_json
+
+    args = build_parser().parse_args(argv)
+    scale = "tiny" if args.tiny else "cpu"
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        print(f"error: unknown variants {unknown}; choose from {list(VARIANTS)}", file=sys.stderr)
+        return 2
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        out = Path(args.out)
+        data = load_results(out, setup_of(scale))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.report:
+        print(format_report(data))
+        return 0
+    data.setdefault("machine", {"platform": platform.platform(), "processor": platform.processor(),
+                                "cpus": os.cpu_count(), "jobs": args.jobs, "threads_per_run": args.threads})
+    # every invocation that added runs (the first files of this script held one "command")
+    data.setdefault("commands", [data.pop("command")] if "command" in data else [])
+    data["commands"].append(" ".join(["python benchmarks/ablations.py", *(argv if argv is not None else sys.argv[1:])]))
+    done = {(r["variant"], r["seed"]) for r in data["runs"]}
+    todo = [(v, s) for s in seeds for v in variants if (v, s) not in done]
+    for v, s in sorted(done):
+        print(f"skip {v} seed {s}: finished in {out}")
+    start = time.perf_counter()
+
+    def record(rec: dict) -> None:
+        data["runs"].append(rec)
+        atomic_write_json(out, data)
+        fd = ", ".join(f"{r['steps']} steps {r['probe_fd']:.1f}" for r in rec["eval"]["rows"])
+        print(f"done {rec['variant']} seed {rec['seed']}: train {rec['train_seconds']:.0f}s, eval "
+              f"{rec['eval_seconds']:.0f}s, probe-FD {fd} [{time.perf_counter() - start:.0f}s]", flush=True)
+
+    failed = []
+
+    def collect(run: tuple[str, int], result) -> None:
+        """result: a zero-argument callable giving the record (or raising what the run raised)."""
+        try:
+            record(result())
+        except (ValueError, FileNotFoundError, FloatingPointError, RuntimeError) as err:
+            failed.append(run)
+            print(f"error: {run[0]} seed {run[1]} failed: {err}", file=sys.stderr, flush=True)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.jobs <= 1:
+        for v, s in todo:
+            collect((v, s), lambda: run_one(scale, v, s, args.runs_dir, args.threads))
+    else:
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
+            pending = {pool.submit(run_one, scale, v, s, args.runs_dir, args.threads): (v, s) for v, s in todo}
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    collect(pending.pop(future), future.result)
+    print(format_report(data))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
