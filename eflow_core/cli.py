@@ -71,7 +71,8 @@ def cmd_eval(args) -> None:
     from eflow_core.pipeline import EFlowPipeline
 
     pipe = EFlowPipeline.from_pretrained(args.checkpoint, device=args.device)
-    results = evaluate(pipe, world=pipe.world, steps=tuple(args.steps), num_prompts=args.prompts, seed=args.seed)
+    results = evaluate(pipe, world=pipe.world, steps=tuple(args.steps), num_prompts=args.prompts, seed=args.seed,
+                       guidance=args.guidance, sampler=args.sampler)
     print(format_table(results))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
@@ -186,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
+    p.add_argument("--guidance", type=float, default=None, help="default: the model's inference guidance")
+    p.add_argument("--sampler", choices=["solution", "ode"], default="solution",
+                   help="solution: Algorithm 2, 1 NFE a step; ode: Euler (+ CFG), the flow-matching baseline")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--write-card", action="store_true", help="store the table in the checkpoint's model card")
     p.set_defaults(func=cmd_eval)

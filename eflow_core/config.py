@@ -39,7 +39,8 @@ class ModelConfig:
     num_classes: int = 0            # > 0: class-conditional (label -1 = null)
     text_dim: int = 0               # > 0: text cross-attention from tokens of this width
     time_condition: str = "t_minus_s"  # second time input: "t_minus_s" or "s"
-    drop_ratio: float = 0.75        # token drop on the middle stack while training (Sec. 3.2)
+    drop_ratio: float = 0.75        # the paper's training drop (Sec. 3.2), kept for old cards; training
+                                    # reads TrainConfig.phases, which set VideoDiT.drop_ratio per phase
     drop_group: tuple[int, int, int] = (1, 2, 2)  # token-grid group for structured sampling (SPRINT)
     rope_theta: float = 10000.0
     backend: str = "auto"           # kernels backend for the attention ops
@@ -150,6 +151,8 @@ class FlowConfig:
     # Our addition (not in the paper): this share of the conditional FM samples is trained with
     # guidance input 1.0 on the plain conditional velocity, so the classical 2-NFE CFG baseline
     # (`SolutionFlow.sample_ode(cfg=True)`) can ask the same network for its unguided velocity.
+    # A plain flow-matching + CFG baseline is guidance="cfg", p_unguided=1.0, fm_ratio=1.0 with no SCM
+    # or MVA share (benchmarks/ablations.py, variant "fm").
     p_unguided: float = 0.1
     # SCM loss scale: 1.0 = the paper's Eq. 4 weight; 0.5 reproduces SoFlow's code, whose surrogate
     # loss has half the gradient of Eq. 4 (see eflow_core/flow/losses.py).

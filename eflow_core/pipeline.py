@@ -267,6 +267,10 @@ class EFlowPipeline:
     def model_dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    def evaluations(self, steps: int, sampler: str = "solution") -> int:
+        """Network evaluations (NFE) of one clip: `steps` for Algorithm 2; 2 per Euler step with CFG."""
+        return steps * (2 if sampler == "ode" and self.config.flow.guidance != "none" else 1)
+
     def tokens_per_evaluation(self, num_frames: int, height: int, width: int) -> int:
         grid = self.model.token_grid(tuple(self.codec.latent_shape(num_frames, height, width)[1:]))
         return grid[0] * grid[1] * grid[2]
@@ -289,8 +293,7 @@ class EFlowPipeline:
         if gates is not None:   # full-token layers as (T', H', W', 2) maps; middle layers scattered over kept ids
             gate_maps = {i: g[0].mean(dim=1).reshape(*grid, 2).numpy() for i, g in gates.items()
                          if g.shape[1] == grid[0] * grid[1] * grid[2]}
-        nfe = steps * (2 if sampler == "ode" and self.config.flow.guidance != "none" else 1)
-        return GenerationResult(video=video[0].numpy(), fps=FPS, timings=timings, nfe=nfe,
+        return GenerationResult(video=video[0].numpy(), fps=FPS, timings=timings, nfe=self.evaluations(steps, sampler),
                                 tokens=grid[0] * grid[1] * grid[2], sampler=sampler, steps=steps,
                                 guidance=float(guidance), seed=int(seed), device=str(self.device), gates=gate_maps)
 

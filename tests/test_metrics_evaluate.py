@@ -45,6 +45,9 @@ class FakePipeline:
         self.card = {"name": f"fake-{mode}"}
         self.calls = []
 
+    def evaluations(self, steps, sampler="solution"):
+        return steps * (2 if sampler == "ode" else 1)
+
     def generate_batch(self, prompts=None, labels=None, steps=4, guidance=None, seed=0, sampler="solution"):
         assert prompts is not None and labels is None
         self.calls.append((len(prompts), steps, seed))
@@ -144,6 +147,9 @@ class FakeActionsPipeline:
 
         self.mode, self.classes, self.card = mode, list(CLASSES), {"name": f"fake-actions-{mode}"}
 
+    def evaluations(self, steps, sampler="solution"):
+        return steps
+
     def generate_batch(self, prompts=None, labels=None, steps=4, guidance=None, seed=0, sampler="solution"):
         from eflow_core.data.actions import render_action_clip
 
@@ -168,3 +174,17 @@ def test_class_conditional_evaluation():
     assert good["rows"][0]["adherence"]["action"] >= 0.9 and bad["rows"][0]["adherence"]["action"] < 0.5
     assert good["rows"][0]["probe_fd"] * 5 < bad["rows"][0]["probe_fd"]
     assert "action" in format_table(good)
+
+
+def test_eval_command_takes_sampler_and_guidance(tmp_path):
+    """`python -m eflow_core eval --sampler ode --guidance 2`: the FM baseline's sampler from the command line."""
+    from eflow_core.cli import main
+    from studio.standin import write_standin_checkpoint
+
+    model = write_standin_checkpoint(tmp_path / "tiny", preset="tiny")
+    out = tmp_path / "eval.json"
+    main(["eval", "--checkpoint", str(model), "--steps", "1,2", "--prompts", "2", "--sampler", "ode",
+          "--guidance", "2", "--out", str(out)])
+    results = json.loads(out.read_text())
+    assert results["sampler"] == "ode" and results["guidance"] == 2.0
+    assert [row["nfe"] for row in results["rows"]] == [2, 4]     # Euler + CFG: 2 evaluations a step

@@ -211,7 +211,7 @@ def evaluate(pipeline, world: str | None = None, steps: Sequence[int] = (1, 2, 4
         predicted = {k: torch.cat(v) for k, v in preds.items()}
         results["rows"].append({
             "steps": n,
-            "nfe": n if sampler == "solution" else 2 * n,
+            "nfe": pipeline.evaluations(n, sampler),
             "probe_fd": frechet_distance_from_features(gen_feats, real_feats),
             "adherence": score_attributes(probe.vocabularies, predicted, requested),
             "latency_s_per_clip": seconds / num_prompts,
