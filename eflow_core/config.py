@@ -63,8 +63,9 @@ class ModelConfig:
 
         The network's output F is a linear map of a `dim`-wide hidden state (FinalLayer), so per token
         it lies in a subspace of rank <= dim. Every sampler update, x + (s - t) F (Eq. 2), leaves the
-        component of x orthogonal to that subspace untouched: when token_values > dim, that part of
-        the starting noise survives into every sample (a third of it for 384 values and dim 256).
+        component of x orthogonal to that subspace untouched: when token_values > dim, the noise in
+        those directions (from the start, or from Algorithm 2's last re-noising) survives into every
+        sample (a third of the directions for 384 values and dim 256).
         """
         if self.token_values <= self.dim:
             return None
