@@ -274,9 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     data.setdefault("machine", {"platform": platform.platform(), "processor": platform.processor(),
                                 "cpus": os.cpu_count(), "jobs": args.jobs, "threads_per_run": args.threads})
-    # every invocation that added runs (the first files of this script held one "command")
-    data.setdefault("commands", [data.pop("command")] if "command" in data else [])
-    data["commands"].append(" ".join(["python benchmarks/ablations.py", *(argv if argv is not None else sys.argv[1:])]))
+    invocation = ["python benchmarks/ablations.py", *(argv if argv is not None else sys.argv[1:])]
+    data.setdefault("commands", []).append(" ".join(invocation))      # every invocation that added runs
     done = {(r["variant"], r["seed"]) for r in data["runs"]}
     todo = [(v, s) for s in seeds for v in variants if (v, s) not in done]
     for v, s in sorted(done):

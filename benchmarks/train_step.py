@@ -62,11 +62,8 @@ def top_kernels(trainer: Trainer, x0, cond, steps: int = 2, rows: int = 12) -> d
             torch.cuda.synchronize()
     cuda = trainer.device.type == "cuda"
     events = [e for e in prof.events() if (e.device_type.name == "CUDA") == cuda]
-    if cuda:
-        launches = sum(1 for e in events if e.device_type.name == "CUDA")
-        busy = sum(e.device_time for e in events if e.device_type.name == "CUDA") / 1e6 / steps
-    else:
-        launches, busy = len(events), float("nan")
+    launches = len(events)           # kernels on CUDA, CPU ops on the CPU
+    busy = sum(e.device_time for e in events) / 1e6 / steps if cuda else float("nan")
     by_name: dict[str, list[float]] = {}
     for e in events:
         by_name.setdefault(e.name, []).append((e.device_time if cuda else e.self_cpu_time_total) / 1e3)

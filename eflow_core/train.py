@@ -292,6 +292,11 @@ class Trainer:
         return history
 
 
+def _run_record(card: dict) -> dict:
+    """One entry of a model card's `runs` lineage: what the card says of the run that wrote it."""
+    return {k: card[k] for k in ("steps", "command", "device", "date", "wall_time_s") if k in card}
+
+
 def load_init_weights(model: VideoDiT, path_or_name: str) -> dict:
     """Load the weights of a shipped model or a training folder (its EMA) into `model` (config.init_from).
 
@@ -312,7 +317,7 @@ def load_init_weights(model: VideoDiT, path_or_name: str) -> dict:
     steps = int(card.get("steps", 0))
     runs = list(card.get("runs") or [])
     if not runs:         # a card from before lineages, or a training folder: its own run is the last one
-        own_run = {k: card[k] for k in ("steps", "command", "device", "date", "wall_time_s") if k in card}
+        own_run = _run_record(card)
         parent = folder / "init.json"      # a training folder that itself started from other weights
         if parent.exists():
             earlier = json.loads(parent.read_text())
@@ -370,7 +375,7 @@ def export_for_inference(train_dir: str | Path, out_dir: str | Path, extra_card:
     init_path = train_dir / "init.json"
     if init_path.exists():           # started from earlier weights: count their steps, keep their runs
         init = json.loads(init_path.read_text())
-        this_run = {k: card[k] for k in ("steps", "command", "device", "date", "wall_time_s") if k in card}
+        this_run = _run_record(card)
         card.update(steps=init["steps"] + state["step"], init_from=init["init_from"],
                     runs=[*init["runs"], this_run])
     atomic_write_json(out_dir / "model_card.json", card)
