@@ -92,7 +92,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             torch.manual_seed(0)
             trainer = Trainer(config, tmp, cpu=cpu, progress=False)
-            trainer.model.train()
+            trainer.objective.train()
             batch = collate([trainer.dataset[i] for i in range(args.batch)])
             x0, cond = trainer.encode_batch(batch)
             phases = {"drop 0.75, no MVA": 0, "dense + MVA": config.steps - 1}

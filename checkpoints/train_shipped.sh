@@ -1,28 +1,34 @@
 #!/usr/bin/env bash
-# Train one shipped model on one GPU for a time budget and export its EMA weights (issue 6).
+# Train the shipped models on the GPU for a time budget and export their EMA weights (issue 6).
 #
 #   MODEL=shapes-t2v BUDGET=480 OUT=out bash checkpoints/train_shipped.sh
-#   MODEL=actions-b  BUDGET=480 OUT=out bash checkpoints/train_shipped.sh
-#   (BATCH=256, INIT=none, COMPILE=false by default; EXTRA="lr=5e-4 ..." adds config overrides)
+#   MODEL="shapes-t2v actions-b" BUDGET=1200 CALL=500 OUT=out bash checkpoints/train_shipped.sh
+#   (BATCH=256, INIT=none, COMPILE=false by default; EXTRA="lr=5e-4 ..." adds config overrides to every
+#   model, EXTRA_shapes_t2v= / EXTRA_actions_b= to one)
 #
-# One model per run: on 2026-11-23 two models sharing one H100 ran out of memory when shapes-t2v
-# entered its dense + MVA phase (docs/BENCHMARKS.md, 1b).
+# Several models train side by side, the i-th on GPU i (one model per GPU: on 2026-11-23 two models
+# sharing one H100 ran out of memory, docs/BENCHMARKS.md 1b).
+# BUDGET is the seconds of training of the whole run, summed over calls (`train --time-budget`): the
+# step total is fitted to it and the phases of App. C scale along. CALL (default: BUDGET) bounds this
+# call: training stops and saves after CALL seconds of wall time minus a margin for start-up and
+# export, and rerunning the same command on the same machine resumes the run folder in runs/ with
+# the step total the first call fitted. The card's wall time adds up every call.
 # INIT=checkpoints/MODEL starts from the shipped weights (init_from; same config only) and the
-# exported card counts all steps and lists every run, so the model grows over short GPU leases.
-# The default, INIT=none, starts from scratch (the 2026-11-23 shapes-t2v recipe change: pixel ->
-# autoencoder latent, ModelConfig.head_rank_problem, made the old weights unusable as a start).
-# The training folder lives in runs/: rerunning the command on the same machine resumes it, and
-# the card's wall time adds up every call.
-# The exported fp16 weights are split into <16 MB parts under $OUT (the lent GPU's transfer limit);
-# reassemble with `cat OUT/MODEL.part.* > checkpoints/MODEL/model.safetensors`, and take the new card from
-# runs_small.tgz (runs/export/MODEL/model_card.json): it carries the lineage the next run builds on.
+# exported card counts all steps and lists every run. The default, INIT=none, starts from scratch
+# (the 2026-11-23 shapes-t2v recipe change, pixel -> autoencoder latent, made the old weights unusable).
+# Out of each call, under $OUT: MODEL.part.* (the exported fp16 weights in <16 MB parts, the lent
+# GPU's transfer limit; reassemble with `cat OUT/MODEL.part.* > checkpoints/MODEL/model.safetensors`)
+# and MODEL-run.tgz (the log, metrics.csv, config.json and the new model_card.json, which carries the
+# lineage a later run builds on).
 # Needs: shapes-t2v: the MiniLM caption cache in .cache/text (`python -m eflow_core data text-cache
 # --out .cache/text`); actions-b: PyAV (carried as a wheel in .whl/ where the GPU image lacks it).
 set -euo pipefail
-MODEL=${MODEL:-shapes-t2v}
+MODELS=${MODEL:-shapes-t2v}
 BUDGET=${BUDGET:-450}
+CALL=${CALL:-$BUDGET}
 OUT=${OUT:-out}
 BATCH=${BATCH:-256}
+MARGIN=${MARGIN:-60}          # seconds of a call kept for start-up (data, model, resume) and export
 if [ -n "${INIT:-}" ] && [ "$INIT" != none ] && [ ! -f "$INIT/model.safetensors" ]; then
   echo "INIT=$INIT has no model.safetensors"; exit 2
 fi
@@ -37,27 +43,34 @@ if [ -d .whl ] && ! python3 -c "import av" 2>/dev/null; then
   export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
 start=$(date +%s)
-GPU=$(python3 -c "import torch; print(torch.cuda.get_device_name())")
-COMMON="steps=20000 batch_size=$BATCH warmup_steps=100 model.backend=sdpa data.num_workers=12 compile=$COMPILE"
-[ "$INIT" != none ] && [ -f "$INIT/model.safetensors" ] && COMMON="$COMMON init_from=$INIT"
-COMMON="$COMMON ${EXTRA:-}"
+GPUS=$(python3 -c "import torch; print(torch.cuda.device_count())")
+GPU_NAME=$(python3 -c "import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')")
+[ "$GPUS" -eq 0 ] && GPUS=1     # no GPU: one model, on the CPU (a smoke test of this script)
+# data workers per model (GNU nproc obeys OMP_NUM_THREADS, exported above: count the cores without it)
+WORKERS=$(( $(env -u OMP_NUM_THREADS nproc) / $(echo $MODELS | wc -w) - 2 ))
+[ "$WORKERS" -gt 12 ] && WORKERS=12; [ "$WORKERS" -lt 1 ] && WORKERS=1
 
-case $MODEL in
-  shapes-t2v)
-    CMD="python3 -m eflow_core train --config shapes-t2v $COMMON data.text_cache=.cache/text" ;;
-  actions-b)
-    [ -f runs/actions/annotations/train.csv ] || python3 -m eflow_core data make-actions --out runs/actions \
-      --classes 10 --per-class 200 > "$OUT/make-actions.log" 2>&1
-    CMD="python3 -m eflow_core train --config actions-b data.root=runs/actions data.decoded_cache=runs/actions-decoded $COMMON" ;;
-  *) echo "unknown MODEL=$MODEL (shapes-t2v | actions-b)"; exit 2 ;;
-esac
-left=$(( BUDGET - ($(date +%s) - start) ))
-RESUMED=false; [ -f "runs/$MODEL/checkpoint/state.json" ] && RESUMED=true   # a rerun continues the run folder
-CMD="$CMD --time-budget $left --output runs/$MODEL"
-$CMD > "$OUT/$MODEL.log" 2>&1 || echo "$MODEL failed" >> "$OUT/$MODEL.log"
-
-if [ -f "runs/$MODEL/checkpoint/state.json" ]; then
-  python3 - "$MODEL" "$GPU" "$CMD" "$(( $(date +%s) - start ))" "$RESUMED" <<'PY'
+train_one() {   # MODEL GPU_INDEX
+  local model=$1 gpu=$2 cmd resumed
+  local common="steps=20000 batch_size=$BATCH warmup_steps=100 model.backend=sdpa data.num_workers=$WORKERS compile=$COMPILE"
+  [ "$INIT" != none ] && common="$common init_from=$INIT"
+  local own="EXTRA_${model//-/_}"
+  common="$common ${EXTRA:-} ${!own:-}"
+  case $model in
+    shapes-t2v)
+      cmd="python3 -m eflow_core train --config shapes-t2v $common data.text_cache=.cache/text" ;;
+    actions-b)
+      [ -f runs/actions/annotations/train.csv ] || python3 -m eflow_core data make-actions --out runs/actions \
+        --classes 10 --per-class 200 > "runs/$model-data.log" 2>&1
+      cmd="python3 -m eflow_core train --config actions-b data.root=runs/actions data.decoded_cache=runs/actions-decoded $common" ;;
+    *) echo "unknown MODEL=$model (shapes-t2v | actions-b)"; return 2 ;;
+  esac
+  local stop=$(( CALL - MARGIN - ($(date +%s) - start) ))
+  resumed=false; [ -f "runs/$model/checkpoint/state.json" ] && resumed=true   # a rerun continues the run folder
+  cmd="$cmd --time-budget $BUDGET --stop-after $stop --output runs/$model"
+  CUDA_VISIBLE_DEVICES=$gpu $cmd > "runs/$model.log" 2>&1 || echo "$model failed" >> "runs/$model.log"
+  if [ -f "runs/$model/checkpoint/state.json" ]; then
+    python3 - "$model" "$GPU_NAME" "$cmd" "$(( $(date +%s) - start ))" "$resumed" <<'PY'
 import json, sys, time
 from pathlib import Path
 name, gpu, cmd, wall, resumed = sys.argv[1:]
@@ -68,9 +81,20 @@ json.dump({"device": gpu, "command": cmd, "metrics_rows": len(rows) - 1, "date":
            "wall_time_s": before.get("wall_time_s", 0) + int(wall),     # all calls of this run folder
            "calls": before.get("calls", 1 if before else 0) + 1}, extra.open("w"))
 PY
-  python3 -m eflow_core export --train-dir "runs/$MODEL" --out "runs/export/$MODEL" --card "runs/$MODEL/card_extra.json"
-  split -b 15m "runs/export/$MODEL/model.safetensors" "$OUT/$MODEL.part."
-fi
-tar czf "$OUT/runs_small.tgz" runs/*/metrics.csv runs/*/config.json runs/*/init.json runs/export/*/model_card.json \
-  runs/*/classes.json 2>/dev/null || true
-echo "done in $(( $(date +%s) - start )) s on $GPU"
+    CUDA_VISIBLE_DEVICES=$gpu python3 -m eflow_core export --train-dir "runs/$model" --out "runs/export/$model" \
+      --card "runs/$model/card_extra.json"
+    split -b 15m "runs/export/$model/model.safetensors" "$OUT/$model.part."
+  fi
+  tar czf "$OUT/$model-run.tgz" runs/$model.log runs/$model/metrics.csv runs/$model/config.json \
+    $(ls runs/$model/init.json runs/$model/classes.json runs/export/$model/model_card.json runs/$model-data.log \
+      2>/dev/null) || true
+}
+
+i=0
+for model in $MODELS; do
+  [ "$i" -ge "$GPUS" ] && { echo "more models than GPUs ($GPUS): $model not trained"; break; }
+  train_one "$model" "$i" &
+  i=$(( i + 1 ))
+done
+wait
+echo "done in $(( $(date +%s) - start )) s on $GPUS x $GPU_NAME"

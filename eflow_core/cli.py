@@ -28,7 +28,7 @@ def cmd_train(args) -> None:
     from eflow_core.train import train_main
 
     config = load_train_config(args.config, args.overrides)
-    train_main(config, args.output, stop_at=args.stop_at, time_budget=args.time_budget)
+    train_main(config, args.output, stop_at=args.stop_at, time_budget=args.time_budget, stop_after=args.stop_after)
 
 
 def cmd_sample(args) -> None:
@@ -85,6 +85,11 @@ def cmd_eval(args) -> None:
         card["eval_table"] = format_table(results)
         atomic_write_json(card_path, card)
         print(f"updated {card_path}")
+    if args.sheet:
+        from eflow_core.metrics.sheet import sample_sheet
+        sample_sheet(pipe, steps=sorted(args.steps, reverse=True), num_prompts=args.sheet_prompts, seed=args.seed,
+                     guidance=args.guidance, sampler=args.sampler).save(args.sheet)
+        print(f"wrote {args.sheet} (the first {args.sheet_prompts} prompts: each step count, then the real clip)")
 
 
 def cmd_bench(args) -> None:
@@ -150,7 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="folder for config, checkpoint and metrics.csv")
     p.add_argument("--stop-at", type=int, default=None, help="stop at this step as if interrupted (resume later)")
     p.add_argument("--time-budget", type=float, default=None,
-                   help="seconds: after 30 steps, lower `steps` so training ends in time (phases scale along)")
+                   help="seconds of training for the whole run, summed over resumed calls: `steps` is lowered to "
+                        "end in time (phases scale along; a resumed run keeps the step total it was fitted to)")
+    p.add_argument("--stop-after", type=float, default=None,
+                   help="seconds: stop this call after training this long and save (resume later)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="generate one clip")
@@ -192,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="solution: Algorithm 2, 1 NFE a step; ode: Euler (+ CFG), the flow-matching baseline")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--write-card", action="store_true", help="store the table in the checkpoint's model card")
+    p.add_argument("--sheet", default=None, metavar="PNG", help="also write a contact sheet of the first prompts")
+    p.add_argument("--sheet-prompts", type=int, default=8)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="latency of the few-step sampler against the 50-step CFG baseline")

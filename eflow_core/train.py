@@ -33,8 +33,9 @@ from eflow_core.data import collate, make_dataset
 from eflow_core.flow import EMA, SolutionFlow
 from eflow_core.model.dit import VideoDiT
 
+LOSS_TERMS = ("loss", "fm", "scm", "mva", "weak_fm")
 METRIC_FIELDS = ["step", "phase", "loss", "fm", "scm", "mva", "weak_fm", "grad_norm", "lr", "drop_ratio",
-                 "it_per_s", "tokens_per_s", "skipped"]
+                 "it_per_s", "tokens_per_s", "data_wait", "skipped"]
 
 
 def phase_at(config: TrainConfig, step: int) -> tuple[int, Phase]:
@@ -44,6 +45,24 @@ def phase_at(config: TrainConfig, step: int) -> tuple[int, Phase]:
         if fraction < phase.until:
             return i, phase
     return len(config.phases) - 1, config.phases[-1]
+
+
+class FlowObjective(torch.nn.Module):
+    """One step's SolutionFlow loss as one module call: what `accelerate` wraps in DDP.
+
+    Algorithm 1 runs the network several times per step (FM, the SCM target's no-grad pass, the PDG
+    weak path, MVA's passes) before one backward. DDP decides which parameters a step left unused
+    from the wrapped module's last forward, so wrapping the network alone lets the last pass decide:
+    a dense step's MVA pass does not use `mask_token`, the weak path does, and DDP stops with "mark a
+    variable ready only once". Wrapped whole, the step is one forward and one backward."""
+
+    def __init__(self, model: VideoDiT, flow: SolutionFlow):
+        super().__init__()
+        self.model, self.flow = model, flow
+
+    def forward(self, x0: torch.Tensor, cond, step: int):
+        """x0: (B, C, T', H', W') latents; cond: their Condition -> (scalar loss, logs) of SolutionFlow.loss."""
+        return self.flow.loss(x0, cond, step)
 
 
 class StepBatches(torch.utils.data.Sampler):
@@ -126,15 +145,19 @@ class Trainer:
                                       weight_decay=config.weight_decay)
         warmup = max(config.warmup_steps, 1)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
-        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
-        self.flow = SolutionFlow(self.model, config.flow)
+        self.flow = SolutionFlow(model, config.flow)      # its passes run the bare network ...
+        self.objective, self.optimizer, self.scheduler = self.accelerator.prepare(   # ... DDP wraps the step
+            FlowObjective(model, self.flow), optimizer, scheduler)
         self.step = 0
         self.bad_steps = 0
+        self.train_seconds = 0.0         # seconds of training in earlier calls of this run (time budgets)
+        self.fitted_steps = None         # the step total a time budget fitted, kept across resumes
+        self.call_start = time.perf_counter()
 
     # ---------------------------------------------------------------- state
     @property
     def raw_model(self) -> VideoDiT:
-        return self.accelerator.unwrap_model(self.model)
+        return self.accelerator.unwrap_model(self.objective).model
 
     def save(self) -> None:
         """Write the checkpoint atomically (every file temp + rename; state.json last, with the manifest)."""
@@ -147,6 +170,8 @@ class Trainer:
         tensors, rest = flatten_optimizer_state(self.optimizer.state_dict())
         manifest["optimizer.safetensors"] = atomic_save_tensors(folder / "optimizer.safetensors", tensors)
         atomic_write_json(folder / "state.json", {"step": self.step, "bad_steps": self.bad_steps,
+                                                  "train_seconds": self.train_seconds + time.perf_counter()
+                                                  - self.call_start, "fitted_steps": self.fitted_steps,
                                                   "ema_updates": self.ema.num_updates,
                                                   "scheduler": self.scheduler.state_dict(), "optimizer": rest,
                                                   "manifest": manifest})
@@ -170,6 +195,7 @@ class Trainer:
         self.optimizer.load_state_dict(unflatten_optimizer_state(opt_tensors, state["optimizer"]))
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.bad_steps = state["step"], state["bad_steps"]
+        self.train_seconds, self.fitted_steps = state.get("train_seconds", 0.0), state.get("fitted_steps")
         return True
 
     # ----------------------------------------------------------------- step
@@ -196,10 +222,10 @@ class Trainer:
         # One autocast region around the whole loss (accelerate also wraps each forward): the weight
         # casts to bf16 are cached for all of the step's network passes instead of redone per pass.
         with self.accelerator.autocast():
-            loss, logs = self.flow.loss(x0, cond, self.step)
+            loss, logs = self.objective(x0, cond, self.step)
         self.optimizer.zero_grad(set_to_none=True)
         self.accelerator.backward(loss)
-        grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        grad_norm = self.accelerator.clip_grad_norm_(self.objective.parameters(), cfg.grad_clip)
         if not (torch.isfinite(loss) and torch.isfinite(torch.as_tensor(grad_norm))):
             self.bad_steps += 1           # skip the update; stop after several in a row
             self.optimizer.zero_grad(set_to_none=True)
@@ -214,17 +240,25 @@ class Trainer:
         return logs, float(grad_norm)
 
     # ----------------------------------------------------------------- loop
-    def fit(self, stop_at: int | None = None, time_budget: float | None = None) -> list[dict]:
-        """Train to `config.steps` (or `stop_at`). `time_budget` (seconds): after a short calibration,
-        shrink `config.steps` so the run ends within the budget; the phase schedule scales with it and
-        config.json records the final step count."""
+    def fit(self, stop_at: int | None = None, time_budget: float | None = None,
+            stop_after: float | None = None) -> list[dict]:
+        """Train to `config.steps` (or `stop_at`).
+
+        time_budget: seconds of training for the whole run, summed over resumed calls (the checkpoint
+            keeps the seconds spent). `StepBudget` lowers `config.steps` so the run ends within it; the
+            phase schedule scales along and config.json records the step total. A resumed run keeps the
+            total its checkpoint was fitted to.
+        stop_after: seconds: this call stops (and saves, to resume) once it has trained this long,
+            whatever the step total; for a run spread over several bounded calls."""
         cfg, acc = self.config, self.accelerator
         self.output.mkdir(parents=True, exist_ok=True)
+        resumed = self.resume()
+        if resumed and time_budget is not None and self.fitted_steps:
+            cfg.steps = min(cfg.steps, self.fitted_steps)      # keep the plan the earlier calls trained to
         if acc.is_main_process:
             atomic_write_json(self.output / "config.json", cfg.to_dict())
             if hasattr(self.dataset, "classes"):
                 atomic_write_json(self.output / "classes.json", list(self.dataset.classes))
-        resumed = self.resume()
         metrics_path = self.output / "metrics.csv"
         if acc.is_main_process:
             _truncate_metrics(metrics_path, self.step if resumed else 0)
@@ -243,14 +277,18 @@ class Trainer:
                                              pin_memory=self.device.type == "cuda")
         end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
         bar = tqdm(total=end, initial=self.step, disable=not self.progress, desc="train", unit="it")
-        run_start = time.perf_counter()
+        self.call_start = time.perf_counter()
+        budget = StepBudget(time_budget, self.train_seconds, self.step) if time_budget is not None else None
         history: list[dict] = []
         tick, ticks = time.perf_counter(), 0
-        start_step, calibration = self.step, (30, 80)   # steps to time, past data-worker start-up
-        calibration_start = None
-        self.model.train()
+        waited, ready = 0.0, time.perf_counter()    # seconds spent waiting for the data loader
+        saved_at = self.step
+        self.objective.train()
         for batch in loader:
+            waited += time.perf_counter() - ready
             if self.step >= end:
+                break
+            if stop_after is not None and _largest(time.perf_counter() - self.call_start) >= stop_after:
                 break
             torch.manual_seed(cfg.seed * 1_000_003 + self.step * acc.num_processes + acc.process_index)
             phase_index, phase = self.apply_phase(self.step)
@@ -259,18 +297,13 @@ class Trainer:
             self.step += 1
             ticks += 1
             bar.update(1)
-            if time_budget is not None and self.step - start_step == calibration[0]:
-                calibration_start = time.perf_counter()
-            if time_budget is not None and self.step - start_step == calibration[1]:
-                now = time.perf_counter()
-                rate = (calibration[1] - calibration[0]) / (now - calibration_start)
-                fitted = self.step + int(rate * (time_budget - (now - run_start)))
-                if fitted < cfg.steps:
-                    cfg.steps = max(fitted, self.step + 1)
-                    end = min(end, cfg.steps)
-                    bar.total = end
-                    if acc.is_main_process:
-                        atomic_write_json(self.output / "config.json", cfg.to_dict())
+            fitted = budget.observe(self.step, phase_index, time.perf_counter() - self.call_start) if budget else None
+            if fitted is not None and fitted < cfg.steps:
+                cfg.steps = self.fitted_steps = max(fitted, self.step + 1)
+                end = min(end, cfg.steps)
+                bar.total = end
+                if acc.is_main_process:
+                    atomic_write_json(self.output / "config.json", cfg.to_dict())
 
             row = {"step": self.step, "phase": phase_index, "grad_norm": float(grad_norm),
                    "lr": self.scheduler.get_last_lr()[0], "drop_ratio": phase.drop_ratio,
@@ -278,18 +311,81 @@ class Trainer:
             history.append(row)
             if self.step % cfg.log_every == 0 or self.step == end:
                 elapsed = time.perf_counter() - tick
+                row.update(_mean_over_processes(row))
                 row["it_per_s"] = ticks / elapsed
                 row["tokens_per_s"] = row["it_per_s"] * global_batch * _tokens_per_sample(self.raw_model, x0)
-                tick, ticks = time.perf_counter(), 0
+                # share of the interval this process sat waiting for its next batch: near 1 = data-bound
+                row["data_wait"] = min(waited / elapsed, 1.0)
+                tick, ticks, waited = time.perf_counter(), 0, 0.0
                 if acc.is_main_process:
                     _append_metrics(metrics_path, row)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", phase=phase_index)
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                 self.save()
+                saved_at = self.step
+            ready = time.perf_counter()
         bar.close()
-        if self.step == end and self.step % cfg.checkpoint_every and self.step != cfg.steps:
+        if self.step != saved_at:
             self.save()   # stopped early: keep the state so a resume continues from here
         return history
+
+
+class StepBudget:
+    """Fits a run's step total to a budget of training seconds (`Trainer.fit(time_budget=...)`).
+
+    It times a window of steps at the start of every call (past the data workers' start-up) and of
+    every phase (App. C's dense + MVA phase is slower than the 75%-drop phase), then proposes the step
+    total that, at the rate just measured, ends when the budget does. The trainer only ever lowers
+    the total: raising it would move the phase boundaries back over steps already trained, so a
+    pessimistic early window costs steps, never the schedule.
+    """
+
+    CALL_WINDOW = (30, 80)       # steps after a call's first step: past the data workers' start-up
+    PHASE_WINDOW = (10, 40)      # steps after a phase's first step
+
+    def __init__(self, budget_s: float, spent_s: float, start_step: int):
+        self.budget_s, self.spent_s = budget_s, spent_s        # spent_s: by earlier calls of the run
+        self.window = (start_step + self.CALL_WINDOW[0], start_step + self.CALL_WINDOW[1])
+        self.phase, self.window_start_s = None, None
+
+    def observe(self, step: int, phase_index: int, call_s: float) -> int | None:
+        """After step `step` (in phase `phase_index`), `call_s` seconds into this call: the proposed
+        step total when a timing window closes, else None. Every process proposes the same total."""
+        if self.phase is not None and phase_index != self.phase:
+            self.window = (step - 1 + self.PHASE_WINDOW[0], step - 1 + self.PHASE_WINDOW[1])
+        self.phase = phase_index
+        call_s = _largest(call_s) if step in self.window else call_s    # same clocks on every process
+        if step == self.window[0]:
+            self.window_start_s = call_s
+        if step != self.window[1] or self.window_start_s is None:
+            return None
+        rate = (self.window[1] - self.window[0]) / max(call_s - self.window_start_s, 1e-9)
+        self.window_start_s = None
+        return step + int(rate * (self.budget_s - self.spent_s - call_s))
+
+
+def _largest(value: float) -> float:
+    """The largest of `value` over all processes (itself in a single process): decisions taken on
+    clocks must be the same on every process, or one would wait for the others forever."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return value
+    t = torch.tensor([value], dtype=torch.float64,
+                     device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return float(t.item())
+
+
+def _mean_over_processes(row: dict) -> dict[str, float]:
+    """Each loss term of LOSS_TERMS in `row` averaged over the processes that logged it (a multi-GPU
+    run logs its global batch's loss; a process whose batch share held no weak-path sample has no
+    `weak_fm`). Every process must call it at the same step."""
+    own = {k: float(row[k]) for k in LOSS_TERMS if k in row}
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return own
+    sums_counts = torch.tensor([[own.get(k, 0.0), float(k in own)] for k in LOSS_TERMS], dtype=torch.float64,
+                               device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
+    torch.distributed.all_reduce(sums_counts)
+    return {k: s / n for k, (s, n) in zip(LOSS_TERMS, sums_counts.tolist()) if n > 0}
 
 
 def _run_record(card: dict) -> dict:
@@ -383,13 +479,15 @@ def export_for_inference(train_dir: str | Path, out_dir: str | Path, extra_card:
 
 
 def train_main(config: TrainConfig, output_dir: str, stop_at: int | None = None,
-               time_budget: float | None = None) -> None:
+               time_budget: float | None = None, stop_after: float | None = None) -> None:
     """CLI entry: train (resuming if the output holds a checkpoint), print where things are."""
     trainer = Trainer(config, output_dir)
     start = time.time()
-    history = trainer.fit(stop_at=stop_at, time_budget=time_budget)
+    history = trainer.fit(stop_at=stop_at, time_budget=time_budget, stop_after=stop_after)
     if trainer.accelerator.is_main_process:
         last = history[-1] if history else {}
-        print(f"trained to step {trainer.step}/{config.steps} in {time.time() - start:.0f}s; "
+        processes = trainer.accelerator.num_processes
+        print(f"trained to step {trainer.step}/{config.steps} in {time.time() - start:.0f}s on {processes} "
+              f"process{'es' if processes > 1 else ''}; "
               f"last loss {last.get('loss', float('nan')):.4f}; checkpoint in {Path(output_dir) / 'checkpoint'}")
 

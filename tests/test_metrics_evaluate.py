@@ -188,3 +188,23 @@ def test_eval_command_takes_sampler_and_guidance(tmp_path):
     results = json.loads(out.read_text())
     assert results["sampler"] == "ode" and results["guidance"] == 2.0
     assert [row["nfe"] for row in results["rows"]] == [2, 4]     # Euler + CFG: 2 evaluations a step
+
+
+def test_sample_sheet_lays_out_each_step_count_then_the_real_clip():
+    from eflow_core.metrics.evaluate import _requests
+    from eflow_core.metrics.sheet import CAPTION_HEIGHT, LABEL_WIDTH, sample_sheet
+    from eflow_core.metrics.worlds import get_world
+
+    pipe = FakePipeline("faithful")
+    sheet = np.asarray(sample_sheet(pipe, steps=(4, 1), num_prompts=2, frames=3, scale=1))
+    t, h, w = pipe.default_size
+    lines = 3                                             # 4 steps, 1 step, real
+    assert sheet.shape == (2 * (CAPTION_HEIGHT + lines * h), LABEL_WIDTH + 3 * w, 3)
+    assert [c[1] for c in pipe.calls] == [4, 1]           # one batch per step count, in the order given
+    prompts = _requests(get_world("shapes"), pipe, 2, 0, pipe.default_size)[0]   # the sheet's prompts
+    clip = pipe.generate_batch(prompts=prompts, steps=4, seed=0)[0][1].numpy()   # prompt 1, 4 steps
+    top = CAPTION_HEIGHT + lines * h + CAPTION_HEIGHT                             # second block, first line
+    np.testing.assert_array_equal(sheet[top:top + h, LABEL_WIDTH:LABEL_WIDTH + w], clip[0])
+    np.testing.assert_array_equal(sheet[top:top + h, LABEL_WIDTH + 2 * w:LABEL_WIDTH + 3 * w], clip[-1])
+    with pytest.raises(ValueError, match="at least one step count"):
+        sample_sheet(pipe, steps=())

@@ -1,4 +1,5 @@
 """Trainer: exact resume, refusal of damaged checkpoints, phases, multi-process launch (issue 3)."""
+import csv
 import json
 import os
 import subprocess
@@ -35,6 +36,48 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     assert len(rows) == 1 + 6, "the metrics log continues across the resume without duplicate rows"
 
 
+def test_step_budget_fits_the_rest_of_the_budget_at_each_measured_rate():
+    """The proposed total is the current step plus (measured rate) x (budget left), with the budget
+    left counting earlier calls; a slower phase gets its own window and a lower total."""
+    import random
+
+    from eflow_core.train import StepBudget
+
+    rate, spent, budget = random.uniform(2, 10), random.uniform(0, 50), random.uniform(200, 400)
+    fit, t, proposals = StepBudget(budget, spent, start_step=0), 0.0, []
+    for step in range(1, 200):
+        phase = 0 if step <= 100 else 1
+        t += 1 / rate if phase == 0 else 2 / rate          # the second phase runs at half the rate
+        proposal = fit.observe(step, phase, t)
+        if proposal is not None:
+            proposals.append((step, proposal, t))
+    assert [p[0] for p in proposals] == [StepBudget.CALL_WINDOW[1], 100 + StepBudget.PHASE_WINDOW[1]]
+    (s1, first, t1), (s2, second, t2) = proposals
+    assert abs(first - (s1 + rate * (budget - spent - t1))) <= 1.0
+    assert abs(second - (s2 + rate / 2 * (budget - spent - t2))) <= 1.0 and second < first
+
+
+def test_time_budget_spans_resumed_calls(tmp_path, monkeypatch):
+    """--time-budget is for the whole run: a call cut by --stop-after saves, the next call keeps the
+    step total the first one fitted and adds its seconds to the ones already spent."""
+    from eflow_core.train import StepBudget
+
+    monkeypatch.setattr(StepBudget, "CALL_WINDOW", (2, 6))
+    config = tiny_config(steps=100_000, checkpoint_every=100_000)
+    first = Trainer(config, tmp_path, progress=False)
+    first.fit(time_budget=6.0, stop_after=2.0)
+    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    assert state["fitted_steps"] and state["step"] < state["fitted_steps"] < 100_000
+    assert state["train_seconds"] >= 2.0
+    assert json.loads((tmp_path / "config.json").read_text())["steps"] == state["fitted_steps"]
+
+    second = Trainer(tiny_config(steps=100_000, checkpoint_every=100_000), tmp_path, progress=False)
+    second.fit(time_budget=6.0)
+    final = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    assert final["step"] == second.config.steps <= state["fitted_steps"], "the resumed call kept the plan"
+    assert final["train_seconds"] > state["train_seconds"]
+
+
 def test_truncated_checkpoint_is_refused(tmp_path):
     config = tiny_config(steps=3)
     Trainer(config, tmp_path, progress=False).fit()
@@ -58,7 +101,10 @@ def test_training_runs_every_phase_and_logs_terms(tmp_path):
     assert all(row["mva"] > 0 for row in history if row["phase"] == 1)
     assert all(row["drop_ratio"] == 0.75 for row in history if row["phase"] == 0)
     header = (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"loss", "fm", "scm", "mva", "it_per_s", "tokens_per_s"} <= set(header)
+    assert {"loss", "fm", "scm", "mva", "it_per_s", "tokens_per_s", "data_wait"} <= set(header)
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        waits = [float(row["data_wait"]) for row in csv.DictReader(f)]
+    assert len(waits) == 10 and all(0 <= w <= 1 for w in waits)     # log_every=1: one share per step
 
 
 def test_bad_override_is_a_clear_error():
@@ -68,15 +114,19 @@ def test_bad_override_is_a_clear_error():
 
 @pytest.mark.slow
 def test_accelerate_launch_two_processes_on_cpu(tmp_path):
-    """The multi-GPU path through `accelerate launch`, exercised on the CPU with gloo."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "-m", "eflow_core", "train", "--config", "tiny", "steps=2", "checkpoint_every=2",
-           "data.num_samples=32", "--output", str(tmp_path / "run")]
+    """The multi-GPU path through `accelerate launch` (torchrun, DDP), run as two CPU processes over
+    gloo (`--cpu` would start one process), through both phases: the dense + MVA steps are the ones
+    whose passes use different parameters (FlowObjective), and the time-budget collectives run."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--main_process_port", "0", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "eflow_core", "train", "--config", "tiny", "steps=10", "checkpoint_every=10", "batch_size=4",
+           "data.num_samples=32", "--time-budget", "600", "--stop-after", "600", "--output", str(tmp_path / "run")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "trained to step 2/2" in proc.stdout
+    assert "trained to step 10/10" in proc.stdout and "on 2 processes" in proc.stdout
+    phases = {row.split(",")[1] for row in (tmp_path / "run" / "metrics.csv").read_text().splitlines()[1:]}
+    assert phases == {"0", "1"}, "both phases ran"
     assert (tmp_path / "run" / "checkpoint" / "state.json").exists()
 
 
