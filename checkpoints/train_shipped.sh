@@ -13,8 +13,9 @@
 # call: training stops and saves after CALL seconds of wall time minus a margin for start-up and
 # export, and rerunning the same command on the same machine resumes the run folder in runs/ with
 # the step total the first call fitted. The card's wall time adds up every call.
-# INIT=checkpoints/MODEL starts from the shipped weights (init_from; same config only) and the
-# exported card counts all steps and lists every run. The default, INIT=none, starts from scratch
+# INIT=shipped starts every model from its shipped weights in checkpoints/MODEL (init_from; same config
+# only; a fresh optimizer and phase schedule), and the exported card counts all steps and lists every
+# run. INIT=PATH does the same from one folder (one model only). The default, INIT=none, starts from scratch
 # (the 2026-11-23 shapes-t2v recipe change, pixel -> autoencoder latent, made the old weights unusable).
 # Out of each call, under $OUT: MODEL.part.* (the exported fp16 weights in <16 MB parts, the lent
 # GPU's transfer limit; reassemble with `cat OUT/MODEL.part.* > checkpoints/MODEL/model.safetensors`)
@@ -29,10 +30,15 @@ CALL=${CALL:-$BUDGET}
 OUT=${OUT:-out}
 BATCH=${BATCH:-256}
 MARGIN=${MARGIN:-60}          # seconds of a call kept for start-up (data, model, resume) and export
-if [ -n "${INIT:-}" ] && [ "$INIT" != none ] && [ ! -f "$INIT/model.safetensors" ]; then
-  echo "INIT=$INIT has no model.safetensors"; exit 2
-fi
 INIT=${INIT:-none}
+for model in $MODELS; do
+  case $INIT in
+    none) ;;
+    shipped) [ -f "checkpoints/$model/model.safetensors" ] || { echo "INIT=shipped: no checkpoints/$model/model.safetensors"; exit 2; } ;;
+    *) [ -f "$INIT/model.safetensors" ] || { echo "INIT=$INIT has no model.safetensors"; exit 2; }
+       [ "$(echo $MODELS | wc -w)" -eq 1 ] || { echo "INIT=$INIT names one folder: train one MODEL, or use INIT=shipped"; exit 2; } ;;
+  esac
+done
 COMPILE=$(echo "${COMPILE:-false}" | tr '[:upper:]' '[:lower:]')   # true: compiled blocks (measure first:
 case $COMPILE in true|false) ;; *) echo "COMPILE must be true or false"; exit 2 ;; esac   # train_step.py --modes compile)
 mkdir -p "$OUT" runs
@@ -53,7 +59,7 @@ WORKERS=$(( $(env -u OMP_NUM_THREADS nproc) / $(echo $MODELS | wc -w) - 2 ))
 train_one() {   # MODEL GPU_INDEX
   local model=$1 gpu=$2 cmd resumed
   local common="steps=20000 batch_size=$BATCH warmup_steps=100 model.backend=sdpa data.num_workers=$WORKERS compile=$COMPILE"
-  [ "$INIT" != none ] && common="$common init_from=$INIT"
+  case $INIT in none) ;; shipped) common="$common init_from=checkpoints/$model" ;; *) common="$common init_from=$INIT" ;; esac
   local own="EXTRA_${model//-/_}"
   common="$common ${EXTRA:-} ${!own:-}"
   case $model in
