@@ -208,3 +208,12 @@ def test_sample_sheet_lays_out_each_step_count_then_the_real_clip():
     np.testing.assert_array_equal(sheet[top:top + h, LABEL_WIDTH + 2 * w:LABEL_WIDTH + 3 * w], clip[-1])
     with pytest.raises(ValueError, match="at least one step count"):
         sample_sheet(pipe, steps=())
+
+
+def test_table_names_the_most_frequent_misreads(probe):
+    results = evaluate(FakePipeline("wrong"), steps=(1,), num_prompts=24, batch_size=12, probe=probe, progress=False)
+    row = results["rows"][0]
+    for head, table in row["confusion"].items():           # every clip counted once per attribute it asked for
+        assert sum(sum(probed.values()) for probed in table.values()) == 24
+    table = format_table(results)
+    assert "most frequent misreads at 1 step:" in table and " read as " in table

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from eflow_core.metrics.adherence import attribute_adherence, class_adherence, score_attributes
+from eflow_core.metrics.adherence import attribute_adherence, class_adherence, confusion_counts, score_attributes
 from eflow_core.metrics.frechet import probe_fd
 from eflow_core.metrics.probe import VideoProbe, default_probe_dir, load_probe, save_probe, train_probe
 from eflow_core.metrics.video import to_model_input, to_uint8
@@ -57,6 +57,12 @@ def test_score_attributes_counts():
     assert r["all"] == pytest.approx(2 / 3) and r["count"] == 3
     with pytest.raises(ValueError, match="vocabulary"):
         score_attributes(vocab, predicted, [{"color": "pink"}] * 3)
+    confusion = confusion_counts(vocab, predicted, requested)
+    assert confusion == {"color": {"red": {"red": 1, "green": 1}, "green": {"green": 1}},
+                         "shape": {"circle": {"circle": 2}}}
+    for name, rows in confusion.items():      # its diagonal is what adherence counts
+        hits = sum(row.get(value, 0) for value, row in rows.items())
+        assert hits / sum(sum(row.values()) for row in rows.values()) == pytest.approx(r[name])
 
 
 def test_class_adherence_with_stub():

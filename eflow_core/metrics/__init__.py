@@ -14,7 +14,8 @@ import importlib
 
 # Lazy exports (so `python -m eflow_core.metrics.probe` does not import the module twice).
 _EXPORTS = {
-    "attribute_adherence": "adherence", "class_adherence": "adherence", "score_attributes": "adherence",
+    "attribute_adherence": "adherence", "class_adherence": "adherence", "confusion_counts": "adherence",
+    "score_attributes": "adherence",
     "format_table": "evaluate",
     "frechet_distance": "frechet", "frechet_distance_from_features": "frechet", "gaussian_stats": "frechet",
     "probe_fd": "frechet",

@@ -47,6 +47,22 @@ def score_attributes(vocabularies: Mapping[str, Sequence[str]], predicted: Mappi
     return result
 
 
+def confusion_counts(vocabularies: Mapping[str, Sequence[str]], predicted: Mapping[str, torch.Tensor],
+                     requested: Sequence[Mapping[str, str]]) -> dict[str, dict[str, dict[str, int]]]:
+    """Which value the probe read where the prompt asked for which: per head, {requested value: {probed value:
+    clips}}, over the clips whose prompt named that head (same arguments as `score_attributes`). The
+    diagonal is what adherence counts; the rest says what a miss looks like (e.g. squares read as circles)."""
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    for i, wanted in enumerate(requested):
+        for name, value in wanted.items():
+            if name not in vocabularies:
+                continue
+            got = list(vocabularies[name])[int(predicted[name][i])]
+            row = counts.setdefault(name, {}).setdefault(value, {})
+            row[got] = row.get(got, 0) + 1
+    return counts
+
+
 def attribute_adherence(probe: VideoProbe, videos: torch.Tensor, requested: Sequence[Mapping[str, str]],
                         batch_size: int = 64) -> dict[str, float]:
     """Fraction of clips matching their requested attributes, per attribute and all together.

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from eflow_core.metrics.adherence import score_attributes
+from eflow_core.metrics.adherence import confusion_counts, score_attributes
 from eflow_core.metrics.frechet import frechet_distance_from_features
 from eflow_core.metrics.probe import VideoProbe, load_probe
 from eflow_core.metrics.video import to_model_input
@@ -138,7 +138,8 @@ def evaluate(pipeline, world: str | None = None, steps: Sequence[int] = (1, 2, 4
 
     Returns a JSON-ready dict: {world, num_prompts, seed, guidance, sampler, batch_size, size (T, H, W),
     frame_stride, probe {path, heldout_accuracy}, real_fd_floor, rows: [{steps, nfe, probe_fd, adherence {...},
-    latency_s_per_clip, clips_per_s}]}. For class worlds `adherence` is {action: top-1, all, count}.
+    confusion {head: {requested: {probed: clips}}}, latency_s_per_clip, clips_per_s}]}. For class worlds
+    `adherence` is {action: top-1, all, count}.
     `world` defaults to `pipeline.world`; `probe` to `checkpoints/probe-<world>/`. `frame_stride` (default:
     the model's `config.data.frame_stride`) is the speed real clips are shown at, for worlds read off
     files (actions: `KineticsDataset(frame_stride=2)` shows the generator's motion at double speed).
@@ -214,6 +215,7 @@ def evaluate(pipeline, world: str | None = None, steps: Sequence[int] = (1, 2, 4
             "nfe": pipeline.evaluations(n, sampler),
             "probe_fd": frechet_distance_from_features(gen_feats, real_feats),
             "adherence": score_attributes(probe.vocabularies, predicted, requested),
+            "confusion": confusion_counts(probe.vocabularies, predicted, requested),
             "latency_s_per_clip": seconds / num_prompts,
             "clips_per_s": num_prompts / seconds if seconds > 0 else float("inf"),
         })
@@ -251,6 +253,21 @@ def format_table(results: dict) -> str:
     title = (f"{results['world']}: {results['num_prompts']} prompts, seed {results['seed']}, guidance "
              f"{results['guidance']}, sampler {results['sampler']}, device {results.get('device', '?')}")
     out = [title, fmt(head), fmt(["-" * w for w in widths])] + [fmt(c) for c in lines] + [fmt(ref)]
+    misses = largest_misses(rows[-1])
+    if misses:
+        n = rows[-1]["steps"]
+        out.append(f"most frequent misreads at {n} step{'s' if n != 1 else ''}: " + "; ".join(misses))
     out.append("probe-FD: Fréchet distance of probe features to real clips (lower is better); the `real` row "
                "scores real clips of the same prompts (noise floor).")
     return "\n".join(out)
+
+
+def largest_misses(row: dict, top: int = 4) -> list[str]:
+    """The `top` most frequent (requested -> probed) misreads of one evaluate() row, from its `confusion`,
+    e.g. "shape square read as circle: 79 of 101"; [] for rows without misreads (or without confusion)."""
+    found = []
+    for head, table in (row.get("confusion") or {}).items():
+        for wanted, probed in table.items():
+            asked = sum(probed.values())
+            found += [(n, f"{head} {wanted} read as {got}: {n} of {asked}") for got, n in probed.items() if got != wanted]
+    return [text for _, text in sorted(found, key=lambda item: -item[0])[:top]]
