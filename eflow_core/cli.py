@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,8 @@ def cmd_train(args) -> None:
     from eflow_core.train import train_main
 
     config = load_train_config(args.config, args.overrides)
-    train_main(config, args.output, stop_at=args.stop_at, time_budget=args.time_budget, stop_after=args.stop_after)
+    train_main(config, args.output, stop_at=args.stop_at, time_budget=args.time_budget, stop_after=args.stop_after,
+               command=shlex.join(["python", "-m", "eflow_core", *sys.argv[1:]]))
 
 
 def cmd_sample(args) -> None:

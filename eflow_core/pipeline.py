@@ -84,6 +84,7 @@ def load_model_folder(folder: Path) -> tuple[TrainConfig, dict, dict[str, torch.
             card = {"config": json.loads((folder / "config.json").read_text())}
             state = json.loads((folder / "checkpoint" / "state.json").read_text())
             weights = load_tensors(folder / "checkpoint" / "ema.safetensors", state["manifest"]["ema.safetensors"])
+            card.update(state.get("run", {}))     # command, device, date of the run (the lineage's record)
             card["steps"] = state["step"]
             card["world"] = card["config"]["data"]["kind"]
         config = TrainConfig.from_dict(card["config"])

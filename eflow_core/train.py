@@ -153,6 +153,10 @@ class Trainer:
         self.train_seconds = 0.0         # seconds of training in earlier calls of this run (time budgets)
         self.fitted_steps = None         # the step total a time budget fitted, kept across resumes
         self.call_start = time.perf_counter()
+        # what a model card's lineage says of this run (train_main adds the command); saved in state.json
+        # so that a later run starting from this folder (init_from) or `export` can name it
+        self.run_record = {"device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
+                           else "cpu", "date": time.strftime("%Y-%m-%d")}
 
     # ---------------------------------------------------------------- state
     @property
@@ -172,7 +176,7 @@ class Trainer:
         atomic_write_json(folder / "state.json", {"step": self.step, "bad_steps": self.bad_steps,
                                                   "train_seconds": self.train_seconds + time.perf_counter()
                                                   - self.call_start, "fitted_steps": self.fitted_steps,
-                                                  "ema_updates": self.ema.num_updates,
+                                                  "ema_updates": self.ema.num_updates, "run": self.run_record,
                                                   "scheduler": self.scheduler.state_dict(), "optimizer": rest,
                                                   "manifest": manifest})
 
@@ -467,7 +471,8 @@ def export_for_inference(train_dir: str | Path, out_dir: str | Path, extra_card:
     if classes_path.exists():
         extra_card = {"classes": json.loads(classes_path.read_text()), **(extra_card or {})}
     atomic_save_tensors(out_dir / "model.safetensors", {k: v.to(dtype) for k, v in ema.items()})
-    card = {"config": config, "world": config["data"]["kind"], "steps": state["step"], **(extra_card or {})}
+    card = {"config": config, "world": config["data"]["kind"], **state.get("run", {}), "steps": state["step"],
+            **(extra_card or {})}
     init_path = train_dir / "init.json"
     if init_path.exists():           # started from earlier weights: count their steps, keep their runs
         init = json.loads(init_path.read_text())
@@ -479,9 +484,12 @@ def export_for_inference(train_dir: str | Path, out_dir: str | Path, extra_card:
 
 
 def train_main(config: TrainConfig, output_dir: str, stop_at: int | None = None,
-               time_budget: float | None = None, stop_after: float | None = None) -> None:
-    """CLI entry: train (resuming if the output holds a checkpoint), print where things are."""
+               time_budget: float | None = None, stop_after: float | None = None, command: str | None = None) -> None:
+    """CLI entry: train (resuming if the output holds a checkpoint), print where things are. `command`: the
+    command line, for the run record in the checkpoint (model cards name it)."""
     trainer = Trainer(config, output_dir)
+    if command:
+        trainer.run_record["command"] = command
     start = time.time()
     history = trainer.fit(stop_at=stop_at, time_budget=time_budget, stop_after=stop_after)
     if trainer.accelerator.is_main_process:

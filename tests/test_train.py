@@ -127,7 +127,8 @@ def test_accelerate_launch_two_processes_on_cpu(tmp_path):
     assert "trained to step 10/10" in proc.stdout and "on 2 processes" in proc.stdout
     phases = {row.split(",")[1] for row in (tmp_path / "run" / "metrics.csv").read_text().splitlines()[1:]}
     assert phases == {"0", "1"}, "both phases ran"
-    assert (tmp_path / "run" / "checkpoint" / "state.json").exists()
+    run = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["run"]
+    assert run["command"].startswith("python -m eflow_core train --config tiny") and run["device"] == "cpu"
 
 
 def test_non_finite_steps_are_skipped_then_training_stops(tmp_path, monkeypatch):
@@ -235,11 +236,16 @@ def test_init_lineage_through_training_folders_and_restarts(tmp_path):
     drops a stale init.json; a resumed run keeps its lineage and is not re-initialised."""
     from eflow_core.train import export_for_inference
 
-    Trainer(tiny_config(steps=3), tmp_path / "a", progress=False).fit()
-    Trainer(tiny_config(steps=2, init_from=str(tmp_path / "a")), tmp_path / "b", progress=False).fit()
-    Trainer(tiny_config(steps=1, init_from=str(tmp_path / "b")), tmp_path / "c", progress=False).fit()
+    for name, steps, init in (("a", 3, ""), ("b", 2, "a"), ("c", 1, "b")):
+        trainer = Trainer(tiny_config(steps=steps, init_from=str(tmp_path / init) if init else ""), tmp_path / name,
+                          progress=False)
+        trainer.run_record["command"] = f"train {name}"        # what train_main records from the command line
+        trainer.fit()
     card = json.loads(export_for_inference(tmp_path / "c", tmp_path / "c_out").joinpath("model_card.json").read_text())
     assert card["steps"] == 3 + 2 + 1 and [run["steps"] for run in card["runs"]] == [3, 2, 1]
+    # every run of the lineage names its command, device and date, also those trained in earlier folders
+    assert [run["command"] for run in card["runs"]] == ["train a", "train b", "train c"]
+    assert all(run["device"] == "cpu" and run["date"] for run in card["runs"])
 
     resumed = Trainer(tiny_config(steps=2, init_from=str(tmp_path / "a")), tmp_path / "b", progress=False)
     assert resumed.init_card is None and (tmp_path / "b" / "init.json").exists()
