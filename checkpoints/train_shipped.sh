@@ -76,15 +76,16 @@ train_one() {   # MODEL GPU_INDEX
   cmd="$cmd --time-budget $BUDGET --stop-after $stop --output runs/$model"
   CUDA_VISIBLE_DEVICES=$gpu $cmd > "runs/$model.log" 2>&1 || echo "$model failed" >> "runs/$model.log"
   if [ -f "runs/$model/checkpoint/state.json" ]; then
-    python3 - "$model" "$GPU_NAME" "$cmd" "$(( $(date +%s) - start ))" "$resumed" <<'PY'
-import json, sys, time
+    # the card's command, device and date come from the trainer's own run record (checkpoint/state.json);
+    # this adds what only the script sees: wall time and calls, summed over the calls of this run folder
+    python3 - "$model" "$(( $(date +%s) - start ))" "$resumed" <<'PY'
+import json, sys
 from pathlib import Path
-name, gpu, cmd, wall, resumed = sys.argv[1:]
+name, wall, resumed = sys.argv[1:]
 extra = Path(f"runs/{name}/card_extra.json")
 before = json.loads(extra.read_text()) if resumed == "true" and extra.exists() else {}
 rows = open(f"runs/{name}/metrics.csv").read().strip().splitlines()
-json.dump({"device": gpu, "command": cmd, "metrics_rows": len(rows) - 1, "date": time.strftime("%Y-%m-%d"),
-           "wall_time_s": before.get("wall_time_s", 0) + int(wall),     # all calls of this run folder
+json.dump({"metrics_rows": len(rows) - 1, "wall_time_s": before.get("wall_time_s", 0) + int(wall),
            "calls": before.get("calls", 1 if before else 0) + 1}, extra.open("w"))
 PY
     CUDA_VISIBLE_DEVICES=$gpu python3 -m eflow_core export --train-dir "runs/$model" --out "runs/export/$model" \

@@ -368,15 +368,23 @@ class StepBudget:
         return step + int(rate * (self.budget_s - self.spent_s - call_s))
 
 
+def _reduce_over_processes(values: list, op: str = "sum") -> torch.Tensor | None:
+    """`values` (nested lists of floats) as a float64 tensor all-reduced with `op` ("sum" | "max") over
+    the processes; None in a single process. Every process must call it at the same point."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return None
+    t = torch.tensor(values, dtype=torch.float64,
+                     device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
+    reduce_op = torch.distributed.ReduceOp.MAX if op == "max" else torch.distributed.ReduceOp.SUM
+    torch.distributed.all_reduce(t, op=reduce_op)
+    return t
+
+
 def _largest(value: float) -> float:
     """The largest of `value` over all processes (itself in a single process): decisions taken on
     clocks must be the same on every process, or one would wait for the others forever."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return value
-    t = torch.tensor([value], dtype=torch.float64,
-                     device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return float(t.item())
+    t = _reduce_over_processes([value], "max")
+    return value if t is None else float(t.item())
 
 
 def _mean_over_processes(row: dict) -> dict[str, float]:
@@ -384,11 +392,9 @@ def _mean_over_processes(row: dict) -> dict[str, float]:
     run logs its global batch's loss; a process whose batch share held no weak-path sample has no
     `weak_fm`). Every process must call it at the same step."""
     own = {k: float(row[k]) for k in LOSS_TERMS if k in row}
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+    sums_counts = _reduce_over_processes([[own.get(k, 0.0), float(k in own)] for k in LOSS_TERMS])
+    if sums_counts is None:
         return own
-    sums_counts = torch.tensor([[own.get(k, 0.0), float(k in own)] for k in LOSS_TERMS], dtype=torch.float64,
-                               device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
-    torch.distributed.all_reduce(sums_counts)
     return {k: s / n for k, (s, n) in zip(LOSS_TERMS, sums_counts.tolist()) if n > 0}
 
 
@@ -463,21 +469,20 @@ def _truncate_metrics(path: Path, step: int) -> None:
 def export_for_inference(train_dir: str | Path, out_dir: str | Path, extra_card: dict | None = None,
                          dtype: torch.dtype = torch.float16) -> Path:
     """Turn a training directory into a shipped model: EMA weights in `dtype` + model_card.json."""
+    from eflow_core.pipeline import load_model_folder
+
     train_dir, out_dir = Path(train_dir), Path(out_dir)
-    state = json.loads((train_dir / "checkpoint" / "state.json").read_text())
-    ema = load_tensors(train_dir / "checkpoint" / "ema.safetensors", state["manifest"]["ema.safetensors"])
-    config = json.loads((train_dir / "config.json").read_text())
+    _, card, ema = load_model_folder(train_dir)     # card: config, world, steps and the run's own record
     classes_path = train_dir / "classes.json"
     if classes_path.exists():
-        extra_card = {"classes": json.loads(classes_path.read_text()), **(extra_card or {})}
+        card["classes"] = json.loads(classes_path.read_text())
+    card.update(extra_card or {})
     atomic_save_tensors(out_dir / "model.safetensors", {k: v.to(dtype) for k, v in ema.items()})
-    card = {"config": config, "world": config["data"]["kind"], **state.get("run", {}), "steps": state["step"],
-            **(extra_card or {})}
     init_path = train_dir / "init.json"
     if init_path.exists():           # started from earlier weights: count their steps, keep their runs
         init = json.loads(init_path.read_text())
         this_run = _run_record(card)
-        card.update(steps=init["steps"] + state["step"], init_from=init["init_from"],
+        card.update(steps=init["steps"] + card["steps"], init_from=init["init_from"],
                     runs=[*init["runs"], this_run])
     atomic_write_json(out_dir / "model_card.json", card)
     return out_dir

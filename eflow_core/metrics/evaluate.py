@@ -269,5 +269,6 @@ def largest_misses(row: dict, top: int = 4) -> list[str]:
     for head, table in (row.get("confusion") or {}).items():
         for wanted, probed in table.items():
             asked = sum(probed.values())
-            found += [(n, f"{head} {wanted} read as {got}: {n} of {asked}") for got, n in probed.items() if got != wanted]
+            found += [(n, f"{head} {wanted} read as {got}: {n} of {asked}")
+                      for got, n in probed.items() if got != wanted]
     return [text for _, text in sorted(found, key=lambda item: -item[0])[:top]]

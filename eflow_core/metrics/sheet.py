@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 from eflow_core.metrics.evaluate import _generate, _pipeline_size, _pipeline_stride, _requests
+from eflow_core.metrics.video import to_uint8
 from eflow_core.metrics.worlds import get_world
 
 LABEL_WIDTH = 64     # px at scale 1, left of each line
@@ -44,8 +44,7 @@ def sample_sheet(pipeline, steps: Sequence[int] = (4, 1), num_prompts: int = 8, 
     prompts, labels, requested, real = _requests(spec, pipeline, num_prompts, seed, size, _pipeline_stride(pipeline))
     lines = {f"{n} step{'s' if n > 1 else ''}": _generate(pipeline, prompts, labels, int(n), guidance, seed,
                                                         sampler).numpy() for n in steps}
-    real_u8 = ((real.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()
-    lines["real"] = real_u8
+    lines["real"] = to_uint8(real).numpy()
     t, h, w = size
     line_h, line_w = h, frames * w
     block_h = CAPTION_HEIGHT + len(lines) * line_h
