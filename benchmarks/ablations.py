@@ -53,8 +53,8 @@ BASE_CONFIG = "shapes-t2v"
 # 256 -> 128 (still >= the 64 values a token carries), 8 -> 4 blocks (block 3 softmax, the others GLGA),
 # and a short constant-lr run. --tiny shrinks everything for a seconds-long plumbing check.
 SCALES = {
-    "cpu": ["model.patch_size=[1,2,2]", "model.dim=128", "model.num_heads=4", "model.ffn_dim=256", "model.encoder_depth=1",
-            "model.middle_depth=2", "model.decoder_depth=1", "model.softmax_every=3",
+    "cpu": ["model.patch_size=[1,2,2]", "model.dim=128", "model.num_heads=4", "model.ffn_dim=256",
+            "model.encoder_depth=1", "model.middle_depth=2", "model.decoder_depth=1", "model.softmax_every=3",
             "steps=600", "batch_size=32", "lr=5e-4", "warmup_steps=50", "log_every=25"],
     "tiny": ["data.size=32", "data.num_frames=5", "model.dim=64", "model.num_heads=2", "model.ffn_dim=64",
              "model.encoder_depth=1", "model.middle_depth=1", "model.decoder_depth=1", "model.softmax_every=3",
