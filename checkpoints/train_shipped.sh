@@ -11,8 +11,8 @@
 # EXTRA_<MODEL>'s overrides, then its own EXTRA_<MODEL>_<TAG> (dashes as underscores). It trains in
 # runs/MODEL-TAG and exports as MODEL-TAG, so candidates of one model train side by side and are
 # compared before one ships (2026-11-30: shapes-t2v:p1, 1x1x1 patches, beside the shipped 1x2x2).
-# INIT_<RUN> overrides INIT for one run (a candidate with another architecture cannot start from the
-# shipped weights: INIT_shapes_t2v_p1=none). EVAL=STEPS (e.g. 1,4) evaluates each exported run on its
+# INIT=shipped starts a candidate from its MODEL's shipped weights too; INIT_<RUN> overrides INIT for
+# one run (a candidate with another architecture cannot start from them: INIT_shapes_t2v_p1=none). EVAL=STEPS (e.g. 1,4) evaluates each exported run on its
 # GPU (`eval --steps STEPS`, 300 prompts) into RUN-eval.json inside the run's tgz; for shapes-t2v the
 # caption cache must then hold the held-out captions too (`data text-cache --include-eval`): the GPU
 # image lacks the MiniLM package.
@@ -31,8 +31,8 @@
 # 2026-11-30, 1x2x2 -> 1x1x1 patches, each made the old weights unusable).
 # Out of each call, under $OUT (RUN: MODEL or MODEL-TAG): RUN.part.* (the exported fp16 weights in
 # <16 MB parts, the lent GPU's transfer limit; reassemble with
-# `cat OUT/RUN.part.* > checkpoints/MODEL/model.safetensors`) and RUN-run.tgz (the log, metrics.csv, config.json and the new model_card.json, which carries the
-# lineage a later run builds on).
+# `cat OUT/RUN.part.* > checkpoints/MODEL/model.safetensors`) and RUN-run.tgz (the log, metrics.csv,
+# config.json and the new model_card.json, which carries the lineage a later run builds on).
 # Needs: shapes-t2v: the MiniLM caption cache in .cache/text (`python -m eflow_core data text-cache
 # --out .cache/text`); actions-b: PyAV (carried as a wheel in .whl/ where the GPU image lacks it).
 set -euo pipefail
@@ -51,8 +51,8 @@ for run in $MODELS; do
   init=$(run_init "$run")
   case $init in
     none) ;;
-    shipped) [ -f "checkpoints/$(run_name "$run")/model.safetensors" ] || {
-               echo "INIT=shipped: no checkpoints/$(run_name "$run")/model.safetensors"; exit 2; } ;;
+    shipped) [ -f "checkpoints/${run%%:*}/model.safetensors" ] || {
+               echo "INIT=shipped: no checkpoints/${run%%:*}/model.safetensors"; exit 2; } ;;
     *) [ -f "$init/model.safetensors" ] || { echo "INIT=$init has no model.safetensors"; exit 2; }
        [ -n "$(run_var INIT "$run")" ] || [ "$(echo $MODELS | wc -w)" -eq 1 ] || {
          echo "INIT=$init names one folder: train one MODEL, use INIT=shipped, or INIT_<RUN>"; exit 2; } ;;
@@ -80,7 +80,7 @@ train_one() {   # RUN GPU_INDEX
   local run=$1 gpu=$2 cmd resumed model=${1%%:*} name init
   name=$(run_name "$run"); init=$(run_init "$run")
   local common="steps=20000 batch_size=$BATCH warmup_steps=100 model.backend=sdpa data.num_workers=$WORKERS compile=$COMPILE"
-  case $init in none) ;; shipped) common="$common init_from=checkpoints/$name" ;; *) common="$common init_from=$init" ;; esac
+  case $init in none) ;; shipped) common="$common init_from=checkpoints/$model" ;; *) common="$common init_from=$init" ;; esac
   local own="EXTRA_${model//-/_}"
   common="$common ${EXTRA:-} ${!own:-}"
   [ "$name" != "$model" ] && common="$common $(run_var EXTRA "$run")"
