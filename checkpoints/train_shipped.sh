@@ -77,7 +77,7 @@ WORKERS=$(( $(env -u OMP_NUM_THREADS nproc) / $(echo $MODELS | wc -w) - 2 ))
 [ "$WORKERS" -gt 12 ] && WORKERS=12; [ "$WORKERS" -lt 1 ] && WORKERS=1
 
 train_one() {   # RUN GPU_INDEX
-  local run=$1 gpu=$2 cmd resumed model=${1%%:*} name init
+  local run=$1 gpu=$2 cmd resumed model=${1%%:*} name init eval_args=""
   name=$(run_name "$run"); init=$(run_init "$run")
   local common="steps=20000 batch_size=$BATCH warmup_steps=100 model.backend=sdpa data.num_workers=$WORKERS compile=$COMPILE"
   case $init in none) ;; shipped) common="$common init_from=checkpoints/$model" ;; *) common="$common init_from=$init" ;; esac
@@ -86,7 +86,8 @@ train_one() {   # RUN GPU_INDEX
   [ "$name" != "$model" ] && common="$common $(run_var EXTRA "$run")"
   case $model in
     shapes-t2v)
-      cmd="python3 -m eflow_core train --config shapes-t2v $common data.text_cache=.cache/text" ;;
+      cmd="python3 -m eflow_core train --config shapes-t2v $common data.text_cache=.cache/text"
+      eval_args="--text-cache .cache/text" ;;
     actions-b)
       [ -f runs/actions/annotations/train.csv ] || python3 -m eflow_core data make-actions --out runs/actions \
         --classes 10 --per-class 200 > "runs/$model-data.log" 2>&1
@@ -115,7 +116,7 @@ PY
     split -b 15m "runs/export/$name/model.safetensors" "$OUT/$name.part."
     [ -z "$EVAL" ] || CUDA_VISIBLE_DEVICES=$gpu python3 -m eflow_core eval --checkpoint "runs/export/$name" \
       --steps "$EVAL" --prompts 300 --device "$EVAL_DEVICE" \
-      $([ "$model" = shapes-t2v ] && echo --text-cache .cache/text) --out "runs/$name-eval.json" >> "runs/$name.log" 2>&1 \
+      $eval_args --out "runs/$name-eval.json" >> "runs/$name.log" 2>&1 \
       || echo "eval of $name failed" >> "runs/$name.log"
   fi
   tar czf "$OUT/$name-run.tgz" runs/$name.log runs/$name/metrics.csv runs/$name/config.json \

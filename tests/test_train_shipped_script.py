@@ -3,6 +3,7 @@ candidates, INIT and INIT_<RUN>), checked before anything trains; and, `slow`, o
 end on the CPU (train, resume, export, split weights, eval into the run's tgz)."""
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -14,8 +15,8 @@ SCRIPT = ROOT / "checkpoints" / "train_shipped.sh"
 
 
 def run_script(tmp_path, timeout=60, **env):
-    """Run the script in a scratch copy of nothing but its inputs' names: cwd is the repository (it
-    reads checkpoints/), OUT is under tmp_path. Returns the CompletedProcess."""
+    """Run the script from the repository root (it reads checkpoints/ and writes runs/) with `env` added
+    and OUT under tmp_path. Returns the CompletedProcess."""
     full = dict(os.environ, OUT=str(tmp_path / "out"), **env)
     return subprocess.run(["bash", str(SCRIPT)], cwd=ROOT, env=full, capture_output=True, text=True,
                           timeout=timeout)
@@ -70,6 +71,6 @@ def test_a_candidate_of_the_shipped_model_trains_resumes_exports_and_evaluates_o
         assert [row["steps"] for row in evaluation["rows"]] == [1]
     finally:
         for path in [ROOT / "runs" / name, ROOT / "runs" / "export" / name]:
-            subprocess.run(["rm", "-rf", str(path)])
+            shutil.rmtree(path, ignore_errors=True)
         for suffix in (".log", "-eval.json"):
             (ROOT / "runs" / f"{name}{suffix}").unlink(missing_ok=True)
