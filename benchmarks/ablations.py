@@ -1,4 +1,4 @@
-"""The paper's objective and architecture ablations (Tab. 2, Tab. 4) at CPU scale (issue 6).
+"""The paper's objective and architecture ablations (Tab. 2, Tab. 4) at CPU or GPU scale (issue 6).
 
 Each variant x seed is one run of the project's trainer (`eflow_core.train.Trainer` on the
 `shapes-t2v` config with CPU-scale overrides) followed by the project's evaluator
@@ -19,8 +19,14 @@ the seed changes the initialisation, the data order and every random draw of tra
 
     OMP_NUM_THREADS=1 python benchmarks/ablations.py --jobs 2 --seeds 0,1,2,3,4 --runs-dir /tmp/ablations \\
         --out docs/results/2026-11-23-cpu-ablations.json          # 2 processes x 1 thread: ~47 min, 2 cores
+    python benchmarks/ablations.py --scale gpu --gpus 0,1 --jobs 6 --seeds 0,1 --variants pdg-sfm,fm,no-mva \\
+        --stop-after 450 --runs-dir runs/ablations-gpu --out runs/ablations-gpu.json   # a lent GPU; rerun to resume
     python benchmarks/ablations.py --tiny --runs-dir /tmp/ablations-tiny --out /tmp/ablations-tiny.json
     python benchmarks/ablations.py --out docs/results/2026-11-23-cpu-ablations.json --report   # table only
+
+`--extra VARIANT:SAMPLER:GUIDANCE:STEPS` evaluates finished runs again with another sampler, guidance
+("default": the model's) or step counts, same prompts, into the file's `extra_evals` (e.g. FM at the 4 NFE
+of Tab. 4 is 2 Euler + CFG steps: `--extra fm:ode:default:2`).
 
 Prints, per variant and step count, mean ± std over seeds of probe-FD and adherence (colour, shape,
 motion, background, all) with the per-seed values, the real-vs-real probe-FD floor, and for each of
@@ -60,7 +66,13 @@ SCALES = {
              "model.encoder_depth=1", "model.middle_depth=1", "model.decoder_depth=1", "model.softmax_every=3",
              "model.window_frames=1", "steps=10", "batch_size=8", "lr=5e-4", "warmup_steps=2", "log_every=1"],
 }
-EVAL = {"cpu": {"prompts": 256, "steps": [1, 4], "seed": 0}, "tiny": {"prompts": 4, "steps": [1, 4], "seed": 0}}
+# gpu: the shipped shapes-t2v model as configured (demo width, 1x1x1 patches: 320 tokens of 16 values) at a
+# quarter of the shipped batch, so that several runs share one lent GPU (a run of this model is host-bound:
+# docs/BENCHMARKS.md 1e), trained from scratch for a fixed step count; --stop-after bounds one call.
+SCALES["gpu"] = ["batch_size=128", "steps=800", "lr=5e-4", "warmup_steps=100", "model.backend=sdpa",
+                 "data.num_workers=2", "log_every=25"]
+EVAL = {"cpu": {"prompts": 256, "steps": [1, 4], "seed": 0}, "gpu": {"prompts": 300, "steps": [1, 4], "seed": 0},
+        "tiny": {"prompts": 4, "steps": [1, 4], "seed": 0}}
 
 
 def _phases(drop: float, mva: bool, fm_ratio: float = 0.75, scm_ratio: float = 0.25) -> str:
@@ -84,6 +96,8 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
 }
 # (claim, variant expected better, variant compared against, kind): "lower" = the first should have the
 # lower 4-step probe-FD; "same" = the two should be within noise
+# Tab. 4 compares the objectives at the same 4 NFE, which for FM (Euler + CFG, 2 NFE a step) is 2 steps: claim 1 is
+# judged at equal NFE (FM rows from the main eval or `extra_evals`), and shown at equal steps too.
 CLAIMS = [("PDG-SFM 4 steps beats FM 4 steps (Tab. 4)", "pdg-sfm", "fm", "lower"),
           ("MVA lowers 4-step probe-FD (Tab. 2, Ours3 -> Ours4)", "pdg-sfm", "no-mva", "lower"),
           ("75% drop within noise of no drop (Tab. 2, Ours1 -> Ours2)", "pdg-sfm", "no-drop", "same")]
@@ -102,13 +116,19 @@ def setup_of(scale: str) -> dict:
             "variants": {name: {"overrides": o, "sampler": s} for name, (o, s) in VARIANTS.items()}}
 
 
-def run_one(scale: str, variant: str, seed: int, runs_dir: str, threads: int) -> dict:
-    """Train (or resume) one variant x seed, evaluate its EMA weights; returns the JSON record."""
+def run_one(scale: str, variant: str, seed: int, runs_dir: str, threads: int, stop_after: float | None = None,
+            gpu: str | None = None) -> dict:
+    """Train (or resume) one variant x seed, evaluate its EMA weights; returns the JSON record.
+
+    gpu: the CUDA device index this run trains and evaluates on (None: the CPU). It must be set before
+    this process first touches CUDA, so GPU runs each get a fresh process (`main`'s pool).
+    stop_after: seconds of training in this call; a run stopped by it saves its checkpoint and returns
+    {"unfinished": True, "step", "steps"} instead of a record (the next invocation resumes it)."""
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     import torch
 
     from eflow_core.config import load_train_config
-    from eflow_core.metrics.evaluate import evaluate
-    from eflow_core.pipeline import EFlowPipeline
     from eflow_core.train import Trainer
 
     torch.set_num_threads(threads)
@@ -119,11 +139,14 @@ def run_one(scale: str, variant: str, seed: int, runs_dir: str, threads: int) ->
     if saved.exists() and json.loads(saved.read_text()) != json.loads(json.dumps(config.to_dict())):
         raise ValueError(f"{out} holds a run with another config; give another --runs-dir or delete it")
     start = time.perf_counter()
-    trainer = Trainer(config, out, cpu=True, progress=False)
-    history = trainer.fit()
-    train_s = time.perf_counter() - start
+    trainer = Trainer(config, out, cpu=gpu is None, progress=False)
+    history = trainer.fit(stop_after=stop_after)
+    train_s = trainer.train_seconds + time.perf_counter() - start     # earlier calls of a resumed run too
+    device_name = trainer.run_record["device"]
+    if trainer.step < config.steps:
+        return {"unfinished": True, "variant": variant, "seed": seed, "step": trainer.step, "steps": config.steps}
     phases = {}
-    for row in history:     # first step of each phase and what it trained with (checks the schedule)
+    for row in history:     # first step of each phase this call trained, and what it trained with
         phases.setdefault(row["phase"], {"phase": row["phase"], "first_step": row["step"] - 1,
                                          "drop_ratio": row["drop_ratio"], "n_fm": row.get("n_fm"),
                                          "n_scm": row.get("n_scm"), "n_mva": row.get("n_mva")})
@@ -131,18 +154,59 @@ def run_one(scale: str, variant: str, seed: int, runs_dir: str, threads: int) ->
     del trainer
 
     start = time.perf_counter()
-    pipe = EFlowPipeline.from_pretrained(out, device="cpu")
-    spec = EVAL[scale]
-    results = evaluate(pipe, steps=tuple(spec["steps"]), num_prompts=spec["prompts"], seed=spec["seed"],
-                       sampler=VARIANTS[variant][1], progress=False)
+    results = _evaluate_run(out, scale, VARIANTS[variant][1], None, tuple(EVAL[scale]["steps"]), gpu)
     eval_s = time.perf_counter() - start
     return {"variant": variant, "seed": seed, "run_dir": str(out), "overrides": overrides,
-            "sampler": VARIANTS[variant][1], "config": json.loads(saved.read_text()),
+            "sampler": VARIANTS[variant][1], "config": json.loads(saved.read_text()), "device": device_name,
             "trained_steps": config.steps, "resumed_steps": config.steps - len(history),
             "phases": [phases[k] for k in sorted(phases)],
             "final_loss_mean": statistics.fmean(tail) if tail else None,
             "train_seconds": round(train_s, 1), "eval_seconds": round(eval_s, 1), "eval": results,
             "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _evaluate_run(run_dir: Path, scale: str, sampler: str, guidance: float | None, steps: tuple[int, ...],
+                  gpu: str | None) -> dict:
+    """`evaluate()` of a training folder's EMA weights on the scale's prompts (eval seed fixed)."""
+    from eflow_core.metrics.evaluate import evaluate
+    from eflow_core.pipeline import EFlowPipeline
+
+    pipe = EFlowPipeline.from_pretrained(run_dir, device="cpu" if gpu is None else "cuda",
+                                         text_cache=ROOT / ".cache" / "text")
+    spec = EVAL[scale]
+    return evaluate(pipe, steps=steps, num_prompts=spec["prompts"], seed=spec["seed"], guidance=guidance,
+                    sampler=sampler, progress=False)
+
+
+def parse_extra(spec: str) -> tuple[str, str, float | None, tuple[int, ...]]:
+    """`--extra VARIANT:SAMPLER:GUIDANCE:STEPS` (GUIDANCE a number or "default", STEPS e.g. 1,2) -> a tuple."""
+    parts = spec.split(":")
+    if len(parts) != 4:
+        raise ValueError(f"--extra takes VARIANT:SAMPLER:GUIDANCE:STEPS such as fm:ode:default:2, not {spec!r}")
+    variant, sampler, guidance, steps = parts
+    if variant not in VARIANTS or sampler not in ("solution", "ode"):
+        raise ValueError(f"--extra {spec!r}: variant one of {list(VARIANTS)}, sampler solution or ode")
+    try:
+        scale_value = None if guidance == "default" else float(guidance)
+        step_counts = tuple(int(k) for k in steps.split(","))
+    except ValueError:
+        raise ValueError(f"--extra {spec!r}: GUIDANCE is a number or 'default', STEPS integers") from None
+    return variant, sampler, scale_value, step_counts
+
+
+def evaluate_again(scale: str, variant: str, seed: int, runs_dir: str, threads: int, sampler: str,
+                   guidance: float | None, steps: tuple[int, ...], gpu: str | None = None) -> dict:
+    """One `--extra` evaluation of a finished run (another sampler, guidance or step counts); its record."""
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    import torch
+
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    results = _evaluate_run(Path(runs_dir) / f"{variant}-seed{seed}", scale, sampler, guidance, steps, gpu)
+    return {"variant": variant, "seed": seed, "spec": [sampler, guidance, list(steps)], "eval": results,
+            "device": torch.cuda.get_device_name() if gpu is not None else "cpu",
+            "eval_seconds": round(time.perf_counter() - start, 1), "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 # ------------------------------------------------------------------------------------------ output
@@ -187,6 +251,61 @@ def config_mismatches(data: dict) -> list[str]:
     return problems
 
 
+def _claim_line(text: str, a: str, b: str, kind: str, fd_a: dict[int, float], fd_b: dict[int, float]) -> str:
+    """One claim: {seed: 4-step probe-FD} of variant a against b; gap against the seed spread, paired diffs."""
+    (ma, sa), (mb, sb) = _mean_std(list(fd_a.values())), _mean_std(list(fd_b.values()))
+    diffs = [fd - fd_b[seed] for seed, fd in fd_a.items() if seed in fd_b]
+    gap, spread = ma - mb, sa + sb
+    if min(len(diffs), len(fd_a), len(fd_b)) < 2:
+        verdict = ("lower" if gap < 0 else "not lower") + "; one seed: no spread to compare with"
+    elif kind == "lower":
+        verdict = ("direction holds" if gap < 0 else "direction does NOT hold") + (
+            ", gap exceeds the seed spread" if abs(gap) > spread else ", within the seed spread")
+    else:
+        verdict = "within the seed spread (holds)" if abs(gap) <= spread else "gap exceeds the seed spread"
+    paired = ""
+    if len(diffs) > 1:      # same seed = same initialisation and data order: paired differences
+        md, sdev = _mean_std(diffs)
+        t = md / (sdev / len(diffs) ** 0.5) if sdev > 0 else float("inf")
+        paired = (f", paired {md:+.1f} ± {sdev:.1f} (t = {t:+.1f}, {sum(d < 0 for d in diffs)}/{len(diffs)} "
+                  f"seeds lower)")
+    return (f"{text}: {a} {ma:.1f} ± {sa:.1f} vs {b} {mb:.1f} ± {sb:.1f}; gap {gap:+.1f}, spread "
+            f"(sum of stds) {spread:.1f}; per-seed {a} - {b}: [{', '.join(f'{d:+.1f}' for d in diffs)}]"
+            f"{paired} -> {verdict}")
+
+
+def eval_groups(data: dict) -> dict:
+    """{(variant, sampler, guidance): {(steps, nfe): {seed: row}}} over the main evals and `extra_evals`."""
+    groups: dict = {}
+    for rec in [*data["runs"], *data.get("extra_evals", [])]:
+        ev = rec["eval"]
+        cells = groups.setdefault((rec["variant"], ev["sampler"], ev["guidance"]), {})
+        for row in ev["rows"]:
+            cells.setdefault((row["steps"], row["nfe"]), {})[rec["seed"]] = row
+    return groups
+
+
+def format_extra(data: dict) -> list[str]:
+    """The `extra_evals` table: every (variant, sampler, guidance, steps) with probe-FD per seed."""
+    if not data.get("extra_evals"):
+        return []
+    lines = ["", "every sampler x guidance setting with extra evaluations (same runs, prompts and noise; main rows included):",
+             "variant  sampler   guid  steps NFE  probe-FD mean ± std [per seed]        shape      bg"]
+    extra_keys = {(r["variant"], r["eval"]["sampler"], r["eval"]["guidance"]) for r in data["extra_evals"]}
+    for (variant, sampler, guidance), cells in sorted(eval_groups(data).items(), key=lambda kv: str(kv[0])):
+        if (variant, sampler, guidance) not in extra_keys:
+            continue
+        for (steps, nfe), by_seed in sorted(cells.items()):
+            seeds = sorted(by_seed)
+            m, sd = _mean_std([by_seed[k]["probe_fd"] for k in seeds])
+            per_seed = ", ".join(f"{by_seed[k]['probe_fd']:.1f}" for k in seeds)
+            shape = statistics.fmean(by_seed[k]["adherence"]["shape"] for k in seeds)
+            bg = statistics.fmean(by_seed[k]["adherence"]["background"] for k in seeds)
+            lines.append(f"{variant:8s} {sampler:8s} {guidance:5.1f} {steps:5d} {nfe:3d}  "
+                         f"{m:7.1f} ± {sd:5.1f} [{per_seed}]".ljust(72) + f"{100 * shape:5.1f}%  {100 * bg:5.1f}%")
+    return lines
+
+
 def format_report(data: dict) -> str:
     """The per-variant table (mean ± std [per seed]) and the three claims against the seed spread."""
     summary = summarise(data)
@@ -210,31 +329,24 @@ def format_report(data: dict) -> str:
     for problem in config_mismatches(data):
         lines.append(f"WARNING: {problem}")
     lines.append("")
-    for text, a, b, kind in CLAIMS:
+    for index, (text, a, b, kind) in enumerate(CLAIMS):
         if a not in summary or b not in summary or 4 not in summary[a] or 4 not in summary[b]:
             lines.append(f"{text}: not measured ({a} or {b} missing)")
             continue
-        (ma, sa), (mb, sb) = _mean_std(summary[a][4]["probe_fd"]), _mean_std(summary[b][4]["probe_fd"])
-        by_seed = dict(zip(summary[b][4]["seeds"], summary[b][4]["probe_fd"]))
-        diffs = [fd - by_seed[seed] for seed, fd in zip(summary[a][4]["seeds"], summary[a][4]["probe_fd"])
-                 if seed in by_seed]
-        gap, spread = ma - mb, sa + sb
-        if min(len(diffs), len(summary[a][4]["probe_fd"]), len(summary[b][4]["probe_fd"])) < 2:
-            verdict = ("lower" if gap < 0 else "not lower") + "; one seed: no spread to compare with"
-        elif kind == "lower":
-            verdict = ("direction holds" if gap < 0 else "direction does NOT hold") + (
-                ", gap exceeds the seed spread" if abs(gap) > spread else ", within the seed spread")
-        else:
-            verdict = "within the seed spread (holds)" if abs(gap) <= spread else "gap exceeds the seed spread"
-        paired = ""
-        if len(diffs) > 1:      # same seed = same initialisation and data order: paired differences
-            md, sdev = _mean_std(diffs)
-            t = md / (sdev / len(diffs) ** 0.5) if sdev > 0 else float("inf")
-            paired = (f", paired {md:+.1f} ± {sdev:.1f} (t = {t:+.1f}, {sum(d < 0 for d in diffs)}/{len(diffs)} "
-                      f"seeds lower)")
-        lines.append(f"{text}: {a} {ma:.1f} ± {sa:.1f} vs {b} {mb:.1f} ± {sb:.1f}; gap {gap:+.1f}, spread "
-                     f"(sum of stds) {spread:.1f}; per-seed {a} - {b}: [{', '.join(f'{d:+.1f}' for d in diffs)}]"
-                     f"{paired} -> {verdict}")
+        fd = {v: dict(zip(summary[v][4]["seeds"], summary[v][4]["probe_fd"])) for v in (a, b)}
+        if index == 0:      # Tab. 4: equal NFE; a's 4-step rows against every b row of the same NFE
+            nfe_a = summary[a][4]["nfe"]
+            matched = [(key, {seed: row["probe_fd"] for seed, row in cells[(steps, nfe)].items()})
+                       for key, cells in eval_groups(data).items() if key[0] == b
+                       for steps, nfe in sorted(cells) if nfe == nfe_a]
+            if not matched:
+                lines.append(f"{text}, at equal NFE ({nfe_a}): not measured ({b} has no {nfe_a}-NFE row: --extra)")
+            for (_, sampler, guidance), fd_b in matched:
+                lines.append(_claim_line(f"{text}, at equal NFE ({nfe_a}; {b} {sampler}, guidance {guidance:g})",
+                                         a, b, kind, fd[a], fd_b))
+            text = f"{text}, at equal steps ({b} {summary[b][4]['nfe']} NFE)"
+        lines.append(_claim_line(text, a, b, kind, fd[a], fd[b]))
+    lines.extend(format_extra(data))
     return "\n".join(lines)
 
 
@@ -248,7 +360,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
     p.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (1: in this one)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--scale", choices=["cpu", "gpu"], default="cpu",
+                   help="cpu: the 1.5M-parameter model of the 2026-11-23 runs; gpu: the shipped model at batch 128")
     p.add_argument("--tiny", action="store_true", help="seconds-long plumbing check (tests), not numbers")
+    p.add_argument("--gpus", default=None,
+                   help="CUDA device indices the runs are dealt to in turn, e.g. 0,1 (repeat one to give it more "
+                        "runs: 1,1,0); each run trains and evaluates on its own GPU in its own process")
+    p.add_argument("--stop-after", type=float, default=None,
+                   help="seconds of training per run in this call: unfinished runs save and resume on a rerun")
+    p.add_argument("--extra", action="append", default=[], metavar="VARIANT:SAMPLER:GUIDANCE:STEPS",
+                   help="evaluate the finished runs of VARIANT (--seeds) again, e.g. fm:ode:default:2 (FM at 4 NFE); "
+                        "repeatable; records go to the file's extra_evals")
     p.add_argument("--report", action="store_true", help="print the table of --out and exit")
     return p
 
@@ -257,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     from eflow_core.checkpoint import atomic_write_json
 
     args = build_parser().parse_args(argv)
-    scale = "tiny" if args.tiny else "cpu"
+    scale = "tiny" if args.tiny else args.scale
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -265,6 +387,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else []
+        if any(not g.isdigit() for g in gpus):
+            raise ValueError(f"--gpus takes CUDA device indices such as 0,1, not {args.gpus!r}")
+        extras = [parse_extra(spec) for spec in args.extra]
         out = Path(args.out)
         data = load_results(out, setup_of(scale))
     except ValueError as err:
@@ -274,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
         print(format_report(data))
         return 0
     data.setdefault("machine", {"platform": platform.platform(), "processor": platform.processor(),
-                                "cpus": os.cpu_count(), "jobs": args.jobs, "threads_per_run": args.threads})
+                                "cpus": os.cpu_count(), "jobs": args.jobs, "threads_per_run": args.threads,
+                                "gpus": gpus})
     invocation = ["python benchmarks/ablations.py", *(argv if argv is not None else sys.argv[1:])]
     data.setdefault("commands", []).append(" ".join(invocation))      # every invocation that added runs
     done = {(r["variant"], r["seed"]) for r in data["runs"]}
@@ -290,29 +417,64 @@ def main(argv: list[str] | None = None) -> int:
         print(f"done {rec['variant']} seed {rec['seed']}: train {rec['train_seconds']:.0f}s, eval "
               f"{rec['eval_seconds']:.0f}s, probe-FD {fd} [{time.perf_counter() - start:.0f}s]", flush=True)
 
-    failed = []
+    failed, unfinished = [], []
 
     def collect(run: tuple[str, int], result) -> None:
         """result: a zero-argument callable giving the record (or raising what the run raised)."""
         try:
-            record(result())
+            rec = result()
+            if rec.get("unfinished"):
+                unfinished.append(run)
+                print(f"stopped {run[0]} seed {run[1]} at step {rec['step']} of {rec['steps']} (--stop-after): "
+                      f"rerun the same command to resume it", flush=True)
+            else:
+                record(rec)
         except (ValueError, FileNotFoundError, FloatingPointError, RuntimeError) as err:
             failed.append(run)
             print(f"error: {run[0]} seed {run[1]} failed: {err}", file=sys.stderr, flush=True)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if args.jobs <= 1:
-        for v, s in todo:
-            collect((v, s), lambda: run_one(scale, v, s, args.runs_dir, args.threads))
-    else:
-        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
-            pending = {pool.submit(run_one, scale, v, s, args.runs_dir, args.threads): (v, s) for v, s in todo}
+    def execute(calls: list[tuple[tuple[str, int], object, tuple]], handle) -> None:
+        """calls: [(run, function, args without the trailing gpu)]; the i-th gets the i-th of --gpus in turn.
+        In this process when --jobs 1 and no GPU, else one fresh process per call (it picks its GPU before
+        touching CUDA). handle(run, result) gets a zero-argument callable giving the result."""
+        gpu_at = [gpus[i % len(gpus)] if gpus else None for i in range(len(calls))]
+        if args.jobs <= 1 and not gpus:
+            for run, fn, fn_args in calls:
+                handle(run, lambda: fn(*fn_args, None))
+            return
+        with ProcessPoolExecutor(max_workers=max(args.jobs, 1), mp_context=get_context("spawn"),
+                                 max_tasks_per_child=1) as pool:
+            pending = {pool.submit(fn, *fn_args, gpu): run for (run, fn, fn_args), gpu in zip(calls, gpu_at)}
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    collect(pending.pop(future), future.result)
+                    handle(pending.pop(future), future.result)
+
+    def collect_extra(run: tuple[str, int], result) -> None:
+        try:
+            rec = result()
+        except (ValueError, FileNotFoundError, RuntimeError) as err:
+            failed.append(run)
+            print(f"error: extra evaluation of {run[0]} seed {run[1]} failed: {err}", file=sys.stderr, flush=True)
+            return
+        data.setdefault("extra_evals", []).append(rec)
+        atomic_write_json(out, data)
+        fd = ", ".join(f"{r['steps']} steps {r['probe_fd']:.1f}" for r in rec["eval"]["rows"])
+        print(f"extra {rec['variant']} seed {rec['seed']} {rec['spec']}: probe-FD {fd}", flush=True)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    execute([((v, s), run_one, (scale, v, s, args.runs_dir, args.threads, args.stop_after)) for v, s in todo],
+            collect)
+    finished_runs = {(r["variant"], r["seed"]) for r in data["runs"]}
+    evaluated = {(r["variant"], r["seed"], json.dumps(r["spec"])) for r in data.get("extra_evals", [])}
+    extra_calls = [((v, s), evaluate_again, (scale, v, s, args.runs_dir, args.threads, sampler, guidance, steps))
+                   for v, sampler, guidance, steps in extras for s in seeds
+                   if (v, s) in finished_runs and (v, s, json.dumps([sampler, guidance, list(steps)])) not in evaluated]
+    execute(extra_calls, collect_extra)
     print(format_report(data))
-    return 1 if failed else 0
+    if unfinished:
+        print(f"{len(unfinished)} run(s) unfinished: rerun the same command to resume them")
+    return 1 if failed else (3 if unfinished else 0)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """benchmarks/ablations.py (issue 6) end to end at --tiny: trainer + evaluator per variant, JSON records,
-the phase schedule each variant trained with, and resume (a rerun skips finished runs)."""
+the phase schedule each variant trained with, resume (a rerun skips finished runs; --stop-after leaves a
+run to resume), and --extra evaluations (claim 1 at Tab. 4's equal NFE)."""
 import json
 import math
 import os
@@ -11,13 +12,13 @@ ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ["pdg-sfm", "fm", "no-mva", "no-drop"]
 
 
-def _run(tmp_path, out, *extra):
+def _run(tmp_path, out, *extra, returncode=0):
     cmd = [sys.executable, str(ROOT / "benchmarks" / "ablations.py"), "--tiny", "--seeds", "0",
            "--runs-dir", str(tmp_path / "runs"), "--out", str(out), *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout, json.loads(out.read_text())
+    assert proc.returncode == returncode, proc.stderr[-3000:]
+    return proc.stdout, (json.loads(out.read_text()) if out.exists() else None)
 
 
 def test_ablations_tiny_records_phases_and_resume(tmp_path):
@@ -25,7 +26,8 @@ def test_ablations_tiny_records_phases_and_resume(tmp_path):
     _, first = _run(tmp_path, out, "--variants", "pdg-sfm,fm")
     assert sorted((r["variant"], r["seed"]) for r in first["runs"]) == [("fm", 0), ("pdg-sfm", 0)]
 
-    stdout, data = _run(tmp_path, out)                      # all four: the two finished ones are skipped
+    # all four (the two finished ones are skipped), then FM again at 2 steps = 4 NFE, the pdg-sfm 4-step NFE
+    stdout, data = _run(tmp_path, out, "--extra", "fm:ode:default:2")
     assert "skip pdg-sfm seed 0" in stdout and "skip fm seed 0" in stdout
     runs = {r["variant"]: r for r in data["runs"]}
     assert sorted(runs) == sorted(VARIANTS) and len(data["runs"]) == 4
@@ -50,3 +52,31 @@ def test_ablations_tiny_records_phases_and_resume(tmp_path):
     assert phases["no-mva"] == [(0.75, False, True), (0.0, False, True)]
     assert phases["no-drop"] == [(0.0, False, True), (0.0, True, True)]
     assert "PDG-SFM 4 steps beats FM 4 steps" in stdout and "real-vs-real probe-FD floor" in stdout
+
+    # --extra: one record per finished fm run, the claim judged at equal NFE against it
+    (extra,) = data["extra_evals"]
+    assert (extra["variant"], extra["seed"], extra["spec"]) == ("fm", 0, ["ode", None, [2]])
+    assert [(r["steps"], r["nfe"]) for r in extra["eval"]["rows"]] == [(2, 4)]
+    assert extra["eval"]["num_prompts"] == runs["fm"]["eval"]["num_prompts"]
+    assert "at equal NFE (4; fm ode, guidance 4)" in stdout and "at equal steps (fm 8 NFE)" in stdout
+    stdout, again = _run(tmp_path, out, "--extra", "fm:ode:default:2")     # done already: not evaluated twice
+    assert len(again["extra_evals"]) == 1
+
+
+def test_ablations_stop_after_leaves_a_run_to_resume(tmp_path):
+    out = tmp_path / "ablations.json"
+    stdout, data = _run(tmp_path, out, "--variants", "no-mva", "--stop-after", "0", returncode=3)
+    assert "stopped no-mva seed 0 at step 0 of 10" in stdout and not (data and data["runs"])
+    stdout, data = _run(tmp_path, out, "--variants", "no-mva")
+    (rec,) = data["runs"]
+    assert rec["trained_steps"] == 10 and rec["variant"] == "no-mva"
+
+
+def test_ablations_rejects_bad_gpu_and_extra_specs(tmp_path):
+    out = tmp_path / "ablations.json"
+    for flags in (["--gpus", "cuda:0"], ["--extra", "fm:ode:2"], ["--extra", "fm:euler:2:4"],
+                  ["--extra", "fm:ode:strong:4"]):
+        cmd = [sys.executable, str(ROOT / "benchmarks" / "ablations.py"), "--tiny", "--out", str(out), *flags]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert proc.returncode == 2 and "error:" in proc.stderr, (flags, proc.stderr[-500:])
+        assert not out.exists()
