@@ -15,7 +15,9 @@ query with no visible key, so its backward probabilities are 0 and its output is
 preprocessing kernel computes delta = rowsum(o * do); a dk/dv kernel iterates over the query blocks
 of each key block; a dq kernel over the key blocks of each query block; no atomics (the default,
 "split"). The "atomic" backward (EFLOW_TRITON_BWD=atomic) drops the dq kernel: the dk/dv kernel adds
-each key block's share of dq into an fp32 buffer with atomics (5 block matmuls instead of 7).
+each key block's share of dq into an fp32 buffer with atomics (5 block matmuls instead of 7). With TMA
+descriptors on, each (key block, query block) share goes in as one bulk reduction of the whole tile
+(`tensor_descriptor.atomic_add`, FlashAttention-3's way) instead of one atomic per element.
 
 Loads: on Hopper (CUDA capability >= 9) the streamed tiles (K, V in the forward and dq kernels; Q, dO
 in the dk/dv kernel) come through TMA tensor descriptors; otherwise through pointer arithmetic
@@ -196,9 +198,9 @@ def _bwd_preprocess(O, DO, DELTA, sob, soh, son, sdb, sdh, sdn, H, NQ,
 
 @triton.jit
 def _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_base, sqn, sdn, offs_d,
-                start, end, radius, qk_scale, dq_base, sm_scale,
+                start, end, radius, qk_scale, dq_dst, sm_scale,
                 BLOCK_M: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr,
-                FUSE_DQ: tl.constexpr, HEAD_DIM: tl.constexpr):
+                FUSE_DQ: tl.constexpr, HEAD_DIM: tl.constexpr, TMA_ATOMIC: tl.constexpr):
     for m0 in range(start, end, BLOCK_M):
         offs_m = m0 + tl.arange(0, BLOCK_M)
         q = _load_rows(q_src, sqn, m0, end, offs_d, BLOCK_M, MASKED, USE_DESC)
@@ -222,16 +224,21 @@ def _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_ba
         dk += tl.dot(ds_t.to(q.dtype), q, input_precision=PRECISION)
         if FUSE_DQ:      # FlashAttention-2 style: this key block's share of dq, added atomically in fp32
             dq_part = tl.dot(tl.trans(ds_t).to(k.dtype), k, input_precision=PRECISION) * sm_scale
-            dq_ptrs = dq_base + offs_m[:, None] * HEAD_DIM + offs_d[None, :]
-            if MASKED:
-                tl.atomic_add(dq_ptrs, dq_part, mask=(offs_m < end)[:, None], sem="relaxed")
+            if TMA_ATOMIC:
+                # one bulk reduction per tile: rows past NQ are clipped; rows in [end, NQ) add exact
+                # zeros (their lse reads as +inf, so their p, ds and dq share are 0)
+                dq_dst.atomic_add([m0, 0], dq_part)
             else:
-                tl.atomic_add(dq_ptrs, dq_part, sem="relaxed")
+                dq_ptrs = dq_dst + offs_m[:, None] * HEAD_DIM + offs_d[None, :]
+                if MASKED:
+                    tl.atomic_add(dq_ptrs, dq_part, mask=(offs_m < end)[:, None], sem="relaxed")
+                else:
+                    tl.atomic_add(dq_ptrs, dq_part, sem="relaxed")
     return dk, dv
 
 
 @triton.autotune(configs=_configs(_BWD_DKDV, {"BLOCK_M": 16, "BLOCK_N": 32}),
-                 key=["HEAD_DIM", "PRECISION", "USE_DESC", "FUSE_DQ"],
+                 key=["HEAD_DIM", "PRECISION", "USE_DESC", "FUSE_DQ", "TMA_ATOMIC"],
                  reset_to_zero=["DQ32"])          # autotuning reruns the kernel: its atomics must not pile up
 @triton.jit
 def _window_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, QPOS, KPOS, QLO, QHI, DQ32,
@@ -239,7 +246,8 @@ def _window_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, QPOS, KPOS, QLO, QHI, DQ32
                      sdkb, sdkh, sdkn, sdvb, sdvh, sdvn,
                      H, NQ, NK, radius, qk_scale, sm_scale,
                      HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr,
-                     FUSE_DQ: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                     FUSE_DQ: tl.constexpr, TMA_ATOMIC: tl.constexpr, BLOCK_M: tl.constexpr,
+                     BLOCK_N: tl.constexpr):
     pid_n = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     b = bh // H
@@ -261,17 +269,21 @@ def _window_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, QPOS, KPOS, QLO, QHI, DQ32
     lse_base = LSE + bh * NQ
     delta_base = DELTA + bh * NQ
     dq_base = DQ32 + bh * NQ * HEAD_DIM          # (B, H, NQ, D) contiguous fp32; unused unless FUSE_DQ
+    if TMA_ATOMIC and USE_DESC:
+        dq_dst = tl.make_tensor_descriptor(dq_base, [NQ, HEAD_DIM], [HEAD_DIM, 1], [BLOCK_M, HEAD_DIM])
+    else:
+        dq_dst = dq_base
     dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
     dk, dv = _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_base, sqn, sdn, offs_d,
-                         lo, a, radius, qk_scale, dq_base, sm_scale, BLOCK_M, True, PRECISION, USE_DESC,
-                         FUSE_DQ, HEAD_DIM)
+                         lo, a, radius, qk_scale, dq_dst, sm_scale, BLOCK_M, True, PRECISION, USE_DESC,
+                         FUSE_DQ, HEAD_DIM, TMA_ATOMIC and USE_DESC)
     dk, dv = _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_base, sqn, sdn, offs_d,
-                         a, c, radius, qk_scale, dq_base, sm_scale, BLOCK_M, False, PRECISION, USE_DESC,
-                         FUSE_DQ, HEAD_DIM)
+                         a, c, radius, qk_scale, dq_dst, sm_scale, BLOCK_M, False, PRECISION, USE_DESC,
+                         FUSE_DQ, HEAD_DIM, TMA_ATOMIC and USE_DESC)
     dk, dv = _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_base, sqn, sdn, offs_d,
-                         c, hi, radius, qk_scale, dq_base, sm_scale, BLOCK_M, True, PRECISION, USE_DESC,
-                         FUSE_DQ, HEAD_DIM)
+                         c, hi, radius, qk_scale, dq_dst, sm_scale, BLOCK_M, True, PRECISION, USE_DESC,
+                         FUSE_DQ, HEAD_DIM, TMA_ATOMIC and USE_DESC)
     tl.store(DK + b * sdkb + h * sdkh + offs_n[:, None] * sdkn + offs_d[None, :],
              (dk * sm_scale).to(DK.dtype.element_ty), mask=col_ok[:, None])
     tl.store(DV + b * sdvb + h * sdvh + offs_n[:, None] * sdvn + offs_d[None, :],
@@ -378,8 +390,9 @@ _TMA = {"mode": os.environ.get("EFLOW_TRITON_TMA", "auto"), "broken": None}
 
 # Backward: "split" (default: a dk/dv kernel and a dq kernel, no atomics; 7 block matmuls per visible
 # pair) or "atomic" (FlashAttention-2 style: the dk/dv kernel also adds each key block's dq share into
-# an fp32 buffer with atomics; 5 matmuls, plus atomic traffic). EFLOW_TRITON_BWD picks one; the GPU
-# benchmark (benchmarks/attention.py) times both. The atomic sums run in no fixed order, so dq is not
+# an fp32 buffer with atomics; 5 matmuls, plus atomic traffic: with TMA descriptors on, one bulk
+# reduction per tile where this Triton has tensor_descriptor.atomic_add, added 2026-11-30 and not yet
+# timed). EFLOW_TRITON_BWD picks one; the GPU benchmark (benchmarks/attention.py) times both. The atomic sums run in no fixed order, so dq is not
 # bitwise reproducible from run to run (the trainer's exact resume holds with "split" only).
 _BWD = {"mode": "split"}
 
@@ -406,13 +419,18 @@ def set_tma_mode(mode: str) -> None:
 
 
 def tma_status() -> str:
-    """One line: whether the descriptor path is used and why (not)."""
+    """One line: whether the descriptor path is used and why (not), and whether the atomic backward's
+    dq adds are bulk reductions."""
     if _TMA["broken"]:
         return f"off: a descriptor launch failed ({_TMA['broken'][:200]})"
     if not hasattr(tl, "make_tensor_descriptor"):
         return "off: this Triton has no tl.make_tensor_descriptor"
-    return {"0": "off: EFLOW_TRITON_TMA=0", "1": "on where supported (EFLOW_TRITON_TMA=1)"}.get(
+    status = {"0": "off: EFLOW_TRITON_TMA=0", "1": "on where supported (EFLOW_TRITON_TMA=1)"}.get(
         _TMA["mode"], "auto: on for CUDA capability >= 9 with 16-byte aligned rows")
+    if _DESC_ATOMIC["broken"]:
+        return f"{status}; atomic backward: per-element dq atomics (bulk reductions failed: {_DESC_ATOMIC['broken'][:120]})"
+    return status + ("; atomic backward: bulk dq reductions" if _descriptor_atomics()
+                     else "; atomic backward: per-element dq atomics")
 
 
 def autotune_choices() -> dict[str, dict[str, str]]:
@@ -438,6 +456,17 @@ def _use_descriptors(*tensors: torch.Tensor) -> bool:
         if t.data_ptr() % 16 or any((st * t.element_size()) % 16 for st in t.stride()[:-1]):
             return False
     return True
+
+
+_DESC_ATOMIC = {"broken": None}     # why the bulk dq reductions failed, once they have
+
+
+def _descriptor_atomics() -> bool:
+    """Whether the atomic backward may add dq tiles through a descriptor (a bulk TMA reduction): this
+    Triton has `tensor_descriptor.atomic_add` (the interpreter does not implement it) and it has not
+    failed here. Applies only where the kernel also runs with descriptors (USE_DESC)."""
+    return (not INTERPRET and not _DESC_ATOMIC["broken"]
+            and hasattr(getattr(tl, "tensor_descriptor", None), "atomic_add"))
 
 
 def _scratch(size: int, alignment: int, stream):
@@ -541,10 +570,20 @@ def _window_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
     # the atomic path accumulates dq here; the split path never touches it (FUSE_DQ is a constexpr)
     dq32 = (torch.zeros(B, H, nq, D, dtype=torch.float32, device=q.device) if fuse_dq
             else torch.empty(1, dtype=torch.float32, device=q.device))
-    _launch(_window_bwd_dkdv, grid_kv,
-            (q, k, v, do, dk, dv, lse, delta, qpos32, kpos32, qlo, qhi, dq32, *_strides(q), *_strides(k),
-             *_strides(v), *_strides(do), *_strides(dk), *_strides(dv), *common),
-            _use_descriptors(q, do), HEAD_DIM=D, PRECISION=prec, FUSE_DQ=fuse_dq)
+    args = (q, k, v, do, dk, dv, lse, delta, qpos32, kpos32, qlo, qhi, dq32, *_strides(q), *_strides(k),
+            *_strides(v), *_strides(do), *_strides(dk), *_strides(dv), *common)
+    use_desc = _use_descriptors(q, do)
+    if fuse_dq and use_desc and _descriptor_atomics():
+        try:                    # its own fallback: a failure here turns off the bulk adds only, not TMA loads
+            _ensure_allocator(q.device)
+            _window_bwd_dkdv[grid_kv](*args, USE_DESC=True, HEAD_DIM=D, PRECISION=prec, FUSE_DQ=True, TMA_ATOMIC=True)
+            return dq32.to(q.dtype), dk, dv
+        except Exception as exc:                       # noqa: BLE001 - fall back, keep the message
+            _DESC_ATOMIC["broken"] = f"{type(exc).__name__}: {exc}"
+            warnings.warn(f"Triton window attention: bulk dq reductions failed, using per-element atomics "
+                          f"({type(exc).__name__}: {str(exc)[:300]})")
+            dq32.zero_()
+    _launch(_window_bwd_dkdv, grid_kv, args, use_desc, HEAD_DIM=D, PRECISION=prec, FUSE_DQ=fuse_dq, TMA_ATOMIC=False)
     if fuse_dq:
         return dq32.to(q.dtype), dk, dv
     dq = q.new_empty(q.shape)

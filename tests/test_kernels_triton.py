@@ -41,6 +41,36 @@ LINEAR_CASES = {
 TOL = {"float32": 1e-4, "float16": 5e-3}
 
 
+def _hopper_ptx_child() -> dict:
+    """Runs without the interpreter: compiles the dk/dv kernel's atomic backward for sm_90 (no GPU needed:
+    Triton's bundled ptxas), with and without the bulk dq reductions, and counts the adds in its PTX."""
+    import inspect
+    import re
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    sys.path.insert(0, str(ROOT))
+    from kernels import triton_window
+
+    fn = triton_window._window_bwd_dkdv.fn
+    names = list(inspect.signature(fn.fn).parameters)
+    pointers = {"LSE": "*fp32", "DELTA": "*fp32", "DQ32": "*fp32", "QPOS": "*i32", "KPOS": "*i32", "QLO": "*i32",
+                "QHI": "*i32", **{n: "*bf16" for n in ("Q", "K", "V", "DO", "DK", "DV")}}
+    out = {}
+    for tma_atomic in (True, False):
+        const = {"HEAD_DIM": 128, "PRECISION": "ieee", "USE_DESC": True, "FUSE_DQ": True, "TMA_ATOMIC": tma_atomic,
+                 "BLOCK_M": 64, "BLOCK_N": 64}
+        signature = {n: pointers.get(n) or ("constexpr" if n in const else
+                                            "fp32" if n in ("qk_scale", "sm_scale") else "i32") for n in names}
+        src = triton.compiler.ASTSource(fn=fn, signature=signature,
+                                        constexprs={(names.index(k),): v for k, v in const.items()})
+        ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8, "num_stages": 3}).asm["ptx"]
+        out[str(tma_atomic)] = {"bulk_reductions": ptx.count("cp.reduce.async.bulk.tensor"),
+                                "element_atomics": len(re.findall(r"(?:^|\s)(?:red|atom)\.[\w.]*add", ptx, re.M))}
+    return out
+
+
 def _child() -> dict:
     """Runs in the TRITON_INTERPRET=1 process: every case, as relative errors."""
     assert os.environ.get("TRITON_INTERPRET") == "1"
@@ -194,5 +224,25 @@ def test_interpreter_uses_one_config_and_auto_never_picks_triton_on_cpu(interpre
     assert meta["auto_cpu"] in ("sdpa", "chunked")   # but "auto" never picks it on the CPU
 
 
+def test_atomic_backward_adds_dq_tiles_as_bulk_reductions_on_hopper():
+    """The atomic backward's dq adds, compiled for sm_90 with TMA on: one bulk tensor reduction per phase
+    (masked edge, interior, masked edge) and no per-element atomics; without them, per-element atomics.
+    Only the lowering is pinned here (the interpreter cannot run descriptor reductions); the GPU benchmark
+    checks the values (benchmarks/attention.py, `triton_atomic_dq`)."""
+    import triton.language as tl
+
+    if not hasattr(getattr(tl, "tensor_descriptor", None), "atomic_add"):
+        pytest.skip("this Triton has no tensor_descriptor.atomic_add")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    res = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--hopper-ptx"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-4000:]
+    counts = json.loads(res.stdout.strip().splitlines()[-1])
+    assert counts["True"] == {"bulk_reductions": 3, "element_atomics": 0}, counts
+    assert counts["False"]["bulk_reductions"] == 0 and counts["False"]["element_atomics"] > 0, counts
+
+
 if __name__ == "__main__" and "--child" in sys.argv:
     print(json.dumps(_child()))
+if __name__ == "__main__" and "--hopper-ptx" in sys.argv:
+    print(json.dumps(_hopper_ptx_child()))
