@@ -1,7 +1,7 @@
 """The paper's objective and architecture ablations (Tab. 2, Tab. 4) at CPU or GPU scale (issue 6).
 
 Each variant x seed is one run of the project's trainer (`eflow_core.train.Trainer` on the
-`shapes-t2v` config with CPU-scale overrides) followed by the project's evaluator
+`shapes-t2v` config with the scale's overrides) followed by the project's evaluator
 (`eflow_core.metrics.evaluate.evaluate` on the training folder's EMA weights, 1 and 4 steps). Variants:
 
     pdg-sfm   the full method as configured for shapes-t2v: PDG guidance, FM + SCM, 75% token drop
@@ -11,6 +11,8 @@ Each variant x seed is one run of the project's trainer (`eflow_core.train.Train
               schedule, no SCM, no MVA; evaluated with the Euler ODE sampler and CFG (2 NFE a step)
     no-mva    pdg-sfm with mva_ratio 0 in every phase (the MVA share goes back to FM: 0.75 / 0.25)
     no-drop   pdg-sfm with drop_ratio 0 in every phase (dense all along; MVA phase unchanged)
+    fm-no-drop  fm with drop_ratio 0 in every phase: with fm, Tab. 2's Ours1 -> Ours2 as the paper ran
+              it (the drop comparison on the FM objective)
 
 Same model, data, steps, batch, learning rate and evaluation prompts (eval seed fixed) for every run;
 the seed changes the initialisation, the data order and every random draw of training. Runs go to
@@ -93,6 +95,8 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
            "ode"),
     "no-mva": (["flow.guidance=pdg", _phases(0.75, mva=False)], "solution"),
     "no-drop": (["flow.guidance=pdg", _phases(0.0, mva=True)], "solution"),
+    "fm-no-drop": (["flow.guidance=cfg", "flow.p_unguided=1.0", _phases(0.0, mva=False, fm_ratio=1.0, scm_ratio=0.0)],
+                   "ode"),
 }
 # (claim, variant expected better, variant compared against, kind): "lower" = the first should have the
 # lower 4-step probe-FD; "same" = the two should be within noise
@@ -100,7 +104,9 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
 # judged at equal NFE (FM rows from the main eval or `extra_evals`), and shown at equal steps too.
 CLAIMS = [("PDG-SFM 4 steps beats FM 4 steps (Tab. 4)", "pdg-sfm", "fm", "lower"),
           ("MVA lowers 4-step probe-FD (Tab. 2, Ours3 -> Ours4)", "pdg-sfm", "no-mva", "lower"),
-          ("75% drop within noise of no drop (Tab. 2, Ours1 -> Ours2)", "pdg-sfm", "no-drop", "same")]
+          ("75% drop within noise of no drop (Tab. 2, Ours1 -> Ours2)", "pdg-sfm", "no-drop", "same"),
+          ("75% drop within noise of no drop, FM objective (Tab. 2's Ours1 -> Ours2 as run)", "fm", "fm-no-drop",
+           "same")]
 ATTRS = [("color", "colour"), ("shape", "shape"), ("motion", "motion"), ("background", "bg"), ("all", "all")]
 
 
@@ -211,13 +217,18 @@ def evaluate_again(scale: str, variant: str, seed: int, runs_dir: str, threads: 
 
 # ------------------------------------------------------------------------------------------ output
 def load_results(path: Path, setup: dict) -> dict:
-    """The output file's content, or a fresh one; refuse one written with a different setup."""
+    """The output file's content, or a fresh one; refuse one written with a different setup. Variants
+    added to VARIANTS since the file was written are allowed (its own variants must be unchanged)."""
     if not path.exists():
         return {"setup": setup, "runs": []}
     data = json.loads(path.read_text())
-    if data.get("setup") != setup:
-        raise ValueError(f"{path} holds runs of a different setup (scale, overrides or eval); "
-                         f"give another --out or delete it")
+    old = data.get("setup", {})
+    same_rest = {k: v for k, v in old.items() if k != "variants"} == {k: v for k, v in setup.items() if k != "variants"}
+    same_variants = all(setup["variants"].get(name) == spec for name, spec in old.get("variants", {}).items())
+    if not (same_rest and same_variants):
+        raise ValueError(f"{path} holds runs of a different setup (scale, overrides, eval or a variant's "
+                         f"definition); give another --out or delete it")
+    data["setup"] = setup
     return data
 
 

@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = ["pdg-sfm", "fm", "no-mva", "no-drop"]
+VARIANTS = ["pdg-sfm", "fm", "no-mva", "no-drop", "fm-no-drop"]
 
 
 def _run(tmp_path, out, *extra, returncode=0):
@@ -26,11 +28,11 @@ def test_ablations_tiny_records_phases_and_resume(tmp_path):
     _, first = _run(tmp_path, out, "--variants", "pdg-sfm,fm")
     assert sorted((r["variant"], r["seed"]) for r in first["runs"]) == [("fm", 0), ("pdg-sfm", 0)]
 
-    # all four (the two finished ones are skipped), then FM again at 2 steps = 4 NFE, the pdg-sfm 4-step NFE
+    # all five (the two finished ones are skipped), then FM again at 2 steps = 4 NFE, the pdg-sfm 4-step NFE
     stdout, data = _run(tmp_path, out, "--extra", "fm:ode:default:2")
     assert "skip pdg-sfm seed 0" in stdout and "skip fm seed 0" in stdout
     runs = {r["variant"]: r for r in data["runs"]}
-    assert sorted(runs) == sorted(VARIANTS) and len(data["runs"]) == 4
+    assert sorted(runs) == sorted(VARIANTS) and len(data["runs"]) == len(VARIANTS)
     for old in first["runs"]:                               # finished records are kept as they were
         assert runs[old["variant"]] == old
 
@@ -44,13 +46,15 @@ def test_ablations_tiny_records_phases_and_resume(tmp_path):
         assert rec["train_seconds"] > 0 and rec["trained_steps"] == 10
 
     # the objective and schedule each variant actually trained with
-    assert runs["fm"]["sampler"] == "ode" and [r["nfe"] for r in runs["fm"]["eval"]["rows"]] == [2, 8]
+    for fm in ("fm", "fm-no-drop"):
+        assert runs[fm]["sampler"] == "ode" and [r["nfe"] for r in runs[fm]["eval"]["rows"]] == [2, 8]
     assert all(runs[v]["sampler"] == "solution" for v in ("pdg-sfm", "no-mva", "no-drop"))
     phases = {v: [(p["drop_ratio"], p["n_mva"] > 0, p["n_scm"] > 0) for p in r["phases"]] for v, r in runs.items()}
     assert phases["pdg-sfm"] == [(0.75, False, True), (0.0, True, True)]
     assert phases["fm"] == [(0.75, False, False), (0.0, False, False)]
     assert phases["no-mva"] == [(0.75, False, True), (0.0, False, True)]
     assert phases["no-drop"] == [(0.0, False, True), (0.0, True, True)]
+    assert phases["fm-no-drop"] == [(0.0, False, False), (0.0, False, False)]
     assert "PDG-SFM 4 steps beats FM 4 steps" in stdout and "real-vs-real probe-FD floor" in stdout
 
     # --extra: one record per finished fm run, the claim judged at equal NFE against it
@@ -80,3 +84,22 @@ def test_ablations_rejects_bad_gpu_and_extra_specs(tmp_path):
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert proc.returncode == 2 and "error:" in proc.stderr, (flags, proc.stderr[-500:])
         assert not out.exists()
+
+
+def test_results_file_of_an_older_variant_list_still_loads(tmp_path):
+    """A file written before a variant was added loads (and reports); one whose variant changed does not."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ablations", ROOT / "benchmarks" / "ablations.py")
+    ablations = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablations)
+    setup = ablations.setup_of("tiny")
+    older = {**setup, "variants": {k: v for k, v in setup["variants"].items() if k != "fm-no-drop"}}
+    path = tmp_path / "older.json"
+    path.write_text(json.dumps({"setup": older, "runs": []}))
+    assert ablations.load_results(path, setup)["setup"] == setup
+    changed = json.loads(json.dumps(older))
+    changed["variants"]["fm"]["sampler"] = "solution"
+    path.write_text(json.dumps({"setup": changed, "runs": []}))
+    with pytest.raises(ValueError, match="different setup"):
+        ablations.load_results(path, setup)
