@@ -300,7 +300,8 @@ def format_extra(data: dict) -> list[str]:
     """The `extra_evals` table: every (variant, sampler, guidance, steps) with probe-FD per seed."""
     if not data.get("extra_evals"):
         return []
-    lines = ["", "every sampler x guidance setting with extra evaluations (same runs, prompts and noise; main rows included):",
+    lines = ["", "every sampler x guidance setting with extra evaluations "
+                 "(same runs, prompts and noise; main rows included):",
              "variant  sampler   guid  steps NFE  probe-FD mean ± std [per seed]        shape      bg"]
     extra_keys = {(r["variant"], r["eval"]["sampler"], r["eval"]["guidance"]) for r in data["extra_evals"]}
     for (variant, sampler, guidance), cells in sorted(eval_groups(data).items(), key=lambda kv: str(kv[0])):

@@ -392,8 +392,9 @@ _TMA = {"mode": os.environ.get("EFLOW_TRITON_TMA", "auto"), "broken": None}
 # pair) or "atomic" (FlashAttention-2 style: the dk/dv kernel also adds each key block's dq share into
 # an fp32 buffer with atomics; 5 matmuls, plus atomic traffic: with TMA descriptors on, one bulk
 # reduction per tile where this Triton has tensor_descriptor.atomic_add, added 2026-11-30 and not yet
-# timed). EFLOW_TRITON_BWD picks one; the GPU benchmark (benchmarks/attention.py) times both. The atomic sums run in no fixed order, so dq is not
-# bitwise reproducible from run to run (the trainer's exact resume holds with "split" only).
+# timed). EFLOW_TRITON_BWD picks one; the GPU benchmark (benchmarks/attention.py) times both. The
+# atomic sums run in no fixed order, so dq is not bitwise reproducible from run to run (the trainer's
+# exact resume holds with "split" only).
 _BWD = {"mode": "split"}
 
 
@@ -428,7 +429,8 @@ def tma_status() -> str:
     status = {"0": "off: EFLOW_TRITON_TMA=0", "1": "on where supported (EFLOW_TRITON_TMA=1)"}.get(
         _TMA["mode"], "auto: on for CUDA capability >= 9 with 16-byte aligned rows")
     if _DESC_ATOMIC["broken"]:
-        return f"{status}; atomic backward: per-element dq atomics (bulk reductions failed: {_DESC_ATOMIC['broken'][:120]})"
+        return (f"{status}; atomic backward: per-element dq atomics "
+                f"(bulk reductions failed: {_DESC_ATOMIC['broken'][:120]})")
     return status + ("; atomic backward: bulk dq reductions" if _descriptor_atomics()
                      else "; atomic backward: per-element dq atomics")
 
