@@ -98,15 +98,16 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "fm-no-drop": (["flow.guidance=cfg", "flow.p_unguided=1.0", _phases(0.0, mva=False, fm_ratio=1.0, scm_ratio=0.0)],
                    "ode"),
 }
-# (claim, variant expected better, variant compared against, kind): "lower" = the first should have the
-# lower 4-step probe-FD; "same" = the two should be within noise
-# Tab. 4 compares the objectives at the same 4 NFE, which for FM (Euler + CFG, 2 NFE a step) is 2 steps: claim 1 is
-# judged at equal NFE (FM rows from the main eval or `extra_evals`), and shown at equal steps too.
-CLAIMS = [("PDG-SFM 4 steps beats FM 4 steps (Tab. 4)", "pdg-sfm", "fm", "lower"),
-          ("MVA lowers 4-step probe-FD (Tab. 2, Ours3 -> Ours4)", "pdg-sfm", "no-mva", "lower"),
-          ("75% drop within noise of no drop (Tab. 2, Ours1 -> Ours2)", "pdg-sfm", "no-drop", "same"),
+# (claim, variant expected better, variant compared against, kind, at equal NFE): "lower" = the first should
+# have the lower 4-step probe-FD; "same" = the two should be within noise. Tab. 4 compares the objectives at
+# the same 4 NFE, which for FM (Euler + CFG, 2 NFE a step) is 2 steps: a claim marked "at equal NFE" is
+# judged against every row of the second variant with the first's 4-step NFE (main eval or `extra_evals`),
+# and shown at equal steps too.
+CLAIMS = [("PDG-SFM 4 steps beats FM 4 steps (Tab. 4)", "pdg-sfm", "fm", "lower", True),
+          ("MVA lowers 4-step probe-FD (Tab. 2, Ours3 -> Ours4)", "pdg-sfm", "no-mva", "lower", False),
+          ("75% drop within noise of no drop (Tab. 2, Ours1 -> Ours2)", "pdg-sfm", "no-drop", "same", False),
           ("75% drop within noise of no drop, FM objective (Tab. 2's Ours1 -> Ours2 as run)", "fm", "fm-no-drop",
-           "same")]
+           "same", False)]
 ATTRS = [("color", "colour"), ("shape", "shape"), ("motion", "motion"), ("background", "bg"), ("all", "all")]
 
 
@@ -122,22 +123,28 @@ def setup_of(scale: str) -> dict:
             "variants": {name: {"overrides": o, "sampler": s} for name, (o, s) in VARIANTS.items()}}
 
 
-def run_one(scale: str, variant: str, seed: int, runs_dir: str, threads: int, stop_after: float | None = None,
-            gpu: str | None = None) -> dict:
-    """Train (or resume) one variant x seed, evaluate its EMA weights; returns the JSON record.
-
-    gpu: the CUDA device index this run trains and evaluates on (None: the CPU). It must be set before
-    this process first touches CUDA, so GPU runs each get a fresh process (`main`'s pool).
-    stop_after: seconds of training in this call; a run stopped by it saves its checkpoint and returns
-    {"unfinished": True, "step", "steps"} instead of a record (the next invocation resumes it)."""
+def _torch_on(gpu: str | None, threads: int):
+    """torch for one run on CUDA device `gpu` (None: the CPU) with `threads` CPU threads. The device is
+    chosen before this process first touches CUDA, so GPU runs each get a fresh process (`main`'s pool)."""
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     import torch
 
+    torch.set_num_threads(threads)
+    return torch
+
+
+def run_one(scale: str, variant: str, seed: int, runs_dir: str, threads: int, stop_after: float | None = None,
+            gpu: str | None = None) -> dict:
+    """Train (or resume) one variant x seed, evaluate its EMA weights; returns the JSON record.
+
+    gpu: the CUDA device index this run trains and evaluates on (None: the CPU; see `_torch_on`).
+    stop_after: seconds of training in this call; a run stopped by it saves its checkpoint and returns
+    {"unfinished": True, "step", "steps"} instead of a record (the next invocation resumes it)."""
+    _torch_on(gpu, threads)
     from eflow_core.config import load_train_config
     from eflow_core.train import Trainer
 
-    torch.set_num_threads(threads)
     overrides = run_overrides(scale, variant, seed)
     config = load_train_config(BASE_CONFIG, overrides)
     out = Path(runs_dir) / f"{variant}-seed{seed}"
@@ -203,11 +210,7 @@ def parse_extra(spec: str) -> tuple[str, str, float | None, tuple[int, ...]]:
 def evaluate_again(scale: str, variant: str, seed: int, runs_dir: str, threads: int, sampler: str,
                    guidance: float | None, steps: tuple[int, ...], gpu: str | None = None) -> dict:
     """One `--extra` evaluation of a finished run (another sampler, guidance or step counts); its record."""
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    import torch
-
-    torch.set_num_threads(threads)
+    torch = _torch_on(gpu, threads)
     start = time.perf_counter()
     results = _evaluate_run(Path(runs_dir) / f"{variant}-seed{seed}", scale, sampler, guidance, steps, gpu)
     return {"variant": variant, "seed": seed, "spec": [sampler, guidance, list(steps)], "eval": results,
@@ -341,12 +344,12 @@ def format_report(data: dict) -> str:
     for problem in config_mismatches(data):
         lines.append(f"WARNING: {problem}")
     lines.append("")
-    for index, (text, a, b, kind) in enumerate(CLAIMS):
+    for text, a, b, kind, equal_nfe in CLAIMS:
         if a not in summary or b not in summary or 4 not in summary[a] or 4 not in summary[b]:
             lines.append(f"{text}: not measured ({a} or {b} missing)")
             continue
         fd = {v: dict(zip(summary[v][4]["seeds"], summary[v][4]["probe_fd"])) for v in (a, b)}
-        if index == 0:      # Tab. 4: equal NFE; a's 4-step rows against every b row of the same NFE
+        if equal_nfe:       # a's 4-step rows against every b row of the same NFE
             nfe_a = summary[a][4]["nfe"]
             matched = [(key, {seed: row["probe_fd"] for seed, row in cells[(steps, nfe)].items()})
                        for key, cells in eval_groups(data).items() if key[0] == b
@@ -422,67 +425,55 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skip {v} seed {s}: finished in {out}")
     start = time.perf_counter()
 
-    def record(rec: dict) -> None:
-        data["runs"].append(rec)
-        atomic_write_json(out, data)
-        fd = ", ".join(f"{r['steps']} steps {r['probe_fd']:.1f}" for r in rec["eval"]["rows"])
-        print(f"done {rec['variant']} seed {rec['seed']}: train {rec['train_seconds']:.0f}s, eval "
-              f"{rec['eval_seconds']:.0f}s, probe-FD {fd} [{time.perf_counter() - start:.0f}s]", flush=True)
-
     failed, unfinished = [], []
 
-    def collect(run: tuple[str, int], result) -> None:
-        """result: a zero-argument callable giving the record (or raising what the run raised)."""
+    def collect(label: str, result) -> None:
+        """result: a zero-argument callable giving a run's record, an `--extra` record (it has "spec"), or
+        {"unfinished": ...} for a run --stop-after stopped (or raising what the call raised)."""
         try:
             rec = result()
-            if rec.get("unfinished"):
-                unfinished.append(run)
-                print(f"stopped {run[0]} seed {run[1]} at step {rec['step']} of {rec['steps']} (--stop-after): "
-                      f"rerun the same command to resume it", flush=True)
-            else:
-                record(rec)
         except (ValueError, FileNotFoundError, FloatingPointError, RuntimeError) as err:
-            failed.append(run)
-            print(f"error: {run[0]} seed {run[1]} failed: {err}", file=sys.stderr, flush=True)
+            failed.append(label)
+            print(f"error: {label} failed: {err}", file=sys.stderr, flush=True)
+            return
+        if rec.get("unfinished"):
+            unfinished.append(label)
+            print(f"stopped {label} at step {rec['step']} of {rec['steps']} (--stop-after): "
+                  f"rerun the same command to resume it", flush=True)
+            return
+        (data.setdefault("extra_evals", []) if "spec" in rec else data["runs"]).append(rec)
+        atomic_write_json(out, data)
+        fd = ", ".join(f"{r['steps']} steps {r['probe_fd']:.1f}" for r in rec["eval"]["rows"])
+        took = (f"eval {rec['eval_seconds']:.0f}s" if "spec" in rec
+                else f"train {rec['train_seconds']:.0f}s, eval {rec['eval_seconds']:.0f}s")
+        print(f"done {label}: {took}, probe-FD {fd} [{time.perf_counter() - start:.0f}s]", flush=True)
 
-    def execute(calls: list[tuple[tuple[str, int], object, tuple]], handle) -> None:
-        """calls: [(run, function, args without the trailing gpu)]; the i-th gets the i-th of --gpus in turn.
+    def execute(calls: list[tuple[str, object, tuple]]) -> None:
+        """calls: [(label, function, args without the trailing gpu)]; the i-th gets the i-th of --gpus in turn.
         In this process when --jobs 1 and no GPU, else one fresh process per call (it picks its GPU before
-        touching CUDA). handle(run, result) gets a zero-argument callable giving the result."""
+        touching CUDA); each result goes to `collect`."""
         gpu_at = [gpus[i % len(gpus)] if gpus else None for i in range(len(calls))]
         if args.jobs <= 1 and not gpus:
-            for run, fn, fn_args in calls:
-                handle(run, lambda: fn(*fn_args, None))
+            for label, fn, fn_args in calls:
+                collect(label, lambda: fn(*fn_args, None))
             return
         with ProcessPoolExecutor(max_workers=max(args.jobs, 1), mp_context=get_context("spawn"),
                                  max_tasks_per_child=1) as pool:
-            pending = {pool.submit(fn, *fn_args, gpu): run for (run, fn, fn_args), gpu in zip(calls, gpu_at)}
+            pending = {pool.submit(fn, *fn_args, gpu): label for (label, fn, fn_args), gpu in zip(calls, gpu_at)}
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    handle(pending.pop(future), future.result)
-
-    def collect_extra(run: tuple[str, int], result) -> None:
-        try:
-            rec = result()
-        except (ValueError, FileNotFoundError, RuntimeError) as err:
-            failed.append(run)
-            print(f"error: extra evaluation of {run[0]} seed {run[1]} failed: {err}", file=sys.stderr, flush=True)
-            return
-        data.setdefault("extra_evals", []).append(rec)
-        atomic_write_json(out, data)
-        fd = ", ".join(f"{r['steps']} steps {r['probe_fd']:.1f}" for r in rec["eval"]["rows"])
-        print(f"extra {rec['variant']} seed {rec['seed']} {rec['spec']}: probe-FD {fd}", flush=True)
+                    collect(pending.pop(future), future.result)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    execute([((v, s), run_one, (scale, v, s, args.runs_dir, args.threads, args.stop_after)) for v, s in todo],
-            collect)
+    execute([(f"{v} seed {s}", run_one, (scale, v, s, args.runs_dir, args.threads, args.stop_after))
+             for v, s in todo])
     finished_runs = {(r["variant"], r["seed"]) for r in data["runs"]}
     evaluated = {(r["variant"], r["seed"], json.dumps(r["spec"])) for r in data.get("extra_evals", [])}
-    extra_calls = [((v, s), evaluate_again, (scale, v, s, args.runs_dir, args.threads, sampler, guidance, steps))
-                   for v, sampler, guidance, steps in extras for s in seeds
-                   if (v, s) in finished_runs and (v, s, json.dumps([sampler, guidance, list(steps)])) not in evaluated]
-    execute(extra_calls, collect_extra)
+    execute([(f"extra evaluation {[sampler, guidance, list(steps)]} of {v} seed {s}", evaluate_again,
+              (scale, v, s, args.runs_dir, args.threads, sampler, guidance, steps))
+             for v, sampler, guidance, steps in extras for s in seeds
+             if (v, s) in finished_runs and (v, s, json.dumps([sampler, guidance, list(steps)])) not in evaluated])
     print(format_report(data))
     if unfinished:
         print(f"{len(unfinished)} run(s) unfinished: rerun the same command to resume them")

@@ -12,7 +12,8 @@
 # runs/MODEL-TAG and exports as MODEL-TAG, so candidates of one model train side by side and are
 # compared before one ships (2026-11-30: shapes-t2v:p1, 1x1x1 patches, beside the shipped 1x2x2).
 # INIT=shipped starts a candidate from its MODEL's shipped weights too; INIT_<RUN> overrides INIT for
-# one run (a candidate with another architecture cannot start from them: INIT_shapes_t2v_p1=none). EVAL=STEPS (e.g. 1,4) evaluates each exported run on its
+# one run (a candidate with another architecture cannot start from them: INIT_shapes_t2v_p1=none).
+# EVAL=STEPS (e.g. 1,4) evaluates each exported run on its
 # GPU (`eval --steps STEPS`, 300 prompts) into RUN-eval.json inside the run's tgz; for shapes-t2v the
 # caption cache must then hold the held-out captions too (`data text-cache --include-eval`): the GPU
 # image lacks the MiniLM package.

@@ -483,18 +483,25 @@ def _ensure_allocator(device: torch.device) -> None:
         triton.set_allocator(_scratch)
 
 
+def _try_descriptor_launch(kernel, grid, args, broken: dict, fallback: str, **meta) -> bool:
+    """Launch a variant that uses tensor descriptors (USE_DESC=True); if it fails to compile or launch,
+    record why in `broken` (so it is not tried again), warn once that `fallback` runs instead, and
+    return False."""
+    try:
+        _ensure_allocator(args[0].device)
+        kernel[grid](*args, USE_DESC=True, **meta)
+        return True
+    except Exception as exc:                           # noqa: BLE001 - fall back, keep the message
+        broken["broken"] = f"{type(exc).__name__}: {exc}"
+        warnings.warn(f"Triton window attention: {fallback} ({type(exc).__name__}: {str(exc)[:300]})")
+        return False
+
+
 def _launch(kernel, grid, args, use_desc: bool, **meta) -> None:
-    """Launch with USE_DESC; if the descriptor variant fails to compile or launch, record it, warn
-    once and run the pointer-load variant (same results)."""
-    if use_desc:
-        try:
-            _ensure_allocator(args[0].device)
-            kernel[grid](*args, USE_DESC=True, **meta)
-            return
-        except Exception as exc:                       # noqa: BLE001 - fall back, keep the message
-            _TMA["broken"] = f"{type(exc).__name__}: {exc}"
-            warnings.warn(f"Triton window attention: TMA descriptor path failed, using pointer loads "
-                          f"({type(exc).__name__}: {str(exc)[:300]})")
+    """Launch with USE_DESC; if the descriptor variant fails, run the pointer-load variant (same results)."""
+    if use_desc and _try_descriptor_launch(kernel, grid, args, _TMA,
+                                           "TMA descriptor path failed, using pointer loads", **meta):
+        return
     kernel[grid](*args, USE_DESC=False, **meta)
 
 
@@ -576,15 +583,12 @@ def _window_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
             *_strides(v), *_strides(do), *_strides(dk), *_strides(dv), *common)
     use_desc = _use_descriptors(q, do)
     if fuse_dq and use_desc and _descriptor_atomics():
-        try:                    # its own fallback: a failure here turns off the bulk adds only, not TMA loads
-            _ensure_allocator(q.device)
-            _window_bwd_dkdv[grid_kv](*args, USE_DESC=True, HEAD_DIM=D, PRECISION=prec, FUSE_DQ=True, TMA_ATOMIC=True)
+        # its own fallback: a failure here turns off the bulk adds only, not TMA loads
+        if _try_descriptor_launch(_window_bwd_dkdv, grid_kv, args, _DESC_ATOMIC,
+                                  "bulk dq reductions failed, using per-element atomics",
+                                  HEAD_DIM=D, PRECISION=prec, FUSE_DQ=True, TMA_ATOMIC=True):
             return dq32.to(q.dtype), dk, dv
-        except Exception as exc:                       # noqa: BLE001 - fall back, keep the message
-            _DESC_ATOMIC["broken"] = f"{type(exc).__name__}: {exc}"
-            warnings.warn(f"Triton window attention: bulk dq reductions failed, using per-element atomics "
-                          f"({type(exc).__name__}: {str(exc)[:300]})")
-            dq32.zero_()
+        dq32.zero_()
     _launch(_window_bwd_dkdv, grid_kv, args, use_desc, HEAD_DIM=D, PRECISION=prec, FUSE_DQ=fuse_dq, TMA_ATOMIC=False)
     if fuse_dq:
         return dq32.to(q.dtype), dk, dv
