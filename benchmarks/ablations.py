@@ -16,13 +16,19 @@ Each variant x seed is one run of the project's trainer (`eflow_core.train.Train
 
 Same model, data, steps, batch, learning rate and evaluation prompts (eval seed fixed) for every run;
 the seed changes the initialisation, the data order and every random draw of training. Runs go to
-`--runs-dir/<variant>-seed<k>/`; a run interrupted in training resumes from its checkpoint. The JSON at
-`--out` gets one record per finished run as it finishes, so a rerun skips finished runs.
+`--runs-dir/<variant>-seed<k>/`; a run interrupted in training resumes from its checkpoint. With
+`--share-trunk`, variants that differ only in their last phase (pdg-sfm and no-mva: MVA or not in App. C.1's
+final 20%) train the steps before it once per seed (`--runs-dir/trunk-<variants>-seed<k>/`) and each continues
+from that checkpoint: the arms of a seed are the same model until the phase they differ in, and the trunk's
+steps are trained once. The JSON at `--out` gets one record per finished run as it finishes, so a rerun
+skips finished runs.
 
     OMP_NUM_THREADS=1 python benchmarks/ablations.py --jobs 2 --seeds 0,1,2,3,4 --runs-dir /tmp/ablations \\
         --out docs/results/2026-11-23-cpu-ablations.json          # 2 processes x 1 thread: ~47 min, 2 cores
     python benchmarks/ablations.py --scale gpu --gpus 0,1 --jobs 6 --seeds 0,1 --variants pdg-sfm,fm,no-mva \\
         --stop-after 450 --runs-dir runs/ablations-gpu --out runs/ablations-gpu.json   # a lent GPU; rerun to resume
+    python benchmarks/ablations.py --scale gpu --steps 1600 --share-trunk --variants pdg-sfm,no-mva,no-drop \\
+        --gpus 0,1 --jobs 6 --stop-after 540 --runs-dir runs/ablations-long --out runs/ablations-long.json
     python benchmarks/ablations.py --tiny --runs-dir /tmp/ablations-tiny --out /tmp/ablations-tiny.json
     python benchmarks/ablations.py --out docs/results/2026-11-23-cpu-ablations.json --report   # table only
 
@@ -41,10 +47,12 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -111,16 +119,66 @@ CLAIMS = [("PDG-SFM 4 steps beats FM 4 steps (Tab. 4)", "pdg-sfm", "fm", "lower"
 ATTRS = [("color", "colour"), ("shape", "shape"), ("motion", "motion"), ("background", "bg"), ("all", "all")]
 
 
-def run_overrides(scale: str, variant: str, seed: int) -> list[str]:
-    """The full `key=value` override list of one run (also stored in its record)."""
-    return [f"data.text_cache={ROOT / '.cache' / 'text'}", *SCALES[scale], *VARIANTS[variant][0],
-            f"seed={seed}", "checkpoint_every=100000"]
+@dataclass(frozen=True)
+class Plan:
+    """What every run of one invocation shares (picklable: each GPU run gets it in a fresh process).
+
+    scale: a key of SCALES; steps: the run length instead of the scale's (None: the scale's; the phase
+    boundaries stay fractions of it); share_trunk: variants whose configs agree on every phase but the last
+    train those phases once per seed (`trunk_groups`); deadline: `time.time()` at which every run of this
+    invocation stops training and saves to resume (--stop-after), including runs started late (branches)."""
+    scale: str
+    runs_dir: str
+    threads: int = 1
+    steps: int | None = None
+    share_trunk: bool = False
+    deadline: float | None = None
+
+    def seconds_left(self) -> float | None:
+        """Training seconds a run starting now may take in this invocation (None: no bound)."""
+        return None if self.deadline is None else max(self.deadline - time.time(), 0.0)
+
+    def scale_overrides(self) -> list[str]:
+        return [*SCALES[self.scale], *([f"steps={self.steps}"] if self.steps is not None else [])]
+
+    def overrides(self, variant: str, seed: int) -> list[str]:
+        """The full `key=value` override list of one run (also stored in its record)."""
+        return [f"data.text_cache={ROOT / '.cache' / 'text'}", *self.scale_overrides(), *VARIANTS[variant][0],
+                f"seed={seed}", "checkpoint_every=100000"]
+
+    def setup(self) -> dict:
+        """What every run of an output file shares; a rerun refuses a file written with another setup."""
+        setup = {"base_config": BASE_CONFIG, "scale": self.scale, "scale_overrides": self.scale_overrides(),
+                 "eval": EVAL[self.scale],
+                 "variants": {name: {"overrides": o, "sampler": s} for name, (o, s) in VARIANTS.items()}}
+        if self.share_trunk:        # absent when off: files written before the option still load
+            setup["share_trunk"] = True
+        return setup
 
 
 def setup_of(scale: str) -> dict:
-    """What every run of an output file shares; a rerun refuses a file written with another setup."""
-    return {"base_config": BASE_CONFIG, "scale": scale, "scale_overrides": SCALES[scale], "eval": EVAL[scale],
-            "variants": {name: {"overrides": o, "sampler": s} for name, (o, s) in VARIANTS.items()}}
+    """The setup of a plain run of `scale` (no step override, no shared trunks)."""
+    return Plan(scale, runs_dir="").setup()
+
+
+def trunk_groups(plan: Plan, variants: list[str]) -> list[list[str]]:
+    """Groups (of 2 or more, in `variants` order) of the variants whose configs are equal but for the last
+    phase: with the same seed they train the same steps up to it (init, data order and every draw are
+    seeded by the step), so `--share-trunk` trains those steps once per seed and branches each variant
+    from that checkpoint (e.g. pdg-sfm / no-mva, which differ only in App. C.1's dense + MVA phase)."""
+    from eflow_core.config import load_train_config
+
+    groups: dict[str, list[str]] = {}
+    for variant in variants:
+        config = load_train_config(BASE_CONFIG, plan.overrides(variant, 0)).to_dict()
+        phases = config.pop("phases")
+        if len(phases) > 1:
+            groups.setdefault(json.dumps([config, phases[:-1]], sort_keys=True), []).append(variant)
+    return [members for members in groups.values() if len(members) > 1]
+
+
+def trunk_dir(plan: Plan, members: list[str], seed: int) -> Path:
+    return Path(plan.runs_dir) / f"trunk-{'+'.join(members)}-seed{seed}"
 
 
 def _torch_on(gpu: str | None, threads: int):
@@ -134,48 +192,95 @@ def _torch_on(gpu: str | None, threads: int):
     return torch
 
 
-def run_one(scale: str, variant: str, seed: int, runs_dir: str, threads: int, stop_after: float | None = None,
-            gpu: str | None = None) -> dict:
-    """Train (or resume) one variant x seed, evaluate its EMA weights; returns the JSON record.
+def _phase_starts(history: list[dict]) -> list[dict]:
+    """First step of each phase a call trained, and what it trained with (drop ratio, batch shares)."""
+    phases = {}
+    for row in history:
+        phases.setdefault(row["phase"], {"phase": row["phase"], "first_step": row["step"] - 1,
+                                         "drop_ratio": row["drop_ratio"], "n_fm": row.get("n_fm"),
+                                         "n_scm": row.get("n_scm"), "n_mva": row.get("n_mva")})
+    return [phases[k] for k in sorted(phases)]
 
-    gpu: the CUDA device index this run trains and evaluates on (None: the CPU; see `_torch_on`).
-    stop_after: seconds of training in this call; a run stopped by it saves its checkpoint and returns
-    {"unfinished": True, "step", "steps"} instead of a record (the next invocation resumes it)."""
-    _torch_on(gpu, threads)
+
+def _trainer(plan: Plan, variant: str, seed: int, out: Path, gpu: str | None):
+    """(Trainer for one variant x seed writing to `out`, its config); refuses a folder of another config."""
     from eflow_core.config import load_train_config
     from eflow_core.train import Trainer
 
-    overrides = run_overrides(scale, variant, seed)
-    config = load_train_config(BASE_CONFIG, overrides)
-    out = Path(runs_dir) / f"{variant}-seed{seed}"
+    config = load_train_config(BASE_CONFIG, plan.overrides(variant, seed))
     saved = out / "config.json"
     if saved.exists() and json.loads(saved.read_text()) != json.loads(json.dumps(config.to_dict())):
         raise ValueError(f"{out} holds a run with another config; give another --runs-dir or delete it")
+    return Trainer(config, out, cpu=gpu is None, progress=False), config
+
+
+def train_trunk(plan: Plan, members: list[str], seed: int, gpu: str | None = None) -> dict:
+    """Train the steps `members` share (every phase but the last; `members[0]`'s config) into `trunk_dir`.
+    Returns {"kind": "trunk", "trunk": members, "seed", "steps", "done", "phases", ...}; "done" is False
+    when --stop-after stopped it first."""
+    _torch_on(gpu, plan.threads)
+    from eflow_core.train import phase_at
+
+    out = trunk_dir(plan, members, seed)
+    trainer, config = _trainer(plan, members[0], seed, out, gpu)
+    last = len(config.phases) - 1
+    boundary = next(step for step in range(config.steps + 1) if phase_at(config, step)[0] == last)
+    history = trainer.fit(stop_at=boundary, stop_after=plan.seconds_left())
+    train_s = trainer.train_seconds + time.perf_counter() - trainer.call_start     # earlier calls too
+    return {"kind": "trunk", "trunk": members, "seed": seed, "dir": str(out), "steps": boundary,
+            "done": trainer.step >= boundary, "step": trainer.step, "phases": _phase_starts(history),
+            "train_seconds": round(train_s, 1), "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _branch_from(trunk: dict, out: Path) -> None:
+    """Start `out` from the trunk's checkpoint (weights, EMA, optimizer, schedule, step) unless it has one."""
+    if (out / "checkpoint" / "state.json").exists():
+        return
+    source = Path(trunk["dir"])
+    state = json.loads((source / "checkpoint" / "state.json").read_text())
+    if state["step"] != trunk["steps"]:
+        raise ValueError(f"trunk {source} is at step {state['step']}, not its end {trunk['steps']}")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source / "checkpoint", out / "checkpoint.tmp", dirs_exist_ok=True)
+    if (source / "metrics.csv").exists():
+        shutil.copy2(source / "metrics.csv", out / "metrics.csv")
+    (out / "checkpoint.tmp").rename(out / "checkpoint")
+
+
+def run_one(plan: Plan, variant: str, seed: int, trunk: dict | None = None, gpu: str | None = None) -> dict:
+    """Train (or resume) one variant x seed, evaluate its EMA weights; returns the JSON record.
+
+    trunk: a finished `train_trunk` record this run branches from (its steps are not trained again).
+    gpu: the CUDA device index this run trains and evaluates on (None: the CPU; see `_torch_on`).
+    A run stopped by plan.deadline saves its checkpoint and returns {"unfinished": True, "step", "steps"}
+    instead of a record (the next invocation resumes it)."""
+    _torch_on(gpu, plan.threads)
+    out = Path(plan.runs_dir) / f"{variant}-seed{seed}"
+    if trunk is not None:
+        _branch_from(trunk, out)
     start = time.perf_counter()
-    trainer = Trainer(config, out, cpu=gpu is None, progress=False)
-    history = trainer.fit(stop_after=stop_after)
+    trainer, config = _trainer(plan, variant, seed, out, gpu)
+    history = trainer.fit(stop_after=plan.seconds_left())
     train_s = trainer.train_seconds + time.perf_counter() - start     # earlier calls of a resumed run too
     device_name = trainer.run_record["device"]
     if trainer.step < config.steps:
         return {"unfinished": True, "variant": variant, "seed": seed, "step": trainer.step, "steps": config.steps}
-    phases = {}
-    for row in history:     # first step of each phase this call trained, and what it trained with
-        phases.setdefault(row["phase"], {"phase": row["phase"], "first_step": row["step"] - 1,
-                                         "drop_ratio": row["drop_ratio"], "n_fm": row.get("n_fm"),
-                                         "n_scm": row.get("n_scm"), "n_mva": row.get("n_mva")})
     tail = [row["loss"] for row in history[-50:]]
     del trainer
 
     start = time.perf_counter()
-    results = _evaluate_run(out, scale, VARIANTS[variant][1], None, tuple(EVAL[scale]["steps"]), gpu)
+    results = _evaluate_run(out, plan.scale, VARIANTS[variant][1], None, tuple(EVAL[plan.scale]["steps"]), gpu)
     eval_s = time.perf_counter() - start
-    return {"variant": variant, "seed": seed, "run_dir": str(out), "overrides": overrides,
-            "sampler": VARIANTS[variant][1], "config": json.loads(saved.read_text()), "device": device_name,
-            "trained_steps": config.steps, "resumed_steps": config.steps - len(history),
-            "phases": [phases[k] for k in sorted(phases)],
-            "final_loss_mean": statistics.fmean(tail) if tail else None,
-            "train_seconds": round(train_s, 1), "eval_seconds": round(eval_s, 1), "eval": results,
-            "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    record = {"variant": variant, "seed": seed, "run_dir": str(out), "overrides": plan.overrides(variant, seed),
+              "sampler": VARIANTS[variant][1], "config": json.loads((out / "config.json").read_text()),
+              "device": device_name, "trained_steps": config.steps, "resumed_steps": config.steps - len(history),
+              "phases": _phase_starts(history),
+              "final_loss_mean": statistics.fmean(tail) if tail else None,
+              "train_seconds": round(train_s, 1), "eval_seconds": round(eval_s, 1), "eval": results,
+              "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if trunk is not None:   # train_seconds counts the trunk's too (its checkpoint carries them)
+        record["trunk"] = {key: trunk[key] for key in ("trunk", "dir", "steps", "phases")}
+    return record
 
 
 def _evaluate_run(run_dir: Path, scale: str, sampler: str, guidance: float | None, steps: tuple[int, ...],
@@ -207,12 +312,12 @@ def parse_extra(spec: str) -> tuple[str, str, float | None, tuple[int, ...]]:
     return variant, sampler, scale_value, step_counts
 
 
-def evaluate_again(scale: str, variant: str, seed: int, runs_dir: str, threads: int, sampler: str,
-                   guidance: float | None, steps: tuple[int, ...], gpu: str | None = None) -> dict:
+def evaluate_again(plan: Plan, variant: str, seed: int, sampler: str, guidance: float | None,
+                   steps: tuple[int, ...], gpu: str | None = None) -> dict:
     """One `--extra` evaluation of a finished run (another sampler, guidance or step counts); its record."""
-    torch = _torch_on(gpu, threads)
+    torch = _torch_on(gpu, plan.threads)
     start = time.perf_counter()
-    results = _evaluate_run(Path(runs_dir) / f"{variant}-seed{seed}", scale, sampler, guidance, steps, gpu)
+    results = _evaluate_run(Path(plan.runs_dir) / f"{variant}-seed{seed}", plan.scale, sampler, guidance, steps, gpu)
     return {"variant": variant, "seed": seed, "spec": [sampler, guidance, list(steps)], "eval": results,
             "device": torch.cuda.get_device_name() if gpu is not None else "cpu",
             "eval_seconds": round(time.perf_counter() - start, 1), "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -343,6 +448,9 @@ def format_report(data: dict) -> str:
         for v in VARIANTS if v in summary and 4 in summary[v]))
     for problem in config_mismatches(data):
         lines.append(f"WARNING: {problem}")
+    for members, steps in sorted({(tuple(t["trunk"]), t["steps"]) for t in data.get("trunks", [])}):
+        lines.append(f"{' and '.join(members)} share their first {steps} steps per seed (one trunk, --share-trunk): "
+                     f"their paired differences come from the last phase alone")
     lines.append("")
     for text, a, b, kind, equal_nfe in CLAIMS:
         if a not in summary or b not in summary or 4 not in summary[a] or 4 not in summary[b]:
@@ -379,10 +487,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cpu: the 1.5M-parameter model of the 2026-11-23 runs; gpu: the shipped model at batch 128")
     p.add_argument("--tiny", action="store_true", help="seconds-long plumbing check (tests), not numbers")
     p.add_argument("--gpus", default=None,
-                   help="CUDA device indices the runs are dealt to in turn, e.g. 0,1 (repeat one to give it more "
-                        "runs: 1,1,0); each run trains and evaluates on its own GPU in its own process")
+                   help="CUDA device indices for the runs, e.g. 0,1 (repeat one to give it more runs: 1,1,0); "
+                        "each run trains and evaluates on its own GPU in its own process")
+    p.add_argument("--steps", type=int, default=None,
+                   help="training steps per run instead of the scale's (phase boundaries stay fractions of it)")
+    p.add_argument("--share-trunk", action="store_true",
+                   help="train the steps that variants share (configs equal but for the last phase: pdg-sfm and "
+                        "no-mva) once per seed and branch each from that checkpoint; paired arms, less compute")
     p.add_argument("--stop-after", type=float, default=None,
-                   help="seconds of training per run in this call: unfinished runs save and resume on a rerun")
+                   help="seconds after this invocation starts at which every run stops training (runs started "
+                        "later too: a trunk's branches); unfinished runs save and resume on a rerun")
     p.add_argument("--extra", action="append", default=[], metavar="VARIANT:SAMPLER:GUIDANCE:STEPS",
                    help="evaluate the finished runs of VARIANT (--seeds) again, e.g. fm:ode:default:2 (FM at 4 NFE); "
                         "repeatable; records go to the file's extra_evals")
@@ -394,7 +508,8 @@ def main(argv: list[str] | None = None) -> int:
     from eflow_core.checkpoint import atomic_write_json
 
     args = build_parser().parse_args(argv)
-    scale = "tiny" if args.tiny else args.scale
+    plan = Plan("tiny" if args.tiny else args.scale, args.runs_dir, args.threads, args.steps, args.share_trunk,
+                None if args.stop_after is None else time.time() + args.stop_after)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -405,9 +520,11 @@ def main(argv: list[str] | None = None) -> int:
         gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else []
         if any(not g.isdigit() for g in gpus):
             raise ValueError(f"--gpus takes CUDA device indices such as 0,1, not {args.gpus!r}")
+        if args.steps is not None and args.steps < 1:
+            raise ValueError(f"--steps must be a positive step count, not {args.steps}")
         extras = [parse_extra(spec) for spec in args.extra]
         out = Path(args.out)
-        data = load_results(out, setup_of(scale))
+        data = load_results(out, plan.setup())
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -423,55 +540,92 @@ def main(argv: list[str] | None = None) -> int:
     todo = [(v, s) for s in seeds for v in variants if (v, s) not in done]
     for v, s in sorted(done):
         print(f"skip {v} seed {s}: finished in {out}")
+    groups = trunk_groups(plan, variants) if plan.share_trunk else []
+    branched = {v for members in groups for v in members}
+    trunks = {(tuple(t["trunk"]), t["seed"]): t for t in data.get("trunks", [])}     # finished trunks
     start = time.perf_counter()
 
     failed, unfinished = [], []
 
-    def collect(label: str, result) -> None:
-        """result: a zero-argument callable giving a run's record, an `--extra` record (it has "spec"), or
-        {"unfinished": ...} for a run --stop-after stopped (or raising what the call raised)."""
+    def arms(trunk: dict) -> list[tuple[str, object, tuple]]:
+        """The run calls of a finished trunk's variants still to do for its seed."""
+        return [(f"{v} seed {trunk['seed']}", run_one, (plan, v, trunk["seed"], trunk))
+                for v in trunk["trunk"] if (v, trunk["seed"]) in todo]
+
+    def collect(label: str, result) -> list[tuple[str, object, tuple]]:
+        """result: a zero-argument callable giving a run's record, a trunk's record (kind "trunk"), an
+        `--extra` record (it has "spec"), or {"unfinished": ...} for a run --stop-after stopped (or raising
+        what the call raised). Returns the calls it makes possible: a finished trunk's branches."""
         try:
             rec = result()
-        except (ValueError, FileNotFoundError, FloatingPointError, RuntimeError) as err:
+        except Exception as err:        # any failure: the other runs go on and keep their records
             failed.append(label)
-            print(f"error: {label} failed: {err}", file=sys.stderr, flush=True)
-            return
-        if rec.get("unfinished"):
+            where = f"\n{err.__cause__}" if err.__cause__ else ""      # a worker's traceback
+            print(f"error: {label} failed: {type(err).__name__}: {err}{where}", file=sys.stderr, flush=True)
+            return []
+        if rec.get("unfinished") or (rec.get("kind") == "trunk" and not rec["done"]):
             unfinished.append(label)
             print(f"stopped {label} at step {rec['step']} of {rec['steps']} (--stop-after): "
                   f"rerun the same command to resume it", flush=True)
-            return
+            return []
+        if rec.get("kind") == "trunk":
+            data.setdefault("trunks", []).append(rec)
+            atomic_write_json(out, data)
+            print(f"done {label}: {rec['steps']} steps, train {rec['train_seconds']:.0f}s; branching "
+                  f"{', '.join(rec['trunk'])} [{time.perf_counter() - start:.0f}s]", flush=True)
+            return arms(rec)
         (data.setdefault("extra_evals", []) if "spec" in rec else data["runs"]).append(rec)
         atomic_write_json(out, data)
         fd = ", ".join(f"{r['steps']} steps {r['probe_fd']:.1f}" for r in rec["eval"]["rows"])
         took = (f"eval {rec['eval_seconds']:.0f}s" if "spec" in rec
                 else f"train {rec['train_seconds']:.0f}s, eval {rec['eval_seconds']:.0f}s")
         print(f"done {label}: {took}, probe-FD {fd} [{time.perf_counter() - start:.0f}s]", flush=True)
+        return []
 
     def execute(calls: list[tuple[str, object, tuple]]) -> None:
-        """calls: [(label, function, args without the trailing gpu)]; the i-th gets the i-th of --gpus in turn.
-        In this process when --jobs 1 and no GPU, else one fresh process per call (it picks its GPU before
-        touching CUDA); each result goes to `collect`."""
-        gpu_at = [gpus[i % len(gpus)] if gpus else None for i in range(len(calls))]
+        """calls: [(label, function, positional args)] (the GPU goes as `gpu=`), plus the calls `collect`
+        adds. In this process when --jobs 1 and no GPU, else one fresh process per call (it picks its GPU
+        before touching CUDA), at most --jobs at a time, each started on the GPU of --gpus with the fewest
+        running calls per listing (`--gpus 1,1,0`: GPU 1 takes two for GPU 0's one)."""
+        queue = list(calls)
         if args.jobs <= 1 and not gpus:
-            for label, fn, fn_args in calls:
-                collect(label, lambda: fn(*fn_args, None))
+            while queue:
+                label, fn, fn_args = queue.pop(0)
+                queue.extend(collect(label, lambda: fn(*fn_args, gpu=None)))
             return
+        weight = {g: gpus.count(g) for g in gpus}
+        running = dict.fromkeys(weight, 0)
         with ProcessPoolExecutor(max_workers=max(args.jobs, 1), mp_context=get_context("spawn"),
                                  max_tasks_per_child=1) as pool:
-            pending = {pool.submit(fn, *fn_args, gpu): label for (label, fn, fn_args), gpu in zip(calls, gpu_at)}
-            while pending:
+            pending: dict = {}
+            while queue or pending:
+                while queue and len(pending) < max(args.jobs, 1):
+                    label, fn, fn_args = queue.pop(0)
+                    gpu = min(weight, key=lambda g: running[g] / weight[g]) if gpus else None
+                    if gpu is not None:
+                        running[gpu] += 1
+                    pending[pool.submit(fn, *fn_args, gpu=gpu)] = (label, gpu)
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    collect(pending.pop(future), future.result)
+                    label, gpu = pending.pop(future)
+                    if gpu is not None:
+                        running[gpu] -= 1
+                    queue.extend(collect(label, future.result))
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    execute([(f"{v} seed {s}", run_one, (scale, v, s, args.runs_dir, args.threads, args.stop_after))
-             for v, s in todo])
+    calls = [(f"{v} seed {s}", run_one, (plan, v, s)) for v, s in todo if v not in branched]
+    for members in groups:
+        for s in seeds:
+            if not any((v, s) in todo for v in members):
+                continue
+            trunk = trunks.get((tuple(members), s))
+            calls += (arms(trunk) if trunk else
+                      [(f"trunk of {'+'.join(members)} seed {s}", train_trunk, (plan, members, s))])
+    execute(calls)
     finished_runs = {(r["variant"], r["seed"]) for r in data["runs"]}
     evaluated = {(r["variant"], r["seed"], json.dumps(r["spec"])) for r in data.get("extra_evals", [])}
     execute([(f"extra evaluation {[sampler, guidance, list(steps)]} of {v} seed {s}", evaluate_again,
-              (scale, v, s, args.runs_dir, args.threads, sampler, guidance, steps))
+              (plan, v, s, sampler, guidance, steps))
              for v, sampler, guidance, steps in extras for s in seeds
              if (v, s) in finished_runs and (v, s, json.dumps([sampler, guidance, list(steps)])) not in evaluated])
     print(format_report(data))

@@ -54,8 +54,9 @@ def _configs(gpu_list, interp):
 # BLOCK_M the query step. Configs that do not fit (fp32, head dim 256) are skipped by autotune
 # (OutOfResources); the small last config of each list keeps those compilable.
 _FWD = [(128, 64, 8, 3), (128, 64, 8, 2), (128, 128, 8, 2), (64, 64, 4, 3), (64, 128, 4, 2), (32, 32, 4, 2)]
-# The backward lists end with the shapes of Triton's fused-attention tutorial on Hopper (4 warps, 5
-# stages; 32 x 128 for dk/dv, 128 x 32 for dq), added after the 2026-11-23 runs and not yet timed.
+# The backward lists hold the shapes of Triton's fused-attention tutorial on Hopper (4 warps, 5 stages;
+# 32 x 128 for dk/dv, 128 x 32 for dq). Autotune did not pick them in runs D and E (docs/BENCHMARKS.md §3,
+# N = 32,760, head dim 128), where Triton 3.6's ptxas spills 3.4 KB and 0.8 KB inside their loops.
 _BWD_DKDV = [(64, 64, 8, 3), (64, 64, 8, 2), (128, 32, 8, 2), (32, 128, 8, 3), (32, 128, 4, 5), (64, 128, 8, 3),
              (16, 32, 4, 2)]
 _BWD_DQ = [(64, 64, 8, 3), (64, 128, 8, 2), (32, 128, 8, 2), (128, 64, 8, 2), (128, 32, 4, 5), (128, 64, 8, 3),

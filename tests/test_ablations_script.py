@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ["pdg-sfm", "fm", "no-mva", "no-drop", "fm-no-drop"]
@@ -92,6 +93,7 @@ def test_results_file_of_an_older_variant_list_still_loads(tmp_path):
 
     spec = importlib.util.spec_from_file_location("ablations", ROOT / "benchmarks" / "ablations.py")
     ablations = importlib.util.module_from_spec(spec)
+    sys.modules["ablations"] = ablations        # its dataclass resolves annotations through sys.modules
     spec.loader.exec_module(ablations)
     setup = ablations.setup_of("tiny")
     older = {**setup, "variants": {k: v for k, v in setup["variants"].items() if k != "fm-no-drop"}}
@@ -103,3 +105,39 @@ def test_results_file_of_an_older_variant_list_still_loads(tmp_path):
     path.write_text(json.dumps({"setup": changed, "runs": []}))
     with pytest.raises(ValueError, match="different setup"):
         ablations.load_results(path, setup)
+
+
+def test_share_trunk_arms_equal_independent_runs(tmp_path):
+    """--share-trunk: pdg-sfm and no-mva train their shared 80% once per seed, then branch. A branched arm is
+    the run an independent training gives (same seed: same init, data order and draws), on the CPU exactly."""
+    from safetensors.torch import load_file
+
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    _run(alone, alone / "out.json", "--variants", "no-mva", "--steps", "12")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    stdout, data = _run(shared, shared / "out.json", "--variants", "pdg-sfm,no-mva", "--steps", "12",
+                        "--share-trunk", "--jobs", "2")     # the process pool: branches start when the trunk ends
+    assert data["setup"]["share_trunk"] is True and "steps=12" in data["setup"]["scale_overrides"]
+    (trunk,) = data["trunks"]
+    assert trunk["trunk"] == ["pdg-sfm", "no-mva"] and trunk["steps"] == 10 and trunk["done"]   # ceil(0.8 * 12)
+    assert [p["drop_ratio"] for p in trunk["phases"]] == [0.75]
+    runs = {r["variant"]: r for r in data["runs"]}
+    for rec in runs.values():
+        assert rec["trunk"]["steps"] == 10 and rec["trained_steps"] == 12 and rec["resumed_steps"] == 10
+        assert [(p["first_step"], p["drop_ratio"]) for p in rec["phases"]] == [(10, 0.0)]
+    assert runs["pdg-sfm"]["phases"][0]["n_mva"] > 0 and runs["no-mva"]["phases"][0]["n_mva"] == 0
+    ema = lambda root: load_file(str(root / "runs" / "no-mva-seed0" / "checkpoint" / "ema.safetensors"))
+    branched, independent = ema(shared), ema(alone)
+    assert branched.keys() == independent.keys()
+    for name, value in independent.items():
+        torch.testing.assert_close(branched[name], value, rtol=0, atol=1e-6, msg=name)
+    pdg = load_file(str(shared / "runs" / "pdg-sfm-seed0" / "checkpoint" / "ema.safetensors"))
+    assert any(not torch.equal(pdg[name], value) for name, value in branched.items())   # the arms do differ
+
+    # a rerun with the trunk recorded skips everything; a file without --share-trunk refuses the option
+    stdout, again = _run(shared, shared / "out.json", "--variants", "pdg-sfm,no-mva", "--steps", "12",
+                         "--share-trunk")
+    assert "skip no-mva seed 0" in stdout and len(again["trunks"]) == 1 and len(again["runs"]) == 2
+    _run(alone, alone / "out.json", "--variants", "no-mva", "--steps", "12", "--share-trunk", returncode=2)
