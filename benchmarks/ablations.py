@@ -36,9 +36,12 @@ skips finished runs.
 ("default": the model's) or step counts, same prompts, into the file's `extra_evals` (e.g. FM at the 4 NFE
 of Tab. 4 is 2 Euler + CFG steps: `--extra fm:ode:default:2`).
 
+`--figure PAGE.html` draws each claim's comparison (per-seed pairs, means ± std, the real-vs-real floor) with
+plotly, after a run or with `--report`.
+
 Prints, per variant and step count, mean ± std over seeds of probe-FD and adherence (colour, shape,
-motion, background, all) with the per-seed values, the real-vs-real probe-FD floor, and for each of
-the three claims the 4-step probe-FD gap against the seed spread (sum of the two stds) and the paired
+motion, background, all) with the per-seed values, the real-vs-real probe-FD floor, and for each
+claim the 4-step probe-FD gap against the seed spread (sum of the two stds) and the paired
 per-seed differences (a seed gives every variant the same initialisation and data order).
 """
 from __future__ import annotations
@@ -452,9 +455,21 @@ def format_report(data: dict) -> str:
         lines.append(f"{' and '.join(members)} share their first {steps} steps per seed (one trunk, --share-trunk): "
                      f"their paired differences come from the last phase alone")
     lines.append("")
+    for text, a, b, kind, fd_a, fd_b in claim_comparisons(data):
+        lines.append(text if fd_a is None else _claim_line(text, a, b, kind, fd_a, fd_b))
+    lines.extend(format_extra(data))
+    return "\n".join(lines)
+
+
+def claim_comparisons(data: dict) -> list[tuple]:
+    """Every comparison the claims make: (text, a, b, kind, {seed: a's 4-step probe-FD}, {seed: b's}), the
+    two dicts None (and the text saying why) when not measured. A claim at equal NFE gives one comparison
+    per row of b with a's 4-step NFE (main eval or `extra_evals`), then the one at equal steps."""
+    summary = summarise(data)
+    out = []
     for text, a, b, kind, equal_nfe in CLAIMS:
         if a not in summary or b not in summary or 4 not in summary[a] or 4 not in summary[b]:
-            lines.append(f"{text}: not measured ({a} or {b} missing)")
+            out.append((f"{text}: not measured ({a} or {b} missing)", a, b, kind, None, None))
             continue
         fd = {v: dict(zip(summary[v][4]["seeds"], summary[v][4]["probe_fd"])) for v in (a, b)}
         if equal_nfe:       # a's 4-step rows against every b row of the same NFE
@@ -463,14 +478,68 @@ def format_report(data: dict) -> str:
                        for key, cells in eval_groups(data).items() if key[0] == b
                        for steps, nfe in sorted(cells) if nfe == nfe_a]
             if not matched:
-                lines.append(f"{text}, at equal NFE ({nfe_a}): not measured ({b} has no {nfe_a}-NFE row: --extra)")
+                out.append((f"{text}, at equal NFE ({nfe_a}): not measured ({b} has no {nfe_a}-NFE row: --extra)",
+                            a, b, kind, None, None))
             for (_, sampler, guidance), fd_b in matched:
-                lines.append(_claim_line(f"{text}, at equal NFE ({nfe_a}; {b} {sampler}, guidance {guidance:g})",
-                                         a, b, kind, fd[a], fd_b))
+                out.append((f"{text}, at equal NFE ({nfe_a}; {b} {sampler}, guidance {guidance:g})",
+                            a, b, kind, fd[a], fd_b))
             text = f"{text}, at equal steps ({b} {summary[b][4]['nfe']} NFE)"
-        lines.append(_claim_line(text, a, b, kind, fd[a], fd[b]))
-    lines.extend(format_extra(data))
-    return "\n".join(lines)
+        out.append((text, a, b, kind, fd[a], fd[b]))
+    return out
+
+
+def write_figure(data: dict, path: Path, plotlyjs: str = "inline") -> str:
+    """The measured claims as a plotly HTML page: per comparison, each seed's probe-FD of both variants
+    joined by a line (the pairing), the means ± std beside them and the real-vs-real floor dashed."""
+    try:
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+    except ImportError:
+        return "plotly not installed: figure skipped"
+    measured = [c for c in claim_comparisons(data) if c[4] is not None]
+    if not measured:
+        return "no claim measured: figure skipped"
+    columns = min(len(measured), 3)
+    rows = -(-len(measured) // columns)
+    titles = [_wrap(text, 48) for text, *_ in measured]
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=titles, vertical_spacing=0.22)
+    floor = statistics.fmean(r["eval"]["real_fd_floor"] for r in data["runs"])
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+    for i, (_, a, b, _, fd_a, fd_b) in enumerate(measured):
+        row, col = i // columns + 1, i % columns + 1
+        for j, seed in enumerate(sorted(set(fd_a) & set(fd_b))):
+            fig.add_trace(go.Scatter(x=[a, b], y=[fd_a[seed], fd_b[seed]], mode="lines+markers",
+                                     name=f"seed {seed}", legendgroup=f"seed {seed}", showlegend=i == 0,
+                                     line=dict(color=palette[j % len(palette)], width=1)), row=row, col=col)
+        for variant, fd in ((a, fd_a), (b, fd_b)):
+            mean, std = _mean_std(list(fd.values()))
+            fig.add_trace(go.Scatter(x=[variant], y=[mean], mode="markers", name="mean ± std",
+                                     legendgroup="mean", showlegend=i == 0 and variant == a,
+                                     marker=dict(color="black", symbol="diamond", size=11),
+                                     error_y=dict(type="data", array=[std])), row=row, col=col)
+        fig.add_hline(y=floor, line_dash="dot", line_color="gray", row=row, col=col)
+    fig.update_yaxes(title_text="4-step probe-FD (lower is better)", rangemode="tozero", col=1)
+    config = data["runs"][0]["config"]
+    shared = ", arms branched from one trunk per seed" if data["setup"].get("share_trunk") else ""
+    fig.update_layout(title=dict(text=f"Paper claims, {data['setup']['scale']} scale: {config['steps']} steps at batch "
+                                      f"{config['batch_size']}{shared}<br>dotted: real-vs-real probe-FD floor "
+                                      f"{floor:.2f}", font=dict(size=15)),
+                      template="plotly_white", height=420 * rows + 60, width=max(440 * columns, 720),
+                      margin=dict(t=130))
+    fig.write_html(str(path), include_plotlyjs=True if plotlyjs == "inline" else "cdn")
+    return str(path)
+
+
+def _wrap(text: str, width: int) -> str:
+    """Plotly titles do not wrap: break `text` into <br>-joined lines of at most `width` characters."""
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return "<br>".join([*lines, line])
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -501,6 +570,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate the finished runs of VARIANT (--seeds) again, e.g. fm:ode:default:2 (FM at 4 NFE); "
                         "repeatable; records go to the file's extra_evals")
     p.add_argument("--report", action="store_true", help="print the table of --out and exit")
+    p.add_argument("--figure", default=None, metavar="HTML",
+                   help="also write the claims as a plotly page here (per-seed pairs, means, the floor)")
+    p.add_argument("--plotlyjs", default="inline", choices=["inline", "cdn"],
+                   help="plotly.js inside the page (works offline) or from its CDN (a 10 KB page)")
     return p
 
 
@@ -530,6 +603,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.report:
         print(format_report(data))
+        if args.figure:
+            print(write_figure(data, Path(args.figure), args.plotlyjs))
         return 0
     data.setdefault("machine", {"platform": platform.platform(), "processor": platform.processor(),
                                 "cpus": os.cpu_count(), "jobs": args.jobs, "threads_per_run": args.threads,
@@ -629,6 +704,8 @@ def main(argv: list[str] | None = None) -> int:
              for v, sampler, guidance, steps in extras for s in seeds
              if (v, s) in finished_runs and (v, s, json.dumps([sampler, guidance, list(steps)])) not in evaluated])
     print(format_report(data))
+    if args.figure:
+        print(write_figure(data, Path(args.figure), args.plotlyjs))
     if unfinished:
         print(f"{len(unfinished)} run(s) unfinished: rerun the same command to resume them")
     return 1 if failed else (3 if unfinished else 0)

@@ -136,8 +136,11 @@ def test_share_trunk_arms_equal_independent_runs(tmp_path):
     pdg = load_file(str(shared / "runs" / "pdg-sfm-seed0" / "checkpoint" / "ema.safetensors"))
     assert any(not torch.equal(pdg[name], value) for name, value in branched.items())   # the arms do differ
 
-    # a rerun with the trunk recorded skips everything; a file without --share-trunk refuses the option
+    # a rerun with the trunk recorded skips everything (and draws the claims); a file without --share-trunk
+    # refuses the option
     stdout, again = _run(shared, shared / "out.json", "--variants", "pdg-sfm,no-mva", "--steps", "12",
-                         "--share-trunk")
+                         "--share-trunk", "--figure", str(shared / "claims.html"), "--plotlyjs", "cdn")
     assert "skip no-mva seed 0" in stdout and len(again["trunks"]) == 1 and len(again["runs"]) == 2
+    page = (shared / "claims.html").read_text()
+    assert "MVA lowers 4-step probe-FD" in page and "arms branched from one trunk per seed" in page
     _run(alone, alone / "out.json", "--variants", "no-mva", "--steps", "12", "--share-trunk", returncode=2)
