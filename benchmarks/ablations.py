@@ -180,6 +180,10 @@ def trunk_groups(plan: Plan, variants: list[str]) -> list[list[str]]:
     return [members for members in groups.values() if len(members) > 1]
 
 
+def run_dir(plan: Plan, variant: str, seed: int) -> Path:
+    return Path(plan.runs_dir) / f"{variant}-seed{seed}"
+
+
 def trunk_dir(plan: Plan, members: list[str], seed: int) -> Path:
     return Path(plan.runs_dir) / f"trunk-{'+'.join(members)}-seed{seed}"
 
@@ -225,11 +229,12 @@ def train_trunk(plan: Plan, members: list[str], seed: int, gpu: str | None = Non
     from eflow_core.train import phase_at
 
     out = trunk_dir(plan, members, seed)
+    start = time.perf_counter()
     trainer, config = _trainer(plan, members[0], seed, out, gpu)
     last = len(config.phases) - 1
     boundary = next(step for step in range(config.steps + 1) if phase_at(config, step)[0] == last)
     history = trainer.fit(stop_at=boundary, stop_after=plan.seconds_left())
-    train_s = trainer.train_seconds + time.perf_counter() - trainer.call_start     # earlier calls too
+    train_s = trainer.train_seconds + time.perf_counter() - start     # earlier calls of a resumed trunk too
     return {"kind": "trunk", "trunk": members, "seed": seed, "dir": str(out), "steps": boundary,
             "done": trainer.step >= boundary, "step": trainer.step, "phases": _phase_starts(history),
             "train_seconds": round(train_s, 1), "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -258,7 +263,7 @@ def run_one(plan: Plan, variant: str, seed: int, trunk: dict | None = None, gpu:
     A run stopped by plan.deadline saves its checkpoint and returns {"unfinished": True, "step", "steps"}
     instead of a record (the next invocation resumes it)."""
     _torch_on(gpu, plan.threads)
-    out = Path(plan.runs_dir) / f"{variant}-seed{seed}"
+    out = run_dir(plan, variant, seed)
     if trunk is not None:
         _branch_from(trunk, out)
     start = time.perf_counter()
@@ -320,7 +325,7 @@ def evaluate_again(plan: Plan, variant: str, seed: int, sampler: str, guidance: 
     """One `--extra` evaluation of a finished run (another sampler, guidance or step counts); its record."""
     torch = _torch_on(gpu, plan.threads)
     start = time.perf_counter()
-    results = _evaluate_run(Path(plan.runs_dir) / f"{variant}-seed{seed}", plan.scale, sampler, guidance, steps, gpu)
+    results = _evaluate_run(run_dir(plan, variant, seed), plan.scale, sampler, guidance, steps, gpu)
     return {"variant": variant, "seed": seed, "spec": [sampler, guidance, list(steps)], "eval": results,
             "device": torch.cuda.get_device_name() if gpu is not None else "cpu",
             "eval_seconds": round(time.perf_counter() - start, 1), "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")}

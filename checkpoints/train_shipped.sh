@@ -82,8 +82,7 @@ train_one() {   # RUN GPU_INDEX
   name=$(run_name "$run"); init=$(run_init "$run")
   local common="steps=20000 batch_size=$BATCH warmup_steps=100 model.backend=sdpa data.num_workers=$WORKERS compile=$COMPILE"
   case $init in none) ;; shipped) common="$common init_from=checkpoints/$model" ;; *) common="$common init_from=$init" ;; esac
-  local own="EXTRA_${model//-/_}"
-  common="$common ${EXTRA:-} ${!own:-}"
+  common="$common ${EXTRA:-} $(run_var EXTRA "$model")"
   [ "$name" != "$model" ] && common="$common $(run_var EXTRA "$run")"
   case $model in
     shapes-t2v)
