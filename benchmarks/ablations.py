@@ -615,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "cpus": os.cpu_count(), "jobs": args.jobs, "threads_per_run": args.threads,
                                 "gpus": gpus})
     invocation = ["python benchmarks/ablations.py", *(argv if argv is not None else sys.argv[1:])]
-    data.setdefault("commands", []).append(" ".join(invocation))      # every invocation that added runs
+    data.setdefault("commands", []).append(" ".join(invocation))      # every invocation that trained
     done = {(r["variant"], r["seed"]) for r in data["runs"]}
     todo = [(v, s) for s in seeds for v in variants if (v, s) not in done]
     for v, s in sorted(done):
@@ -711,7 +711,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_report(data))
     if args.figure:
         print(write_figure(data, Path(args.figure), args.plotlyjs))
-    if unfinished:
+    if unfinished:      # `collect` writes on each finished record; this keeps the command of a call that
+        atomic_write_json(out, data)        # only left checkpoints (its steps count in the next record)
         print(f"{len(unfinished)} run(s) unfinished: rerun the same command to resume them")
     return 1 if failed else (3 if unfinished else 0)
 

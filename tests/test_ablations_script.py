@@ -71,10 +71,13 @@ def test_ablations_tiny_records_phases_and_resume(tmp_path):
 def test_ablations_stop_after_leaves_a_run_to_resume(tmp_path):
     out = tmp_path / "ablations.json"
     stdout, data = _run(tmp_path, out, "--variants", "no-mva", "--stop-after", "0", returncode=3)
-    assert "stopped no-mva seed 0 at step 0 of 10" in stdout and not (data and data["runs"])
+    assert "stopped no-mva seed 0 at step 0 of 10" in stdout and not data["runs"]
+    (stopped,) = data["commands"]               # the stopped call is on record, though it finished nothing
+    assert "--stop-after 0" in stopped
     stdout, data = _run(tmp_path, out, "--variants", "no-mva")
     (rec,) = data["runs"]
     assert rec["trained_steps"] == 10 and rec["variant"] == "no-mva"
+    assert len(data["commands"]) == 2 and "--stop-after" not in data["commands"][1]
 
 
 def test_ablations_rejects_bad_gpu_and_extra_specs(tmp_path):
