@@ -3,12 +3,12 @@
 For each token count N (3..80 latent frames x 1,560 tokens) and each of dense / 75%-dropped
 (a sorted random quarter of the positions per batch row), 12 heads x 128, bf16, radius 3,120:
   (a) correctness of the window kernel: forward against an fp32 reference on 256 random query rows
-      (against all keys), rel. error < 1e-2; dq, dk, dv of both Triton backwards ("split" and the
+      (against all keys), rel. error < 1e-2; dq, dk, dv of every Triton backward ("split" and the
       FlashAttention-2 style "atomic") against the exact fp32 "chunked" backend on the same device,
       rel. error < 2e-2 (up to --max-grad-n tokens, default all); FlexAttention's forward and the
       Triton linear attention are checked too;
   (b) median latency (triton.testing.do_bench) of forward and forward+backward: Triton window (and
-      forward+backward with the atomic backward),
+      forward+backward with each other backward),
       FlexAttention with the same band (compiled, block mask with _compile=True), full softmax SDPA
       with the cuDNN and the flash backend, flash-attn's window when installed (dense only), linear
       attention (Triton vs torch einsum);
@@ -259,9 +259,17 @@ def compiled_glga_core():
     return torch.compile(glga_core)
 
 
+def other_backwards(window_backend: str) -> tuple[str, ...]:
+    """The Triton backwards other than the one in use ("window_triton"), each checked and timed too."""
+    if window_backend != "triton":
+        return ()
+    from kernels.triton_window import BACKWARD_MODES, backward_mode
+    return tuple(mode for mode in BACKWARD_MODES if mode != backward_mode())
+
+
 @contextlib.contextmanager
 def triton_backward_mode(mode: str):
-    """Within the block the Triton window kernel uses this backward ("split" or "atomic")."""
+    """Within the block the Triton window kernel uses this backward (one of BACKWARD_MODES)."""
     from kernels.triton_window import backward_mode, set_backward_mode
     before = backward_mode()
     set_backward_mode(mode)
@@ -303,10 +311,10 @@ def run_shape(n_full: int, mode: str, args, device: torch.device, dtype: torch.d
             ref_backend = "chunked" if cuda else "reference"
             g = gradient_rel_errors(window_backend, q, k, v, pos, pos, radius, do, ref_backend=ref_backend)
             checks.update({f"{window_backend}_{key}": val for key, val in g.items()})
-            if window_backend == "triton":                 # the FlashAttention-2 style backward too
-                with triton_backward_mode("atomic"):
+            for other in other_backwards(window_backend):
+                with triton_backward_mode(other):
                     g = gradient_rel_errors("triton", q, k, v, pos, pos, radius, do, ref_backend=ref_backend)
-                checks.update({f"triton_atomic_{key}": val for key, val in g.items()})
+                checks.update({f"triton_{other.replace('-', '_')}_{key}": val for key, val in g.items()})
         except Exception as exc:                                   # noqa: BLE001
             checks[f"{window_backend}_grads"] = None
             row["notes"].append(f"gradient check failed: {type(exc).__name__}: {str(exc)[:300]}")
@@ -350,9 +358,9 @@ def run_shape(n_full: int, mode: str, args, device: torch.device, dtype: torch.d
 
     add(f"window_{window_backend}",
         lambda a, b, c: kernels.window_attention(a, b, c, pos, pos, radius, backend=window_backend), flop=flops)
-    if window_backend == "triton":
-        with triton_backward_mode("atomic"):
-            add("window_triton_atomic_bwd",
+    for other in other_backwards(window_backend):
+        with triton_backward_mode(other):
+            add(f"window_triton_{other.replace('-', '_')}_bwd",
                 lambda a, b, c: kernels.window_attention(a, b, c, pos, pos, radius, backend="triton"), flop=flops)
     if block_mask is not None:
         from kernels.flex import flex_window_attention

@@ -1,0 +1,112 @@
+"""Where the Triton window backward spends its time, kernel by kernel (issue 5).
+
+`benchmarks/attention.py` times forward + backward as a whole; this script runs only the backward op
+(`eflow::triton_window_bwd`) of each backward mode ("split", "atomic") on one shape and
+reads each kernel's GPU time from the CUDA profiler (torch.profiler), so a change to one kernel can
+be judged on that kernel. Inputs as in attention.py: batch 1, 12 heads x 128, bf16, radius 3,120,
+dense positions or a sorted random quarter of them. Every mode's gradients are checked against the
+"split" mode's on the same inputs first (relative error < 2e-2).
+
+    python benchmarks/attention_backward_kernels.py --n 32760 --out $OUT     # GPU only
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+if __package__ in (None, ""):                       # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.attention import dense_positions, keep_quarter_positions, rel_err  # noqa: E402
+from kernels import triton_window  # noqa: E402
+
+
+def backward_once(inputs: tuple, radius: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dq, dk, dv) of one call of the backward op; inputs = (do, q, k, v, o, lse, *position tables)."""
+    return triton_window._window_bwd_op(*inputs, radius)
+
+
+def kernel_times(inputs: tuple, radius: int, calls: int) -> dict[str, float]:
+    """{kernel name: GPU ms per backward call} over `calls` profiled calls (after autotuning)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(3):                                  # autotune and warm up outside the profile
+        backward_once(inputs, radius)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            backward_once(inputs, radius)
+        torch.cuda.synchronize()
+    times: dict[str, float] = {}
+    for event in prof.key_averages():
+        device_us = getattr(event, "self_device_time_total", None)
+        if device_us is None:                           # older torch
+            device_us = event.self_cuda_time_total
+        if device_us > 0:
+            times[event.key] = times.get(event.key, 0.0) + device_us / 1000 / calls
+    return times
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=32760, help="tokens before dropping")
+    p.add_argument("--heads", type=int, default=12)
+    p.add_argument("--head-dim", type=int, default=128)
+    p.add_argument("--radius", type=int, default=3120)
+    p.add_argument("--calls", type=int, default=20, help="profiled backward calls per mode")
+    p.add_argument("--modes", default=",".join(triton_window.BACKWARD_MODES))
+    p.add_argument("--out", default=None, help="folder for backward_kernels.json")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("error: this script needs a CUDA GPU", file=sys.stderr)
+        return 2
+    device = torch.device("cuda")
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    result = {"device": torch.cuda.get_device_name(device), "torch": torch.__version__,
+              "tma": triton_window.tma_status(), "rows": []}
+    failed = False
+    for mode in ("dense", "dropped"):
+        pos = dense_positions(args.n, 1, device) if mode == "dense" else keep_quarter_positions(args.n, 1, gen, device)
+        n = pos.shape[1]
+        q, k, v, do = (torch.randn(1, args.heads, n, args.head_dim, device=device, dtype=torch.bfloat16)
+                       for _ in range(4))
+        tables = triton_window.position_tables(pos, pos, args.radius)
+        o, lse = triton_window._window_fwd_op(q, k, v, *tables, args.radius)
+        inputs = (do, q, k, v, o, lse, *tables)
+        before = triton_window.backward_mode()
+        reference = None
+        for backward in args.modes.split(","):
+            triton_window.set_backward_mode(backward)
+            try:
+                grads = backward_once(inputs, args.radius)
+                reference = reference or grads
+                errors = {name: rel_err(g, r) for name, g, r in zip(("dq", "dk", "dv"), grads, reference)}
+                times = kernel_times(inputs, args.radius, args.calls)
+            finally:
+                triton_window.set_backward_mode(before)
+            ok = all(e < 2e-2 for e in errors.values())
+            failed |= not ok
+            row = {"mode": mode, "tokens": n, "backward": backward, "errors_vs_first": errors, "ok": ok,
+                   "kernels_ms": times, "total_ms": sum(times.values())}
+            result["rows"].append(row)
+            print(f"N={args.n} {mode:7} {backward:9} total {row['total_ms']:7.3f} ms  "
+                  + ", ".join(f"{name} {ms:.3f}" for name, ms in sorted(times.items(), key=lambda kv: -kv[1]))
+                  + f"  | vs {args.modes.split(',')[0]}: " + ", ".join(f"{k} {e:.1e}" for k, e in errors.items()),
+                  flush=True)
+        result["autotune"] = triton_window.autotune_choices()
+    for name, picks in result["autotune"].items():
+        for key, config in picks.items():
+            print(f"autotune {name}: {config}")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "backward_kernels.json").write_text(json.dumps(result, indent=1))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
