@@ -52,21 +52,21 @@ def _configs(gpu_list, interp):
 # dim 128 with TMA loads: none of the first entries spills registers (except ~8-48 bytes in two) and
 # all fit in 227 KiB of shared memory. In the dk/dv kernel BLOCK_N is the key block it owns and
 # BLOCK_M the query step. Configs that do not fit (fp32, head dim 256) are skipped by autotune
-# (OutOfResources); the small last config of each list keeps those compilable.
-_FWD = [(128, 64, 8, 3), (128, 64, 8, 2), (128, 128, 8, 2), (64, 64, 4, 3), (64, 128, 4, 2), (32, 32, 4, 2)]
+# (OutOfResources); the small last config of each list keeps those compilable. The 64 x 64, 4-warp,
+# 2-stage entries leave room for two CTAs per SM (<= 255 registers x 128 threads, <= 113 KiB of shared
+# memory each), and two independent CTAs overlap one's exponentials with the other's matmuls, which
+# the two warpgroups of one 8-warp CTA, kept in step by its barriers, do not: in the dk/dv kernel
+# (ptxas: 255 registers, a few spills in the loop) this cut 5.10 ms to 4.60 ms at N = 32,760 on an H200
+# (docs/BENCHMARKS.md §3 run F).
+_FWD = [(128, 64, 8, 3), (128, 64, 8, 2), (128, 128, 8, 2), (64, 64, 4, 3), (64, 128, 4, 2), (64, 64, 4, 2),
+        (32, 32, 4, 2)]
 # The backward lists hold the shapes of Triton's fused-attention tutorial on Hopper (4 warps, 5 stages;
 # 32 x 128 for dk/dv, 128 x 32 for dq). Autotune did not pick them in runs D and E (docs/BENCHMARKS.md §3,
 # N = 32,760, head dim 128), where Triton 3.6's ptxas spills 3.4 KB and 0.8 KB inside their loops.
 _BWD_DKDV = [(64, 64, 8, 3), (64, 64, 8, 2), (128, 32, 8, 2), (32, 128, 8, 3), (32, 128, 4, 5), (64, 128, 8, 3),
              (64, 64, 4, 2), (32, 64, 4, 3), (32, 64, 4, 4), (16, 32, 4, 2)]
 _BWD_DQ = [(64, 64, 8, 3), (64, 128, 8, 2), (32, 128, 8, 2), (128, 64, 8, 2), (128, 32, 4, 5), (128, 64, 8, 3),
-           (32, 16, 4, 2)]
-# The stored-ds backward: both of its kernels use one key block size, the layout of the dS buffer
-# (16-bit inputs only, head dim <= 128; see _stored_ds_backward).
-DS_BLOCK_N = 32 if INTERPRET else 128
-DS_TAIL = tl.constexpr(128)         # zero rows after each key block's dS: >= every BLOCK_M of the dq kernel
-_BWD_DKDV_DS = [(64, 128, 8, 2), (64, 128, 8, 3), (32, 128, 8, 3), (32, 128, 8, 2), (32, 128, 4, 3)]
-_BWD_DQ_DS = [(128, 128, 8, 2), (128, 128, 8, 3), (128, 128, 4, 2), (64, 128, 4, 3), (64, 128, 8, 2)]
+           (64, 64, 4, 2), (32, 16, 4, 2)]
 
 
 @triton.jit
@@ -204,48 +204,10 @@ def _bwd_preprocess(O, DO, DELTA, sob, soh, son, sdb, sdh, sdn, H, NQ,
 
 
 @triton.jit
-def _ds_source(DS, slot, NK, ds_rows, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, USE_DESC: tl.constexpr):
-    """The stored-ds buffer of one (batch, head) `slot` of a launch: (key blocks, ds_rows, BLOCK_N) in the
-    input dtype, row r of key block n holding dS[first query of block n + r, keys of block n]. A 3-D TMA
-    descriptor (rows before 0 or past ds_rows read as 0) or the base pointer."""
-    n_blocks = tl.cdiv(NK, BLOCK_N)
-    base = DS + slot.to(tl.int64) * n_blocks * ds_rows * BLOCK_N
-    if USE_DESC:
-        src = tl.make_tensor_descriptor(base, [n_blocks, ds_rows, BLOCK_N], [ds_rows * BLOCK_N, BLOCK_N, 1],
-                                        [1, BLOCK_M, BLOCK_N])
-    else:
-        src = base
-    return src
-
-
-@triton.jit
-def _store_ds(dst, n_blk, row0, x, ds_rows, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, USE_DESC: tl.constexpr):
-    """Rows [row0, row0 + BLOCK_M) of key block n_blk's dS (x: (BLOCK_M, BLOCK_N))."""
-    if USE_DESC:
-        dst.store([n_blk, row0, 0], tl.reshape(x, [1, BLOCK_M, BLOCK_N]))
-    else:
-        rows = (n_blk * ds_rows + row0 + tl.arange(0, BLOCK_M)).to(tl.int64)
-        tl.store(dst + rows[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :], x)
-
-
-@triton.jit
-def _load_ds(src, n_blk, row0, ds_rows, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, USE_DESC: tl.constexpr):
-    """Rows [row0, row0 + BLOCK_M) of key block n_blk's dS, (BLOCK_M, BLOCK_N); rows before 0 read as 0."""
-    if USE_DESC:
-        x = tl.reshape(src.load([n_blk, row0, 0]), [BLOCK_M, BLOCK_N])
-    else:
-        rows = row0 + tl.arange(0, BLOCK_M)
-        flat = (n_blk * ds_rows + rows).to(tl.int64)
-        x = tl.load(src + flat[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :],
-                    mask=((rows >= 0) & (rows < ds_rows))[:, None], other=0.0)
-    return x
-
-
-@triton.jit
 def _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_base, sqn, sdn, offs_d,
-                start, end, radius, qk_scale, dq_dst, sm_scale, ds_dst, ds_blk, ds_first, ds_rows,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr,
-                FUSE_DQ: tl.constexpr, HEAD_DIM: tl.constexpr, TMA_ATOMIC: tl.constexpr, STORE_DS: tl.constexpr):
+                start, end, radius, qk_scale, dq_dst, sm_scale,
+                BLOCK_M: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr,
+                FUSE_DQ: tl.constexpr, HEAD_DIM: tl.constexpr, TMA_ATOMIC: tl.constexpr):
     for m0 in range(start, end, BLOCK_M):
         offs_m = m0 + tl.arange(0, BLOCK_M)
         q = _load_rows(q_src, sqn, m0, end, offs_d, BLOCK_M, MASKED, USE_DESC)
@@ -267,8 +229,6 @@ def _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_ba
         dp_t = tl.dot(v, tl.trans(do), input_precision=PRECISION)
         ds_t = p_t * (dp_t - delta[None, :])
         dk += tl.dot(ds_t.to(q.dtype), q, input_precision=PRECISION)
-        if STORE_DS:     # the stored-ds backward: dS (queries x this key block) for the dq kernel
-            _store_ds(ds_dst, ds_blk, m0 - ds_first, tl.trans(ds_t).to(q.dtype), ds_rows, BLOCK_M, BLOCK_N, USE_DESC)
         if FUSE_DQ:      # FlashAttention-2 style: this key block's share of dq, added atomically in fp32
             dq_part = tl.dot(tl.trans(ds_t).to(k.dtype), k, input_precision=PRECISION) * sm_scale
             if TMA_ATOMIC:
@@ -287,16 +247,16 @@ def _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_ba
 @triton.autotune(configs=_configs(_BWD_DKDV, {"BLOCK_M": 16, "BLOCK_N": 32}),
                  key=["HEAD_DIM", "PRECISION", "USE_DESC", "FUSE_DQ", "TMA_ATOMIC"],
                  reset_to_zero=["DQ32"])          # autotuning reruns the kernel: its atomics must not pile up
-@triton.jit(do_not_specialize=["ds_rows", "bh0"])
-def _window_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, QPOS, KPOS, QLO, QHI, DQ32, DS,
+@triton.jit
+def _window_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, QPOS, KPOS, QLO, QHI, DQ32,
                      sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn,
                      sdkb, sdkh, sdkn, sdvb, sdvh, sdvn,
-                     H, NQ, NK, radius, qk_scale, sm_scale, ds_rows, bh0,
+                     H, NQ, NK, radius, qk_scale, sm_scale,
                      HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr,
-                     FUSE_DQ: tl.constexpr, TMA_ATOMIC: tl.constexpr, STORE_DS: tl.constexpr,
-                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                     FUSE_DQ: tl.constexpr, TMA_ATOMIC: tl.constexpr, BLOCK_M: tl.constexpr,
+                     BLOCK_N: tl.constexpr):
     pid_n = tl.program_id(0)
-    bh = bh0 + tl.program_id(1).to(tl.int64)       # bh0: the first (batch, head) of this launch
+    bh = tl.program_id(1).to(tl.int64)
     b = bh // H
     h = bh % H
     n0 = pid_n * BLOCK_N
@@ -320,25 +280,17 @@ def _window_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, QPOS, KPOS, QLO, QHI, DQ32
         dq_dst = tl.make_tensor_descriptor(dq_base, [NQ, HEAD_DIM], [HEAD_DIM, 1], [BLOCK_M, HEAD_DIM])
     else:
         dq_dst = dq_base
-    if STORE_DS:
-        ds_dst = _ds_source(DS, tl.program_id(1), NK, ds_rows, BLOCK_M, BLOCK_N, USE_DESC)
-    else:
-        ds_dst = DS
     dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
     dk, dv = _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_base, sqn, sdn, offs_d,
-                         lo, a, radius, qk_scale, dq_dst, sm_scale, ds_dst, pid_n, lo, ds_rows, BLOCK_M, BLOCK_N, True, PRECISION, USE_DESC,
-                         FUSE_DQ, HEAD_DIM, TMA_ATOMIC and USE_DESC, STORE_DS)
+                         lo, a, radius, qk_scale, dq_dst, sm_scale, BLOCK_M, True, PRECISION, USE_DESC,
+                         FUSE_DQ, HEAD_DIM, TMA_ATOMIC and USE_DESC)
     dk, dv = _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_base, sqn, sdn, offs_d,
-                         a, c, radius, qk_scale, dq_dst, sm_scale, ds_dst, pid_n, lo, ds_rows, BLOCK_M, BLOCK_N, False, PRECISION, USE_DESC,
-                         FUSE_DQ, HEAD_DIM, TMA_ATOMIC and USE_DESC, STORE_DS)
+                         a, c, radius, qk_scale, dq_dst, sm_scale, BLOCK_M, False, PRECISION, USE_DESC,
+                         FUSE_DQ, HEAD_DIM, TMA_ATOMIC and USE_DESC)
     dk, dv = _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_base, sqn, sdn, offs_d,
-                         c, hi, radius, qk_scale, dq_dst, sm_scale, ds_dst, pid_n, lo, ds_rows, BLOCK_M, BLOCK_N, True, PRECISION, USE_DESC,
-                         FUSE_DQ, HEAD_DIM, TMA_ATOMIC and USE_DESC, STORE_DS)
-    if STORE_DS:     # zero rows after the last written one, so the dq kernel reads past hi need no mask
-        zeros = tl.zeros([BLOCK_M, BLOCK_N], Q.dtype.element_ty)
-        for r0 in range(tl.cdiv(hi - lo, BLOCK_M) * BLOCK_M, tl.cdiv(hi - lo, BLOCK_M) * BLOCK_M + DS_TAIL, BLOCK_M):
-            _store_ds(ds_dst, pid_n, r0, zeros, ds_rows, BLOCK_M, BLOCK_N, USE_DESC)
+                         c, hi, radius, qk_scale, dq_dst, sm_scale, BLOCK_M, True, PRECISION, USE_DESC,
+                         FUSE_DQ, HEAD_DIM, TMA_ATOMIC and USE_DESC)
     tl.store(DK + b * sdkb + h * sdkh + offs_n[:, None] * sdkn + offs_d[None, :],
              (dk * sm_scale).to(DK.dtype.element_ty), mask=col_ok[:, None])
     tl.store(DV + b * sdvb + h * sdvh + offs_n[:, None] * sdvn + offs_d[None, :],
@@ -404,66 +356,6 @@ def _window_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, QPOS, KPOS, KLO, KHI,
              (dq * sm_scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
 
 
-# The stored-ds backward's dk/dv kernel: the same kernel (STORE_DS=True), tuned over configs of one key
-# block size (DS_BLOCK_N), since the dS buffer's layout depends on it.
-_window_bwd_dkdv_ds = triton.autotune(configs=_configs(_BWD_DKDV_DS, {"BLOCK_M": 16, "BLOCK_N": DS_BLOCK_N}),
-                                      key=["HEAD_DIM", "PRECISION", "USE_DESC"])(_window_bwd_dkdv.fn)
-
-
-@triton.jit
-def _dq_stored_inner(dq, ds_src, k_src, skn, offs_d, qlo_base, m0, start, end, NK, ds_rows,
-                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr,
-                     USE_DESC: tl.constexpr):
-    for n0 in range(start, end, BLOCK_N):
-        k = _load_rows(k_src, skn, n0, NK, offs_d, BLOCK_N, MASKED, USE_DESC)
-        first = tl.load(qlo_base + n0)              # the key block's first query: row 0 of its dS
-        ds = _load_ds(ds_src, n0 // BLOCK_N, m0 - first, ds_rows, BLOCK_M, BLOCK_N, USE_DESC)
-        if MASKED:                                  # a partial last key block: its columns past NK are not dS
-            ds = tl.where((n0 + tl.arange(0, BLOCK_N) < NK)[None, :], ds, 0.0)
-        dq += tl.dot(ds, k, input_precision=PRECISION)
-    return dq
-
-
-@triton.autotune(configs=_configs(_BWD_DQ_DS, {"BLOCK_M": 32, "BLOCK_N": DS_BLOCK_N}),
-                 key=["HEAD_DIM", "PRECISION", "USE_DESC"])
-@triton.jit(do_not_specialize=["ds_rows", "bh0"])
-def _window_bwd_dq_ds(K, DQ, DS, KLO, KHI, QLO, skb, skh, skn, sdqb, sdqh, sdqn, H, NQ, NK, sm_scale, ds_rows, bh0,
-                      HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr,
-                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """dq = dS K from the dS the dk/dv kernel stored: one matmul per (query block, key block), where the
-    split backward's dq kernel recomputes S and dP (three).
-
-    Which stored rows a query block reads: key block n keeps rows [0, W) of dS for its queries
-    [first_n, first_n + W), W >= the queries that see it, then DS_TAIL zero rows. A key block in this
-    query block's key range is seen by query m0 (its positions reach m0's), so the rows read, m - first_n
-    for m in [m0, m0 + BLOCK_M), end before W + BLOCK_M <= W + DS_TAIL; rows before 0 read as 0. So no
-    row needs a mask; only a partial last key block masks its columns past NK."""
-    pid_m = tl.program_id(0)
-    slot = tl.program_id(1)
-    bh = bh0 + slot.to(tl.int64)
-    b = bh // H
-    h = bh % H
-    m0 = pid_m * BLOCK_M
-    m_last = tl.minimum(m0 + BLOCK_M, NQ) - 1
-    offs_m = m0 + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
-    lo = tl.load(KLO + b * NQ + m0)
-    hi = tl.maximum(tl.load(KHI + b * NQ + m_last), lo)
-    start = tl.where(lo < hi, (lo // BLOCK_N) * BLOCK_N, hi)       # no keys: no blocks
-    full_end = (NK // BLOCK_N) * BLOCK_N                            # key blocks before it are whole
-
-    ds_src = _ds_source(DS, slot, NK, ds_rows, BLOCK_M, BLOCK_N, USE_DESC)
-    k_src = _rows_source(K + b * skb + h * skh, NK, skn, HEAD_DIM, BLOCK_N, USE_DESC)
-    qlo_base = QLO + b * NK
-    dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    dq = _dq_stored_inner(dq, ds_src, k_src, skn, offs_d, qlo_base, m0, start, tl.minimum(hi, full_end), NK,
-                          ds_rows, BLOCK_M, BLOCK_N, False, PRECISION, USE_DESC)
-    dq = _dq_stored_inner(dq, ds_src, k_src, skn, offs_d, qlo_base, m0, tl.maximum(start, full_end), hi, NK,
-                          ds_rows, BLOCK_M, BLOCK_N, True, PRECISION, USE_DESC)
-    tl.store(DQ + b * sdqb + h * sdqh + offs_m[:, None] * sdqn + offs_d[None, :],
-             (dq * sm_scale).to(DQ.dtype.element_ty), mask=(offs_m < NQ)[:, None])
-
-
 # ----------------------------------------------------------------------------------------------- host
 
 
@@ -503,21 +395,15 @@ def _strides(t: torch.Tensor):
 _TMA = {"mode": os.environ.get("EFLOW_TRITON_TMA", "auto"), "broken": None}
 
 
-# Backward:
-# - "split" (default): a dk/dv kernel and a dq kernel, no atomics; 7 block matmuls per visible pair.
-# - "atomic" (FlashAttention-2 style): the dk/dv kernel also adds each key block's dq share into an fp32
-#   buffer with atomics; 5 matmuls, plus atomic traffic (with TMA descriptors on, one bulk reduction per
-#   tile where this Triton has tensor_descriptor.atomic_add). Slower than "split" with dense bands,
-#   docs/BENCHMARKS.md §3 run E. Its sums run in no fixed order, so dq is not bitwise reproducible from
-#   run to run (the trainer's exact resume needs "split" or "stored-ds").
-# - "stored-ds": the dk/dv kernel also writes dS (input dtype) to a buffer, and a dq kernel computes
-#   dq = dS K from it: 5 matmuls, no atomics, deterministic, for the memory traffic of writing and
-#   reading dS once (~2 bytes x queries x band per head). The buffer covers as many (batch, head) pairs
-#   per launch as fit in EFLOW_TRITON_DS_BYTES (default 4 GiB, at most a quarter of free GPU memory);
-#   fp32 inputs or head dims over 128 use "split".
-# EFLOW_TRITON_BWD picks one; the GPU benchmark (benchmarks/attention.py) times them all.
+# Backward: "split" (default: a dk/dv kernel and a dq kernel, no atomics; 7 block matmuls per visible
+# pair) or "atomic" (FlashAttention-2 style: the dk/dv kernel also adds each key block's dq share into
+# an fp32 buffer with atomics; 5 matmuls, plus atomic traffic: with TMA descriptors on, one bulk
+# reduction per tile where this Triton has tensor_descriptor.atomic_add; still slower than "split" with
+# dense bands, docs/BENCHMARKS.md §3 run E). EFLOW_TRITON_BWD picks one; the GPU benchmark (benchmarks/attention.py) times both. The
+# atomic sums run in no fixed order, so dq is not bitwise reproducible from run to run (the trainer's
+# exact resume holds with "split" only).
 _BWD = {"mode": "split"}
-BACKWARD_MODES = ("split", "atomic", "stored-ds")
+BACKWARD_MODES = ("split", "atomic")
 
 
 def set_backward_mode(mode: str) -> None:
@@ -559,8 +445,7 @@ def tma_status() -> str:
 
 def autotune_choices() -> dict[str, dict[str, str]]:
     """The configuration autotune picked per kernel and key so far: {kernel: {key: config}} (benchmarks)."""
-    kernels = {"forward": _window_fwd, "backward dk/dv": _window_bwd_dkdv, "backward dq": _window_bwd_dq,
-               "stored-ds dk/dv": _window_bwd_dkdv_ds, "stored-ds dq": _window_bwd_dq_ds}
+    kernels = {"forward": _window_fwd, "backward dk/dv": _window_bwd_dkdv, "backward dq": _window_bwd_dq}
     return {name: {str(key): str(config) for key, config in getattr(kernel, "cache", {}).items()}
             for name, kernel in kernels.items()}
 
@@ -698,26 +583,21 @@ def _window_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
                                                           HEAD_DIM=D, BLOCK_M=pre_block)
     common = (H, nq, nk, int(radius), sm_scale * LOG2E, sm_scale)
     grid_kv = lambda meta: (triton.cdiv(nk, meta["BLOCK_N"]), B * H)
-    if backward_mode() == "stored-ds" and _stored_ds_applies(q):
-        dq = q.new_empty(q.shape)
-        _stored_ds_backward(q, k, v, do, dq, dk, dv, lse, delta, qpos32, kpos32, klo, khi, qlo, qhi, common)
-        return dq, dk, dv
     fuse_dq = backward_mode() == "atomic"
     # the atomic path accumulates dq here; the split path never touches it (FUSE_DQ is a constexpr)
     dq32 = (torch.zeros(B, H, nq, D, dtype=torch.float32, device=q.device) if fuse_dq
             else torch.empty(1, dtype=torch.float32, device=q.device))
-    args = (q, k, v, do, dk, dv, lse, delta, qpos32, kpos32, qlo, qhi, dq32, dq32, *_strides(q), *_strides(k),
-            *_strides(v), *_strides(do), *_strides(dk), *_strides(dv), *common, 0, 0)
+    args = (q, k, v, do, dk, dv, lse, delta, qpos32, kpos32, qlo, qhi, dq32, *_strides(q), *_strides(k),
+            *_strides(v), *_strides(do), *_strides(dk), *_strides(dv), *common)
     use_desc = _use_descriptors(q, do)
     if fuse_dq and use_desc and _descriptor_atomics():
         # its own fallback: a failure here turns off the bulk adds only, not TMA loads
         if _try_descriptor_launch(_window_bwd_dkdv, grid_kv, args, _DESC_ATOMIC,
                                   "bulk dq reductions failed, using per-element atomics",
-                                  HEAD_DIM=D, PRECISION=prec, FUSE_DQ=True, TMA_ATOMIC=True, STORE_DS=False):
+                                  HEAD_DIM=D, PRECISION=prec, FUSE_DQ=True, TMA_ATOMIC=True):
             return dq32.to(q.dtype), dk, dv
         dq32.zero_()
-    _launch(_window_bwd_dkdv, grid_kv, args, use_desc, HEAD_DIM=D, PRECISION=prec, FUSE_DQ=fuse_dq, TMA_ATOMIC=False,
-            STORE_DS=False)
+    _launch(_window_bwd_dkdv, grid_kv, args, use_desc, HEAD_DIM=D, PRECISION=prec, FUSE_DQ=fuse_dq, TMA_ATOMIC=False)
     if fuse_dq:
         return dq32.to(q.dtype), dk, dv
     dq = q.new_empty(q.shape)
@@ -727,53 +607,6 @@ def _window_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
              *_strides(do), *_strides(dq), *common),
             _use_descriptors(k, v), HEAD_DIM=D, PRECISION=prec)
     return dq, dk, dv
-
-
-def _stored_ds_applies(q: torch.Tensor) -> bool:
-    """The stored-ds backward's configs are for 16-bit inputs and head dims <= 128 (any under the interpreter)."""
-    return INTERPRET or (q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 128)
-
-
-def _ds_budget(device: torch.device) -> int:
-    """Bytes the stored-ds buffer may take: EFLOW_TRITON_DS_BYTES (default 4 GiB), at most a quarter of the
-    free GPU memory."""
-    budget = int(os.environ.get("EFLOW_TRITON_DS_BYTES", 4 << 30))
-    if device.type == "cuda":
-        budget = min(budget, torch.cuda.mem_get_info(device)[0] // 4)
-    return budget
-
-
-def _ds_buffer(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The stored-ds buffer, uninitialised: the kernels write every element they read (a test fills it with NaN)."""
-    return torch.empty(numel, dtype=dtype, device=device)
-
-
-def _stored_ds_backward(q, k, v, do, dq, dk, dv, lse, delta, qpos32, kpos32, klo, khi, qlo, qhi, common) -> None:
-    """The "stored-ds" backward into dq, dk, dv: per group of (batch, head) pairs whose dS buffer fits the
-    budget, the dk/dv kernel (writing dS) then the dq kernel (reading it). One host sync: the buffer's rows
-    per key block (the widest query range of a key block) come from the position tables."""
-    B, H, nq, D = q.shape
-    nk = k.shape[2]
-    n_blocks = triton.cdiv(nk, DS_BLOCK_N)
-    first = qlo[:, ::DS_BLOCK_N]                                                     # (B, n_blocks)
-    last = torch.clamp(torch.arange(n_blocks, device=q.device) * DS_BLOCK_N + DS_BLOCK_N - 1, max=nk - 1)
-    widest = int((qhi.index_select(1, last) - first).max())
-    # rows written: the range rounded up to the dk/dv kernel's BLOCK_M (<= 128), then DS_TAIL zero rows
-    ds_rows = widest + 128 + DS_TAIL.value
-    per_pair = n_blocks * ds_rows * DS_BLOCK_N * q.element_size()
-    group = max(1, min(B * H, _ds_budget(q.device) // per_pair))
-    ds = _ds_buffer(group * per_pair // q.element_size(), q.dtype, q.device)
-    prec = _precision(q.dtype)
-    use_desc_kv, use_desc_q = _use_descriptors(q, do, ds), _use_descriptors(k, ds)
-    for bh0 in range(0, B * H, group):
-        pairs = min(group, B * H - bh0)
-        _launch(_window_bwd_dkdv_ds, lambda meta, n=pairs: (triton.cdiv(nk, meta["BLOCK_N"]), n),
-                (q, k, v, do, dk, dv, lse, delta, qpos32, kpos32, qlo, qhi, ds, ds, *_strides(q), *_strides(k),
-                 *_strides(v), *_strides(do), *_strides(dk), *_strides(dv), *common, ds_rows, bh0),
-                use_desc_kv, HEAD_DIM=D, PRECISION=prec, FUSE_DQ=False, TMA_ATOMIC=False, STORE_DS=True)
-        _launch(_window_bwd_dq_ds, lambda meta, n=pairs: (triton.cdiv(nq, meta["BLOCK_M"]), n),
-                (k, dq, ds, klo, khi, qlo, *_strides(k), *_strides(dq), *common[:3], common[5], ds_rows, bh0),
-                use_desc_q, HEAD_DIM=D, PRECISION=prec)
 
 
 @_window_bwd_op.register_fake

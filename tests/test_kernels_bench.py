@@ -84,3 +84,28 @@ def test_tiny_cpu_run_end_to_end(tmp_path):
     assert dropped["tokens"] == 12 and result["config"]["radius"] == 32
     assert (tmp_path / "attention_fig2a.html").stat().st_size > 10_000
     assert "checks:" in res.stdout and "wrote" in res.stdout
+
+
+def test_other_backwards_lists_every_triton_backward_but_the_one_in_use(bench):
+    """attention.py checks and times each of these beside "window_triton" (none for other backends)."""
+    from kernels import triton_window
+
+    assert bench.other_backwards("chunked") == ()
+    before = triton_window.backward_mode()
+    try:
+        for mode in triton_window.BACKWARD_MODES:
+            triton_window.set_backward_mode(mode)
+            others = bench.other_backwards("triton")
+            assert set(others) | {mode} == set(triton_window.BACKWARD_MODES) and mode not in others
+    finally:
+        triton_window.set_backward_mode(before)
+
+
+def test_backward_kernel_profile_needs_a_gpu():
+    """benchmarks/attention_backward_kernels.py imports on the CPU and refuses with a clear message."""
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the script would run")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "attention_backward_kernels.py")],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2 and "needs a CUDA GPU" in proc.stderr, proc.stderr[-2000:]

@@ -42,10 +42,8 @@ TOL = {"float32": 1e-4, "float16": 5e-3}
 
 
 def _hopper_ptx_child() -> dict:
-    """Runs without the interpreter: compiles backward kernels for sm_90 with TMA on (no GPU needed:
-    Triton's bundled ptxas) and counts what their PTX does with dq and dS: the atomic backward's dk/dv
-    kernel with and without the bulk dq reductions (its adds), and the stored-ds backward's two kernels
-    at their first GPU configs (3-D bulk tensor stores of dS, and loads of it)."""
+    """Runs without the interpreter: compiles the dk/dv kernel's atomic backward for sm_90 (no GPU needed:
+    Triton's bundled ptxas), with and without the bulk dq reductions, and counts the adds in its PTX."""
     import inspect
     import re
 
@@ -55,35 +53,21 @@ def _hopper_ptx_child() -> dict:
     sys.path.insert(0, str(ROOT))
     from kernels import triton_window
 
+    fn = triton_window._window_bwd_dkdv.fn
+    names = list(inspect.signature(fn.fn).parameters)
     pointers = {"LSE": "*fp32", "DELTA": "*fp32", "DQ32": "*fp32", "QPOS": "*i32", "KPOS": "*i32", "QLO": "*i32",
-                "QHI": "*i32", "KLO": "*i32", "KHI": "*i32",
-                **{n: "*bf16" for n in ("Q", "K", "V", "DO", "DK", "DV", "DQ", "DS")}}
-
-    def ptx_of(kernel, const, config):
-        fn = kernel.fn
-        names = list(inspect.signature(fn.fn).parameters)
-        block_m, block_n, warps, stages = config
-        const = {**const, "BLOCK_M": block_m, "BLOCK_N": block_n}
+                "QHI": "*i32", **{n: "*bf16" for n in ("Q", "K", "V", "DO", "DK", "DV")}}
+    out = {}
+    for tma_atomic in (True, False):
+        const = {"HEAD_DIM": 128, "PRECISION": "ieee", "USE_DESC": True, "FUSE_DQ": True, "TMA_ATOMIC": tma_atomic,
+                 "BLOCK_M": 64, "BLOCK_N": 64}
         signature = {n: pointers.get(n) or ("constexpr" if n in const else
                                             "fp32" if n in ("qk_scale", "sm_scale") else "i32") for n in names}
         src = triton.compiler.ASTSource(fn=fn, signature=signature,
                                         constexprs={(names.index(k),): v for k, v in const.items()})
-        return triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                              options={"num_warps": warps, "num_stages": stages}).asm["ptx"]
-
-    out = {}
-    base = {"HEAD_DIM": 128, "PRECISION": "ieee", "USE_DESC": True}
-    for tma_atomic in (True, False):
-        ptx = ptx_of(triton_window._window_bwd_dkdv,
-                     {**base, "FUSE_DQ": True, "TMA_ATOMIC": tma_atomic, "STORE_DS": False}, (64, 64, 8, 3))
+        ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8, "num_stages": 3}).asm["ptx"]
         out[str(tma_atomic)] = {"bulk_reductions": ptx.count("cp.reduce.async.bulk.tensor"),
                                 "element_atomics": len(re.findall(r"(?:^|\s)(?:red|atom)\.[\w.]*add", ptx, re.M))}
-    dkdv = ptx_of(triton_window._window_bwd_dkdv_ds, {**base, "FUSE_DQ": False, "TMA_ATOMIC": False, "STORE_DS": True},
-                  triton_window._BWD_DKDV_DS[0])
-    dq = ptx_of(triton_window._window_bwd_dq_ds, base, triton_window._BWD_DQ_DS[0])
-    out["stored-ds"] = {"dkdv_ds_stores": dkdv.count("cp.async.bulk.tensor.3d.global.shared"),
-                        "dq_ds_loads": dq.count("cp.async.bulk.tensor.3d.shared"),
-                        "dq_element_atomics": len(re.findall(r"(?:^|\s)(?:red|atom)\.", dq, re.M))}
     return out
 
 
@@ -107,12 +91,8 @@ def _child() -> dict:
         return torch.stack([torch.sort(torch.randperm(n_full, generator=gen)[:n])[0] for _ in range(B)])
 
     out = {"window": {}, "linear": {}}
-    # the stored-ds buffer starts as NaN (an element read before written would show) and holds one
-    # (batch, head) pair at a time, so the backward runs as several launches
-    os.environ["EFLOW_TRITON_DS_BYTES"] = "1"
-    triton_window._ds_buffer = lambda numel, dtype, device: torch.full((numel,), float("nan"), dtype=dtype)
-    for tma, bwd in (("0", "split"), ("1", "split"), ("0", "atomic"), ("0", "stored-ds"), ("1", "stored-ds")):
-        triton_window.set_tma_mode(tma)                   # pointer / TMA loads; every backward
+    for tma, bwd in (("0", "split"), ("1", "split"), ("0", "atomic")):   # pointer / TMA loads; both backwards
+        triton_window.set_tma_mode(tma)
         triton_window.set_backward_mode(bwd)
         for i, (name, (B, H, nq, nk, D, radius, drop, dt, layout)) in enumerate(WINDOW_CASES.items()):
             gen = torch.Generator().manual_seed(100 + i)
@@ -142,7 +122,7 @@ def _child() -> dict:
             if layout == "empty":
                 res["empty_rows_zero"] = bool((o[0, :, 1:3] == 0).all() and (o[1, :, 2:] == 0).all()
                                               and (grads[0][0, :, 1:3] == 0).all())
-            out["window"][f"{name}@{'tma' if tma == '1' else 'ptr'}{'' if bwd == 'split' else '+' + bwd}"] = res
+            out["window"][f"{name}@{'tma' if tma == '1' else 'ptr'}{'+atomic' if bwd == 'atomic' else ''}"] = res
     triton_window.set_backward_mode("split")
     out["tma_failure"] = triton_window._TMA["broken"]
 
@@ -191,9 +171,7 @@ def _child() -> dict:
         "triton_available": info["triton"][0],
         "auto_cpu": kernels.auto_window_backend(q, q, q),
         "n_configs": [len(f.configs) for f in (triton_window._window_fwd, triton_window._window_bwd_dkdv,
-                                               triton_window._window_bwd_dq, triton_window._window_bwd_dkdv_ds,
-                                               triton_window._window_bwd_dq_ds, triton_linear._at_b,
-                                               triton_linear._x_m)],
+                                               triton_window._window_bwd_dq, triton_linear._at_b, triton_linear._x_m)],
     }
     return out
 
@@ -207,17 +185,15 @@ def interpreted():
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("loads", ["ptr", "tma", "ptr+atomic", "ptr+stored-ds", "tma+stored-ds"])
+@pytest.mark.parametrize("loads", ["ptr", "tma", "ptr+atomic"])
 @pytest.mark.parametrize("case", list(WINDOW_CASES))
 def test_triton_window_matches_reference(interpreted, case, loads):
-    """Both load paths: pointer loads, and TMA tensor descriptors (the Hopper path); and the other
-    backwards: the FlashAttention-2 style one whose dq comes from atomic adds in the dk/dv kernel, and
-    the one whose dq kernel reads the dS the dk/dv kernel stored (from a NaN-filled buffer, one
-    (batch, head) pair per launch)."""
+    """Both load paths: pointer loads, and TMA tensor descriptors (the Hopper path); and the
+    FlashAttention-2 style backward whose dq comes from atomic adds in the dk/dv kernel."""
     r = interpreted["window"][f"{case}@{loads}"]
     tol = TOL[WINDOW_CASES[case][7]]
     assert interpreted["tma_failure"] is None
-    assert r["used_tma"] == loads.startswith("tma")
+    assert r["used_tma"] == (loads == "tma")
     assert r["dtype_ok"]
     for key in ("o", "dq", "dk", "dv"):
         assert r[key] < tol, (key, r)
@@ -243,7 +219,7 @@ def test_triton_kernels_compile_as_custom_ops(interpreted):
 
 def test_interpreter_uses_one_config_and_auto_never_picks_triton_on_cpu(interpreted):
     meta = interpreted["meta"]
-    assert meta["n_configs"] == [1, 1, 1, 1, 1, 1, 1]
+    assert meta["n_configs"] == [1, 1, 1, 1, 1]
     assert meta["triton_available"] is True          # explicit backend="triton" runs interpreted
     assert meta["auto_cpu"] in ("sdpa", "chunked")   # but "auto" never picks it on the CPU
 
@@ -264,10 +240,6 @@ def test_atomic_backward_adds_dq_tiles_as_bulk_reductions_on_hopper():
     counts = json.loads(res.stdout.strip().splitlines()[-1])
     assert counts["True"] == {"bulk_reductions": 3, "element_atomics": 0}, counts
     assert counts["False"]["bulk_reductions"] == 0 and counts["False"]["element_atomics"] > 0, counts
-    # stored-ds: dS leaves the dk/dv kernel as bulk tensor stores (three phases and the zero tail) and
-    # enters the dq kernel as bulk tensor loads, with no atomics anywhere
-    stored = counts["stored-ds"]
-    assert stored["dkdv_ds_stores"] >= 4 and stored["dq_ds_loads"] >= 2 and stored["dq_element_atomics"] == 0, counts
 
 
 if __name__ == "__main__" and "--child" in sys.argv:
