@@ -97,7 +97,7 @@ def main(argv=None) -> int:
                   + ", ".join(f"{name} {ms:.3f}" for name, ms in sorted(times.items(), key=lambda kv: -kv[1]))
                   + f"  | vs {args.modes.split(',')[0]}: " + ", ".join(f"{k} {e:.1e}" for k, e in errors.items()),
                   flush=True)
-        result["autotune"] = triton_window.autotune_choices()
+    result["autotune"] = triton_window.autotune_choices()
     for name, picks in result["autotune"].items():
         for key, config in picks.items():
             print(f"autotune {name}: {config}")
