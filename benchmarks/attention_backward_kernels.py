@@ -22,6 +22,7 @@ if __package__ in (None, ""):                       # run as a script: make the 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.attention import dense_positions, keep_quarter_positions, rel_err  # noqa: E402
+from benchmarks.timing import kernel_times  # noqa: E402
 from kernels import triton_window  # noqa: E402
 
 
@@ -30,25 +31,13 @@ def backward_once(inputs: tuple, radius: int) -> tuple[torch.Tensor, torch.Tenso
     return triton_window._window_bwd_op(*inputs, radius)
 
 
-def kernel_times(inputs: tuple, radius: int, calls: int) -> dict[str, float]:
+def backward_kernel_times(inputs: tuple, radius: int, calls: int) -> dict[str, float]:
     """{kernel name: GPU ms per backward call} over `calls` profiled calls (after autotuning)."""
-    from torch.profiler import ProfilerActivity, profile
-
     for _ in range(3):                                  # autotune and warm up outside the profile
         backward_once(inputs, radius)
     torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(calls):
-            backward_once(inputs, radius)
-        torch.cuda.synchronize()
-    times: dict[str, float] = {}
-    for event in prof.key_averages():
-        device_us = getattr(event, "self_device_time_total", None)
-        if device_us is None:                           # older torch
-            device_us = event.self_cuda_time_total
-        if device_us > 0:
-            times[event.key] = times.get(event.key, 0.0) + device_us / 1000 / calls
-    return times
+    times = kernel_times(lambda: backward_once(inputs, radius), torch.device("cuda"), calls)
+    return {name: row["ms"] for name, row in times.items() if row["ms"] > 0}
 
 
 def main(argv=None) -> int:
@@ -85,7 +74,7 @@ def main(argv=None) -> int:
                 grads = backward_once(inputs, args.radius)
                 reference = reference or grads
                 errors = {name: rel_err(g, r) for name, g, r in zip(("dq", "dk", "dv"), grads, reference)}
-                times = kernel_times(inputs, args.radius, args.calls)
+                times = backward_kernel_times(inputs, args.radius, args.calls)
             finally:
                 triton_window.set_backward_mode(before)
             ok = all(e < 2e-2 for e in errors.values())

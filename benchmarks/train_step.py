@@ -23,6 +23,7 @@ import torch._dynamo.utils
 if __package__ in (None, ""):                       # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.timing import kernel_times  # noqa: E402
 from eflow_core.config import load_train_config  # noqa: E402
 from eflow_core.data import collate  # noqa: E402
 from eflow_core.train import Trainer  # noqa: E402
@@ -52,24 +53,13 @@ def time_steps(trainer: Trainer, x0, cond, phase_step: int, warmup: int, iters: 
 def top_kernels(trainer: Trainer, x0, cond, steps: int = 2, rows: int = 12) -> dict:
     """torch.profiler over `steps` steps: kernel launches per step, GPU busy time per step and the
     kernels (or CPU ops on the CPU) that take the most time."""
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if trainer.device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
-        for _ in range(steps):
-            trainer.train_step(x0, cond)
-        if trainer.device.type == "cuda":
-            torch.cuda.synchronize()
     cuda = trainer.device.type == "cuda"
-    events = [e for e in prof.events() if (e.device_type.name == "CUDA") == cuda]
-    launches = len(events)           # kernels on CUDA, CPU ops on the CPU
-    busy = sum(e.device_time for e in events) / 1e6 / steps if cuda else float("nan")
-    by_name: dict[str, list[float]] = {}
-    for e in events:
-        by_name.setdefault(e.name, []).append((e.device_time if cuda else e.self_cpu_time_total) / 1e3)
-    table = sorted(((name, sum(v) / steps, len(v) / steps) for name, v in by_name.items()), key=lambda r: -r[1])
-    return {"launches_per_step": launches / steps, "gpu_busy_s_per_step": busy,
-            "top": [{"name": n[:90], "ms_per_step": ms, "calls_per_step": c} for n, ms, c in table[:rows]]}
+    by_name = kernel_times(lambda: trainer.train_step(x0, cond), trainer.device, steps)
+    launches = sum(row["launches"] for row in by_name.values())      # kernels on CUDA, CPU ops on the CPU
+    busy = sum(row["ms"] for row in by_name.values()) / 1e3 if cuda else float("nan")
+    table = sorted(by_name.items(), key=lambda item: -item[1]["ms"])
+    return {"launches_per_step": launches, "gpu_busy_s_per_step": busy,
+            "top": [{"name": n[:90], "ms_per_step": r["ms"], "calls_per_step": r["launches"]} for n, r in table[:rows]]}
 
 
 def main() -> None:

@@ -399,9 +399,9 @@ _TMA = {"mode": os.environ.get("EFLOW_TRITON_TMA", "auto"), "broken": None}
 # pair) or "atomic" (FlashAttention-2 style: the dk/dv kernel also adds each key block's dq share into
 # an fp32 buffer with atomics; 5 matmuls, plus atomic traffic: with TMA descriptors on, one bulk
 # reduction per tile where this Triton has tensor_descriptor.atomic_add; still slower than "split" with
-# dense bands, docs/BENCHMARKS.md §3 run E). EFLOW_TRITON_BWD picks one; the GPU benchmark (benchmarks/attention.py) times both. The
-# atomic sums run in no fixed order, so dq is not bitwise reproducible from run to run (the trainer's
-# exact resume holds with "split" only).
+# dense bands, docs/BENCHMARKS.md §3 run E). EFLOW_TRITON_BWD picks one; the GPU benchmark
+# (benchmarks/attention.py) times both. The atomic sums run in no fixed order, so dq is not bitwise
+# reproducible from run to run (the trainer's exact resume holds with "split" only).
 _BWD = {"mode": "split"}
 BACKWARD_MODES = ("split", "atomic")
 
