@@ -3,7 +3,8 @@
 `benchmarks/attention.py` times forward + backward as a whole; this script runs only the backward op
 (`eflow::triton_window_bwd`) of each backward mode ("split", "atomic") on one shape and
 reads each kernel's GPU time from the CUDA profiler (torch.profiler), so a change to one kernel can
-be judged on that kernel. Inputs as in attention.py: batch 1, 12 heads x 128, bf16, radius 3,120,
+be judged on that kernel. Each row also keeps every configuration's time from that shape's autotuning
+(forward, dk/dv, dq: Triton's own benchmark), which compares tiles and loop schedules (DEFER). Inputs as in attention.py: batch 1, 12 heads x 128, bf16, radius 3,120,
 dense positions or a sorted random quarter of them. Every mode's gradients are checked against the
 "split" mode's on the same inputs first (relative error < 2e-2).
 
@@ -48,6 +49,7 @@ def main(argv=None) -> int:
     p.add_argument("--radius", type=int, default=3120)
     p.add_argument("--calls", type=int, default=20, help="profiled backward calls per mode")
     p.add_argument("--modes", default=",".join(triton_window.BACKWARD_MODES))
+    p.add_argument("--show-configs", type=int, default=4, help="fastest autotune configs printed per kernel")
     p.add_argument("--out", default=None, help="folder for backward_kernels.json")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -80,12 +82,16 @@ def main(argv=None) -> int:
             ok = all(e < 2e-2 for e in errors.values())
             failed |= not ok
             row = {"mode": mode, "tokens": n, "backward": backward, "errors_vs_first": errors, "ok": ok,
-                   "kernels_ms": times, "total_ms": sum(times.values())}
+                   "kernels_ms": times, "total_ms": sum(times.values()),
+                   "autotune_ms": triton_window.autotune_timings()}     # this shape's tuning, every config
             result["rows"].append(row)
             print(f"N={args.n} {mode:7} {backward:9} total {row['total_ms']:7.3f} ms  "
                   + ", ".join(f"{name} {ms:.3f}" for name, ms in sorted(times.items(), key=lambda kv: -kv[1]))
                   + f"  | vs {args.modes.split(',')[0]}: " + ", ".join(f"{k} {e:.1e}" for k, e in errors.items()),
                   flush=True)
+            for kernel, configs in row["autotune_ms"].items():
+                print(f"  autotune {kernel}: " + "; ".join(f"{ms:.3f} ms {config}"
+                                                           for config, ms in list(configs.items())[:args.show_configs]))
     result["autotune"] = triton_window.autotune_choices()
     for name, picks in result["autotune"].items():
         for key, config in picks.items():

@@ -45,28 +45,35 @@ def _configs(gpu_list, interp):
     """triton.Config list: several on a GPU (autotuned), exactly one under the interpreter."""
     if INTERPRET:
         return [triton.Config(interp, num_warps=4, num_stages=1)]
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in gpu_list]
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "DEFER": d}, num_warps=w, num_stages=s)
+            for m, n, w, s, d in gpu_list]
 
 
-# (BLOCK_M, BLOCK_N, num_warps, num_stages). Chosen from ptxas resource usage for sm_90, bf16, head
-# dim 128 with TMA loads: none of the first entries spills registers (except ~8-48 bytes in two) and
-# all fit in 227 KiB of shared memory. In the dk/dv kernel BLOCK_N is the key block it owns and
-# BLOCK_M the query step. Configs that do not fit (fp32, head dim 256) are skipped by autotune
-# (OutOfResources); the small last config of each list keeps those compilable. The 64 x 64, 4-warp,
-# 2-stage entries leave room for two CTAs per SM (<= 255 registers x 128 threads, <= 113 KiB of shared
-# memory each), and two independent CTAs overlap one's exponentials with the other's matmuls, which
-# the two warpgroups of one 8-warp CTA, kept in step by its barriers, do not: in the dk/dv kernel
-# (ptxas: 255 registers, a few spills in the loop) this cut 5.10 ms to 4.60 ms at N = 32,760 on an H200
-# (docs/BENCHMARKS.md §3 run F).
-_FWD = [(128, 64, 8, 3), (128, 64, 8, 2), (128, 128, 8, 2), (64, 64, 4, 3), (64, 128, 4, 2), (64, 64, 4, 2),
-        (32, 32, 4, 2)]
-# The backward lists hold the shapes of Triton's fused-attention tutorial on Hopper (4 warps, 5 stages;
-# 32 x 128 for dk/dv, 128 x 32 for dq). Autotune did not pick them in runs D and E (docs/BENCHMARKS.md §3,
-# N = 32,760, head dim 128), where Triton 3.6's ptxas spills 3.4 KB and 0.8 KB inside their loops.
-_BWD_DKDV = [(64, 64, 8, 3), (64, 64, 8, 2), (128, 32, 8, 2), (32, 128, 8, 3), (32, 128, 4, 5), (64, 128, 8, 3),
-             (64, 64, 4, 2), (32, 64, 4, 3), (32, 64, 4, 4), (16, 32, 4, 2)]
-_BWD_DQ = [(64, 64, 8, 3), (64, 128, 8, 2), (32, 128, 8, 2), (128, 64, 8, 2), (128, 32, 4, 5), (128, 64, 8, 3),
-           (64, 64, 4, 2), (32, 16, 4, 2)]
+# (BLOCK_M, BLOCK_N, num_warps, num_stages, DEFER). Chosen from ptxas resource usage for sm_90, bf16,
+# head dim 128 with TMA loads (registers, spills inside the loops, shared memory <= 227 KiB). In the
+# dk/dv kernel BLOCK_N is the key block it owns and BLOCK_M the query step. Configs that do not fit
+# (fp32, head dim 256) are skipped by autotune (OutOfResources); the small last config of each list
+# keeps those compilable.
+# - The 64 x 64, 4-warp, 2-stage entries leave room for two CTAs per SM (<= 255 registers x 128
+#   threads, <= 113 KiB of shared memory each); two independent CTAs overlap one's exponentials with
+#   the other's matmuls, which the two warpgroups of one 8-warp CTA, kept in step by its barriers, do
+#   not. In the dk/dv kernel this cut 5.10 ms to 4.60 ms at N = 32,760 on an H200 (BENCHMARKS §3 run F).
+# - DEFER > 0 gets that overlap inside one CTA: a block's last matmul(s) are issued in the next
+#   iteration and run under its exponentials (see `_fwd_inner`). The entries listed with it keep their
+#   loops free of spills (the pending block costs 16-32 fp32 registers per thread).
+# - Triton's fused-attention tutorial shapes for Hopper (4 warps, 5 stages; 32 x 128 for dk/dv, 128 x
+#   32 for dq) spill 3.4 KB and 0.8 KB inside their loops with Triton 3.6 and never won (runs D, E).
+_FWD = [(128, 64, 8, 3, 0), (128, 64, 8, 3, 1), (128, 64, 8, 2, 1), (128, 128, 8, 2, 0), (64, 64, 4, 3, 0),
+        (64, 64, 4, 3, 1), (64, 128, 4, 2, 0), (32, 32, 4, 2, 0)]
+_BWD_DKDV = [(64, 64, 4, 2, 0), (64, 64, 8, 2, 0), (64, 64, 8, 2, 1), (64, 64, 8, 2, 2), (32, 128, 8, 3, 0),
+             (32, 128, 8, 3, 1), (32, 128, 8, 2, 2), (64, 128, 8, 3, 0), (32, 64, 4, 3, 1), (32, 64, 4, 3, 2),
+             (16, 32, 4, 2, 0)]
+_BWD_DQ = [(128, 64, 8, 3, 0), (128, 64, 8, 3, 1), (128, 64, 8, 2, 1), (64, 64, 8, 3, 0), (64, 128, 8, 2, 0),
+           (64, 64, 4, 2, 0), (64, 64, 4, 3, 1), (32, 16, 4, 2, 0)]
+# Autotuning is keyed by head dim, precision, load path and SIZE_CLASS = bit length of the longer
+# sequence: a configuration tuned at one length is not reused at a 4x shorter or longer one (the
+# band's trip count, and with it the best tile, changes with dropped tokens).
+_TUNE_KEY = ["HEAD_DIM", "PRECISION", "USE_DESC", "SIZE_CLASS"]
 
 
 @triton.jit
@@ -119,39 +126,49 @@ def _load_rows(src, stride, row0, end, offs_d,
 
 
 @triton.jit
-def _fwd_inner(acc, l_i, m_i, q, qpos, k_src, v_src, kpos_base, stride_kn, stride_vn, offs_d,
-               start, end, radius, qk_scale,
-               BLOCK_N: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr):
+def _fwd_inner(acc, l_i, m_i, p, alpha, q, qpos, k_src, v_src, kpos_base, stride_kn, stride_vn, offs_d,
+               start, end, NK, radius, qk_scale, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
+               PRECISION: tl.constexpr, USE_DESC: tl.constexpr, DEFER: tl.constexpr):
+    """Key blocks [start, end) of the online softmax. DEFER: the P V product of each block is issued in
+    the next iteration, right after its S = Q K^T, so the tensor cores run it while this iteration's
+    exponentials are computed (FlashAttention-3's intra-warpgroup overlap, §3.2 of its paper); p (fp32)
+    and alpha carry the pending block. Otherwise P V follows its own softmax."""
     for n0 in range(start, end, BLOCK_N):
         k = _load_rows(k_src, stride_kn, n0, end, offs_d, BLOCK_N, MASKED, USE_DESC)
-        v = _load_rows(v_src, stride_vn, n0, end, offs_d, BLOCK_N, MASKED, USE_DESC)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale          # (BLOCK_M, BLOCK_N)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION)                       # (BLOCK_M, BLOCK_N)
+        if DEFER:        # the previous block's P V, rescaled to the previous maximum
+            v_prev = _load_rows(v_src, stride_vn, tl.maximum(n0 - BLOCK_N, 0), NK, offs_d, BLOCK_N, True, USE_DESC)
+            acc = tl.dot(p.to(v_prev.dtype), v_prev, acc * alpha[:, None], input_precision=PRECISION)
         if MASKED:
             offs_n = n0 + tl.arange(0, BLOCK_N)
             inside = offs_n < end
             kpos = tl.load(kpos_base + offs_n, mask=inside, other=0)
             visible = (tl.abs(qpos[:, None] - kpos[None, :]) <= radius) & inside[None, :]
             s = tl.where(visible, s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
+            m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
             m_use = tl.where(m_new == float("-inf"), 0.0, m_new)                 # rows with nothing yet
         else:
-            m_new = tl.maximum(m_i, tl.max(s, 1))
+            m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
             m_use = m_new
-        p = tl.exp2(s - m_use[:, None])
+        p_new = tl.exp2(s * qk_scale - m_use[:, None])                          # one FMA before the exp2
         alpha = tl.exp2(m_i - m_use)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        l_i = l_i * alpha + tl.sum(p_new, 1)
+        if DEFER:
+            p = p_new
+        else:
+            v = _load_rows(v_src, stride_vn, n0, end, offs_d, BLOCK_N, MASKED, USE_DESC)
+            acc = tl.dot(p_new.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
         m_i = m_new
-    return acc, l_i, m_i
+    return acc, l_i, m_i, p, alpha
 
 
-@triton.autotune(configs=_configs(_FWD, {"BLOCK_M": 32, "BLOCK_N": 16}), key=["HEAD_DIM", "PRECISION", "USE_DESC"])
+@triton.autotune(configs=_configs(_FWD, {"BLOCK_M": 32, "BLOCK_N": 16, "DEFER": 0}), key=_TUNE_KEY)
 @triton.jit
 def _window_fwd(Q, K, V, O, LSE, QPOS, KPOS, KLO, KHI,
                 sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
-                H, NQ, NK, radius, qk_scale,
+                H, NQ, NK, radius, qk_scale, SIZE_CLASS,
                 HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DEFER: tl.constexpr):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     b = bh // H
@@ -172,12 +189,21 @@ def _window_fwd(Q, K, V, O, LSE, QPOS, KPOS, KLO, KHI,
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
-                               lo, a, radius, qk_scale, BLOCK_N, True, PRECISION, USE_DESC)
-    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
-                               a, c, radius, qk_scale, BLOCK_N, False, PRECISION, USE_DESC)
-    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
-                               c, hi, radius, qk_scale, BLOCK_N, True, PRECISION, USE_DESC)
+    p = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)            # DEFER: the block whose P V is pending
+    alpha = tl.full([BLOCK_M], 1.0, tl.float32)
+    acc, l_i, m_i, p, alpha = _fwd_inner(acc, l_i, m_i, p, alpha, q, qpos, k_src, v_src, kpos_base, skn, svn,
+                                         offs_d, lo, a, NK, radius, qk_scale, BLOCK_N, True, PRECISION, USE_DESC,
+                                         DEFER)
+    acc, l_i, m_i, p, alpha = _fwd_inner(acc, l_i, m_i, p, alpha, q, qpos, k_src, v_src, kpos_base, skn, svn,
+                                         offs_d, a, c, NK, radius, qk_scale, BLOCK_N, False, PRECISION, USE_DESC,
+                                         DEFER)
+    acc, l_i, m_i, p, alpha = _fwd_inner(acc, l_i, m_i, p, alpha, q, qpos, k_src, v_src, kpos_base, skn, svn,
+                                         offs_d, c, hi, NK, radius, qk_scale, BLOCK_N, True, PRECISION, USE_DESC,
+                                         DEFER)
+    if DEFER:            # the last key block's P V
+        last = tl.maximum(lo + (tl.cdiv(hi - lo, BLOCK_N) - 1) * BLOCK_N, 0)
+        v_last = _load_rows(v_src, svn, last, NK, offs_d, BLOCK_N, True, USE_DESC)
+        acc = tl.dot(p.to(v_last.dtype), v_last, acc * alpha[:, None], input_precision=PRECISION)
 
     has_key = l_i > 0.0
     out = acc / tl.where(has_key, l_i, 1.0)[:, None]
@@ -204,10 +230,15 @@ def _bwd_preprocess(O, DO, DELTA, sob, soh, son, sdb, sdh, sdn, H, NQ,
 
 
 @triton.jit
-def _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_base, sqn, sdn, offs_d,
-                start, end, radius, qk_scale, dq_dst, sm_scale,
+def _dkdv_inner(dk, dv, p_t, ds_t, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_base, sqn, sdn, offs_d,
+                start, end, NQ, radius, qk_scale, dq_dst, sm_scale,
                 BLOCK_M: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr,
-                FUSE_DQ: tl.constexpr, HEAD_DIM: tl.constexpr, TMA_ATOMIC: tl.constexpr):
+                FUSE_DQ: tl.constexpr, HEAD_DIM: tl.constexpr, TMA_ATOMIC: tl.constexpr, DEFER: tl.constexpr):
+    """Query blocks [start, end) of dk = sum dS^T Q and dv = sum P^T dO (transposed tiles: rows are this
+    CTA's keys). DEFER (see `_fwd_inner`): 1 issues each block's dS^T Q in the next iteration, under its
+    exponentials; 2 issues both products of a block in the next iteration, after its S^T and dP^T, under
+    its exponentials and dS; p_t and ds_t (fp32) carry the pending block, whose Q and dO rows are loaded
+    again. Not with FUSE_DQ."""
     for m0 in range(start, end, BLOCK_M):
         offs_m = m0 + tl.arange(0, BLOCK_M)
         q = _load_rows(q_src, sqn, m0, end, offs_d, BLOCK_M, MASKED, USE_DESC)
@@ -219,18 +250,33 @@ def _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_ba
         else:
             lse = tl.load(lse_base + offs_m)
             delta = tl.load(delta_base + offs_m)
-        s_t = tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale           # (BLOCK_N, BLOCK_M)
-        p_t = tl.exp2(s_t - lse[None, :])
+        s_t = tl.dot(k, tl.trans(q), input_precision=PRECISION)                     # (BLOCK_N, BLOCK_M)
+        if DEFER == 2:
+            dp_t = tl.dot(v, tl.trans(do), input_precision=PRECISION)
+        if DEFER >= 1:   # the previous query block's pending products
+            prev = tl.maximum(m0 - BLOCK_M, 0)
+            q_prev = _load_rows(q_src, sqn, prev, NQ, offs_d, BLOCK_M, True, USE_DESC)
+            if DEFER == 2:
+                do_prev = _load_rows(do_src, sdn, prev, NQ, offs_d, BLOCK_M, True, USE_DESC)
+                dv = tl.dot(p_t.to(do_prev.dtype), do_prev, dv, input_precision=PRECISION)
+            dk = tl.dot(ds_t.to(q_prev.dtype), q_prev, dk, input_precision=PRECISION)
+        p_new = tl.exp2(s_t * qk_scale - lse[None, :])
         if MASKED:
             qpos = tl.load(qpos_base + offs_m, mask=inside, other=0)
             visible = (tl.abs(kpos[:, None] - qpos[None, :]) <= radius) & inside[None, :]
-            p_t = tl.where(visible, p_t, 0.0)
-        dv += tl.dot(p_t.to(do.dtype), do, input_precision=PRECISION)
-        dp_t = tl.dot(v, tl.trans(do), input_precision=PRECISION)
-        ds_t = p_t * (dp_t - delta[None, :])
-        dk += tl.dot(ds_t.to(q.dtype), q, input_precision=PRECISION)
+            p_new = tl.where(visible, p_new, 0.0)
+        if DEFER == 2:
+            p_t = p_new
+        else:
+            dv = tl.dot(p_new.to(do.dtype), do, dv, input_precision=PRECISION)
+            dp_t = tl.dot(v, tl.trans(do), input_precision=PRECISION)
+        ds_new = p_new * (dp_t - delta[None, :])
+        if DEFER >= 1:
+            ds_t = ds_new
+        else:
+            dk = tl.dot(ds_new.to(q.dtype), q, dk, input_precision=PRECISION)
         if FUSE_DQ:      # FlashAttention-2 style: this key block's share of dq, added atomically in fp32
-            dq_part = tl.dot(tl.trans(ds_t).to(k.dtype), k, input_precision=PRECISION) * sm_scale
+            dq_part = tl.dot(tl.trans(ds_new).to(k.dtype), k, input_precision=PRECISION) * sm_scale
             if TMA_ATOMIC:
                 # one bulk reduction per tile: rows past NQ are clipped; rows in [end, NQ) add exact
                 # zeros (their lse reads as +inf, so their p, ds and dq share are 0)
@@ -241,20 +287,20 @@ def _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_ba
                     tl.atomic_add(dq_ptrs, dq_part, mask=(offs_m < end)[:, None], sem="relaxed")
                 else:
                     tl.atomic_add(dq_ptrs, dq_part, sem="relaxed")
-    return dk, dv
+    return dk, dv, p_t, ds_t
 
 
-@triton.autotune(configs=_configs(_BWD_DKDV, {"BLOCK_M": 16, "BLOCK_N": 32}),
-                 key=["HEAD_DIM", "PRECISION", "USE_DESC", "FUSE_DQ", "TMA_ATOMIC"],
+@triton.autotune(configs=_configs(_BWD_DKDV, {"BLOCK_M": 16, "BLOCK_N": 32, "DEFER": 0}),
+                 key=_TUNE_KEY + ["FUSE_DQ", "TMA_ATOMIC"],
                  reset_to_zero=["DQ32"])          # autotuning reruns the kernel: its atomics must not pile up
 @triton.jit
 def _window_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, QPOS, KPOS, QLO, QHI, DQ32,
                      sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn,
                      sdkb, sdkh, sdkn, sdvb, sdvh, sdvn,
-                     H, NQ, NK, radius, qk_scale, sm_scale,
+                     H, NQ, NK, radius, qk_scale, sm_scale, SIZE_CLASS,
                      HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr,
                      FUSE_DQ: tl.constexpr, TMA_ATOMIC: tl.constexpr, BLOCK_M: tl.constexpr,
-                     BLOCK_N: tl.constexpr):
+                     BLOCK_N: tl.constexpr, DEFER: tl.constexpr):
     pid_n = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     b = bh // H
@@ -282,15 +328,25 @@ def _window_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, QPOS, KPOS, QLO, QHI, DQ32
         dq_dst = dq_base
     dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
-    dk, dv = _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_base, sqn, sdn, offs_d,
-                         lo, a, radius, qk_scale, dq_dst, sm_scale, BLOCK_M, True, PRECISION, USE_DESC,
-                         FUSE_DQ, HEAD_DIM, TMA_ATOMIC and USE_DESC)
-    dk, dv = _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_base, sqn, sdn, offs_d,
-                         a, c, radius, qk_scale, dq_dst, sm_scale, BLOCK_M, False, PRECISION, USE_DESC,
-                         FUSE_DQ, HEAD_DIM, TMA_ATOMIC and USE_DESC)
-    dk, dv = _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_base, sqn, sdn, offs_d,
-                         c, hi, radius, qk_scale, dq_dst, sm_scale, BLOCK_M, True, PRECISION, USE_DESC,
-                         FUSE_DQ, HEAD_DIM, TMA_ATOMIC and USE_DESC)
+    defer: tl.constexpr = 0 if FUSE_DQ else DEFER
+    p_t = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)        # defer: the query block whose products are pending
+    ds_t = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)
+    dk, dv, p_t, ds_t = _dkdv_inner(dk, dv, p_t, ds_t, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_base,
+                                    sqn, sdn, offs_d, lo, a, NQ, radius, qk_scale, dq_dst, sm_scale, BLOCK_M, True,
+                                    PRECISION, USE_DESC, FUSE_DQ, HEAD_DIM, TMA_ATOMIC and USE_DESC, defer)
+    dk, dv, p_t, ds_t = _dkdv_inner(dk, dv, p_t, ds_t, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_base,
+                                    sqn, sdn, offs_d, a, c, NQ, radius, qk_scale, dq_dst, sm_scale, BLOCK_M, False,
+                                    PRECISION, USE_DESC, FUSE_DQ, HEAD_DIM, TMA_ATOMIC and USE_DESC, defer)
+    dk, dv, p_t, ds_t = _dkdv_inner(dk, dv, p_t, ds_t, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_base,
+                                    sqn, sdn, offs_d, c, hi, NQ, radius, qk_scale, dq_dst, sm_scale, BLOCK_M, True,
+                                    PRECISION, USE_DESC, FUSE_DQ, HEAD_DIM, TMA_ATOMIC and USE_DESC, defer)
+    if defer >= 1:       # the last query block's pending products
+        last = tl.maximum(lo + (tl.cdiv(hi - lo, BLOCK_M) - 1) * BLOCK_M, 0)
+        q_last = _load_rows(q_src, sqn, last, NQ, offs_d, BLOCK_M, True, USE_DESC)
+        dk = tl.dot(ds_t.to(q_last.dtype), q_last, dk, input_precision=PRECISION)
+        if defer == 2:
+            do_last = _load_rows(do_src, sdn, last, NQ, offs_d, BLOCK_M, True, USE_DESC)
+            dv = tl.dot(p_t.to(do_last.dtype), do_last, dv, input_precision=PRECISION)
     tl.store(DK + b * sdkb + h * sdkh + offs_n[:, None] * sdkn + offs_d[None, :],
              (dk * sm_scale).to(DK.dtype.element_ty), mask=col_ok[:, None])
     tl.store(DV + b * sdvb + h * sdvh + offs_n[:, None] * sdvn + offs_d[None, :],
@@ -298,33 +354,42 @@ def _window_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, QPOS, KPOS, QLO, QHI, DQ32
 
 
 @triton.jit
-def _dq_inner(dq, q, do, lse, delta, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
-              start, end, radius, qk_scale,
-              BLOCK_N: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr):
+def _dq_inner(dq, ds, q, do, lse, delta, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
+              start, end, NK, radius, qk_scale, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
+              PRECISION: tl.constexpr, USE_DESC: tl.constexpr, DEFER: tl.constexpr):
+    """Key blocks [start, end) of dq = sum dS K. DEFER: each block's dS K is issued in the next
+    iteration, after that iteration's S and dP, so it runs under the exponentials (as in `_fwd_inner`);
+    ds (fp32) carries the pending block, whose K rows are loaded again."""
     for n0 in range(start, end, BLOCK_N):
         k = _load_rows(k_src, skn, n0, end, offs_d, BLOCK_N, MASKED, USE_DESC)
         v = _load_rows(v_src, svn, n0, end, offs_d, BLOCK_N, MASKED, USE_DESC)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-        p = tl.exp2(s - lse[:, None])
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        if DEFER:
+            k_prev = _load_rows(k_src, skn, tl.maximum(n0 - BLOCK_N, 0), NK, offs_d, BLOCK_N, True, USE_DESC)
+            dq = tl.dot(ds.to(k_prev.dtype), k_prev, dq, input_precision=PRECISION)
+        p = tl.exp2(s * qk_scale - lse[:, None])
         if MASKED:
             offs_n = n0 + tl.arange(0, BLOCK_N)
             inside = offs_n < end
             kpos = tl.load(kpos_base + offs_n, mask=inside, other=0)
             visible = (tl.abs(qpos[:, None] - kpos[None, :]) <= radius) & inside[None, :]
             p = tl.where(visible, p, 0.0)
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
-        ds = p * (dp - delta[:, None])
-        dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
-    return dq
+        ds_new = p * (dp - delta[:, None])
+        if DEFER:
+            ds = ds_new
+        else:
+            dq = tl.dot(ds_new.to(k.dtype), k, dq, input_precision=PRECISION)
+    return dq, ds
 
 
-@triton.autotune(configs=_configs(_BWD_DQ, {"BLOCK_M": 32, "BLOCK_N": 16}), key=["HEAD_DIM", "PRECISION", "USE_DESC"])
+@triton.autotune(configs=_configs(_BWD_DQ, {"BLOCK_M": 32, "BLOCK_N": 16, "DEFER": 0}), key=_TUNE_KEY)
 @triton.jit
 def _window_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, QPOS, KPOS, KLO, KHI,
                    sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn, sdqb, sdqh, sdqn,
-                   H, NQ, NK, radius, qk_scale, sm_scale,
+                   H, NQ, NK, radius, qk_scale, sm_scale, SIZE_CLASS,
                    HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DEFER: tl.constexpr):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     b = bh // H
@@ -346,12 +411,17 @@ def _window_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, QPOS, KPOS, KLO, KHI,
     v_src = _rows_source(V + b * svb + h * svh, NK, svn, HEAD_DIM, BLOCK_N, USE_DESC)
     kpos_base = KPOS + b * NK
     dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    dq = _dq_inner(dq, q, do, lse, delta, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
-                   lo, a, radius, qk_scale, BLOCK_N, True, PRECISION, USE_DESC)
-    dq = _dq_inner(dq, q, do, lse, delta, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
-                   a, c, radius, qk_scale, BLOCK_N, False, PRECISION, USE_DESC)
-    dq = _dq_inner(dq, q, do, lse, delta, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
-                   c, hi, radius, qk_scale, BLOCK_N, True, PRECISION, USE_DESC)
+    ds = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)          # DEFER: the block whose dS K is pending
+    dq, ds = _dq_inner(dq, ds, q, do, lse, delta, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
+                       lo, a, NK, radius, qk_scale, BLOCK_N, True, PRECISION, USE_DESC, DEFER)
+    dq, ds = _dq_inner(dq, ds, q, do, lse, delta, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
+                       a, c, NK, radius, qk_scale, BLOCK_N, False, PRECISION, USE_DESC, DEFER)
+    dq, ds = _dq_inner(dq, ds, q, do, lse, delta, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
+                       c, hi, NK, radius, qk_scale, BLOCK_N, True, PRECISION, USE_DESC, DEFER)
+    if DEFER:            # the last key block's dS K
+        last = tl.maximum(lo + (tl.cdiv(hi - lo, BLOCK_N) - 1) * BLOCK_N, 0)
+        k_last = _load_rows(k_src, skn, last, NK, offs_d, BLOCK_N, True, USE_DESC)
+        dq = tl.dot(ds.to(k_last.dtype), k_last, dq, input_precision=PRECISION)
     tl.store(DQ + b * sdqb + h * sdqh + offs_m[:, None] * sdqn + offs_d[None, :],
              (dq * sm_scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
 
@@ -381,6 +451,11 @@ def _precision(dtype: torch.dtype) -> str:
     # ~1e-3 relative error, and "ieee" FMA dots spill badly and take minutes to compile for sm_90).
     # 16-bit inputs: tensor cores directly (the value only matters for fp32).
     return "tf32x3" if dtype == torch.float32 else "tf32"
+
+
+def _size_class(nq: int, nk: int) -> int:
+    """The autotune key's size bucket (see _TUNE_KEY)."""
+    return max(nq, nk).bit_length()
 
 
 def _strides(t: torch.Tensor):
@@ -448,6 +523,18 @@ def autotune_choices() -> dict[str, dict[str, str]]:
     kernels = {"forward": _window_fwd, "backward dk/dv": _window_bwd_dkdv, "backward dq": _window_bwd_dq}
     return {name: {str(key): str(config) for key, config in getattr(kernel, "cache", {}).items()}
             for name, kernel in kernels.items()}
+
+
+def autotune_timings() -> dict[str, dict[str, float]]:
+    """Median ms of every configuration in each kernel's latest autotuning run (Triton's own
+    benchmark, on the arguments of that call): {kernel: {config: ms}}, fastest first (benchmarks)."""
+    kernels = {"forward": _window_fwd, "backward dk/dv": _window_bwd_dkdv, "backward dq": _window_bwd_dq}
+    out = {}
+    for name, kernel in kernels.items():
+        timings = getattr(kernel, "configs_timings", None) or {}
+        ms = {str(config): float(t[0] if isinstance(t, (list, tuple)) else t) for config, t in timings.items()}
+        out[name] = dict(sorted(ms.items(), key=lambda item: item[1]))
+    return out
 
 
 def _use_descriptors(*tensors: torch.Tensor) -> bool:
@@ -552,7 +639,7 @@ def _window_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qpos32: to
             grid = lambda meta: (triton.cdiv(nq, meta["BLOCK_M"]), B * H)
             _launch(_window_fwd, grid,
                     (q, k, v, o, lse, qpos32, kpos32, klo, khi, *_strides(q), *_strides(k), *_strides(v),
-                     *_strides(o), H, nq, nk, int(radius), LOG2E / math.sqrt(D)),
+                     *_strides(o), H, nq, nk, int(radius), LOG2E / math.sqrt(D), _size_class(nq, nk)),
                     _use_descriptors(k, v), HEAD_DIM=D, PRECISION=_precision(q.dtype))
     return o, lse
 
@@ -581,7 +668,7 @@ def _window_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
     pre_block = 64
     _bwd_preprocess[(triton.cdiv(nq, pre_block), B * H)](o, do, delta, *_strides(o), *_strides(do), H, nq,
                                                           HEAD_DIM=D, BLOCK_M=pre_block)
-    common = (H, nq, nk, int(radius), sm_scale * LOG2E, sm_scale)
+    common = (H, nq, nk, int(radius), sm_scale * LOG2E, sm_scale, _size_class(nq, nk))
     grid_kv = lambda meta: (triton.cdiv(nk, meta["BLOCK_N"]), B * H)
     fuse_dq = backward_mode() == "atomic"
     # the atomic path accumulates dq here; the split path never touches it (FUSE_DQ is a constexpr)

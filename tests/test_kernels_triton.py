@@ -39,6 +39,11 @@ LINEAR_CASES = {
     "f16_n200_d64_dv32": (2, 1, 200, 64, 32, "float16", None),
 }
 TOL = {"float32": 1e-4, "float16": 5e-3}
+# load path and schedule: (EFLOW_TRITON_TMA, backward mode, DEFER of the interpreted configs). "defer1"
+# and "defer2" run the deferred-matmul loops (forward and dq: DEFER 1; dk/dv: DEFER 1 or 2).
+LOADS = {"ptr": ("0", "split", 0), "tma": ("1", "split", 0), "ptr+atomic": ("0", "atomic", 0),
+         "tma+defer1": ("1", "split", 1), "ptr+defer2": ("0", "split", 2)}
+WINDOW_LOADS = list(LOADS)
 
 
 def _hopper_ptx_child() -> dict:
@@ -60,7 +65,7 @@ def _hopper_ptx_child() -> dict:
     out = {}
     for tma_atomic in (True, False):
         const = {"HEAD_DIM": 128, "PRECISION": "ieee", "USE_DESC": True, "FUSE_DQ": True, "TMA_ATOMIC": tma_atomic,
-                 "BLOCK_M": 64, "BLOCK_N": 64}
+                 "BLOCK_M": 64, "BLOCK_N": 64, "DEFER": 0}
         signature = {n: pointers.get(n) or ("constexpr" if n in const else
                                             "fp32" if n in ("qk_scale", "sm_scale") else "i32") for n in names}
         src = triton.compiler.ASTSource(fn=fn, signature=signature,
@@ -90,10 +95,19 @@ def _child() -> dict:
             return torch.arange(n).expand(B, n).contiguous()
         return torch.stack([torch.sort(torch.randperm(n_full, generator=gen)[:n])[0] for _ in range(B)])
 
+    def interpret_schedule(defer):
+        """The one interpreter config of each kernel runs this DEFER (forward and dq: 0/1, dk/dv: 0/1/2)."""
+        for kernel, value in ((triton_window._window_fwd, min(defer, 1)), (triton_window._window_bwd_dq, min(defer, 1)),
+                              (triton_window._window_bwd_dkdv, defer)):
+            kernel.configs[0].kwargs["DEFER"] = value
+            kernel.cache.clear()
+
     out = {"window": {}, "linear": {}}
-    for tma, bwd in (("0", "split"), ("1", "split"), ("0", "atomic")):   # pointer / TMA loads; both backwards
+    for loads in WINDOW_LOADS:
+        tma, bwd, defer = LOADS[loads]
         triton_window.set_tma_mode(tma)
         triton_window.set_backward_mode(bwd)
+        interpret_schedule(defer)
         for i, (name, (B, H, nq, nk, D, radius, drop, dt, layout)) in enumerate(WINDOW_CASES.items()):
             gen = torch.Generator().manual_seed(100 + i)
             dtype = getattr(torch, dt)
@@ -122,8 +136,9 @@ def _child() -> dict:
             if layout == "empty":
                 res["empty_rows_zero"] = bool((o[0, :, 1:3] == 0).all() and (o[1, :, 2:] == 0).all()
                                               and (grads[0][0, :, 1:3] == 0).all())
-            out["window"][f"{name}@{'tma' if tma == '1' else 'ptr'}{'+atomic' if bwd == 'atomic' else ''}"] = res
+            out["window"][f"{name}@{loads}"] = res
     triton_window.set_backward_mode("split")
+    interpret_schedule(0)
     out["tma_failure"] = triton_window._TMA["broken"]
 
     for i, (name, (B, H, N, D, Dv, dt, rows)) in enumerate(LINEAR_CASES.items()):
@@ -185,15 +200,16 @@ def interpreted():
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("loads", ["ptr", "tma", "ptr+atomic"])
+@pytest.mark.parametrize("loads", WINDOW_LOADS)
 @pytest.mark.parametrize("case", list(WINDOW_CASES))
 def test_triton_window_matches_reference(interpreted, case, loads):
-    """Both load paths: pointer loads, and TMA tensor descriptors (the Hopper path); and the
-    FlashAttention-2 style backward whose dq comes from atomic adds in the dk/dv kernel."""
+    """Both load paths: pointer loads, and TMA tensor descriptors (the Hopper path); the
+    FlashAttention-2 style backward whose dq comes from atomic adds in the dk/dv kernel; and the
+    deferred-matmul schedules (DEFER), whose pending block crosses the masked/mask-free phases."""
     r = interpreted["window"][f"{case}@{loads}"]
     tol = TOL[WINDOW_CASES[case][7]]
     assert interpreted["tma_failure"] is None
-    assert r["used_tma"] == (loads == "tma")
+    assert r["used_tma"] == loads.startswith("tma")
     assert r["dtype_ok"]
     for key in ("o", "dq", "dk", "dv"):
         assert r[key] < tol, (key, r)
