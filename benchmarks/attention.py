@@ -198,7 +198,7 @@ def _timed_entry(name: str, fwd, fwd_bwd, device, flops: float | None = None) ->
     return entry
 
 
-def _grad_runner(f, q, k, v, do):
+def grad_runner(f, q, k, v, do):
     """fn() running forward + backward of f(q, k, v) into fresh gradients (no .grad accumulation)."""
     leaves = [t.detach().requires_grad_(True) for t in (q, k, v)]
 
@@ -353,7 +353,7 @@ def run_shape(n_full: int, mode: str, args, device: torch.device, dtype: torch.d
     def add(name, f, backward=True, flop=None):
         if any(name.startswith(s) for s in args.skip):
             return
-        entries.append(_timed_entry(name, _no_grad(f, q, k, v), _grad_runner(f, q, k, v, do) if backward else None,
+        entries.append(_timed_entry(name, _no_grad(f, q, k, v), grad_runner(f, q, k, v, do) if backward else None,
                                     device, flop))
 
     add(f"window_{window_backend}",

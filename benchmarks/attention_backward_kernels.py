@@ -3,10 +3,13 @@
 `benchmarks/attention.py` times forward + backward as a whole; this script runs only the backward op
 (`eflow::triton_window_bwd`) of each backward mode ("split", "atomic") on one shape and
 reads each kernel's GPU time from the CUDA profiler (torch.profiler), so a change to one kernel can
-be judged on that kernel. Each row also keeps every configuration's time from that shape's autotuning
-(forward, dk/dv, dq: Triton's own benchmark), which compares tiles and loop schedules (DEFER). Inputs as in attention.py: batch 1, 12 heads x 128, bf16, radius 3,120,
-dense positions or a sorted random quarter of them. Every mode's gradients are checked against the
-"split" mode's on the same inputs first (relative error < 2e-2).
+be judged on that kernel. Each row also keeps every configuration's time from that shape's
+autotuning (forward, dk/dv, dq: Triton's own benchmark). Then forward + backward through
+`kernels.window_attention` is timed as attention.py times it and set against the GPU time of every
+kernel it launches; the difference is time the GPU waits for the host. Inputs as in attention.py:
+batch 1, 12 heads x 128, bf16, radius 3,120, dense positions or a sorted random quarter of them.
+Every mode's gradients are checked against the "split" mode's on the same inputs first (relative
+error < 2e-2).
 
     python benchmarks/attention_backward_kernels.py --n 32760 --out $OUT     # GPU only
 """
@@ -22,7 +25,8 @@ import torch
 if __package__ in (None, ""):                       # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.attention import dense_positions, keep_quarter_positions, rel_err  # noqa: E402
+import kernels  # noqa: E402
+from benchmarks.attention import bench_ms, dense_positions, grad_runner, keep_quarter_positions, rel_err  # noqa: E402
 from benchmarks.timing import kernel_times  # noqa: E402
 from kernels import triton_window  # noqa: E402
 
@@ -39,6 +43,19 @@ def backward_kernel_times(inputs: tuple, radius: int, calls: int) -> dict[str, f
     torch.cuda.synchronize()
     times = kernel_times(lambda: backward_once(inputs, radius), torch.device("cuda"), calls)
     return {name: row["ms"] for name, row in times.items() if row["ms"] > 0}
+
+
+def whole_call_times(q, k, v, do, pos, radius: int, calls: int) -> dict:
+    """Forward + backward through kernels.window_attention(backend="triton"), timed as attention.py
+    times it (do_bench median), against the sum of the GPU kernels it launches (profiler): the rest
+    is time the GPU waits for the host (dispatch, position tables, autograd)."""
+    run = grad_runner(lambda *t: kernels.window_attention(*t, pos, pos, radius, backend="triton"), q, k, v, do)
+    measured = bench_ms(run, q.device)
+    times = kernel_times(run, q.device, calls)
+    gpu = sum(row["ms"] for row in times.values())
+    return {"measured_ms": measured, "gpu_kernels_ms": gpu, "host_gap_ms": measured - gpu,
+            "kernels": {name: row for name, row in sorted(times.items(), key=lambda kv: -kv[1]["ms"])
+                        if row["ms"] > 0}}
 
 
 def main(argv=None) -> int:
@@ -92,6 +109,13 @@ def main(argv=None) -> int:
             for kernel, configs in row["autotune_ms"].items():
                 print(f"  autotune {kernel}: " + "; ".join(f"{ms:.3f} ms {config}"
                                                            for config, ms in list(configs.items())[:args.show_configs]))
+        whole = whole_call_times(q, k, v, do, pos, args.radius, args.calls)
+        result.setdefault("whole_call", {})[mode] = whole
+        print(f"N={args.n} {mode:7} forward + backward through window_attention: {whole['measured_ms']:.3f} ms "
+              f"measured; GPU kernels {whole['gpu_kernels_ms']:.3f} ms summed ({len(whole['kernels'])} kernels); "
+              f"host gap {whole['host_gap_ms']:.3f} ms", flush=True)
+        for name, row in list(whole["kernels"].items())[:4]:
+            print(f"  {row['ms']:7.3f} ms  x{row['launches']:.0f}  {name[:90]}")
     result["autotune"] = triton_window.autotune_choices()
     for name, picks in result["autotune"].items():
         for key, config in picks.items():

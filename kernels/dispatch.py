@@ -110,8 +110,9 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: t
     _validate_window(q, k, v, q_pos, k_pos, radius)
     radius = int(radius)
     name = auto_window_backend(q, k, v) if backend == "auto" else backend
+    same_positions = k_pos is q_pos                   # self-attention: position tables are shared
     q_pos = q_pos.to(device=q.device, dtype=torch.int64)
-    k_pos = k_pos.to(device=q.device, dtype=torch.int64)
+    k_pos = q_pos if same_positions else k_pos.to(device=q.device, dtype=torch.int64)
     if name == "reference":
         return window_attention_reference(q, k, v, q_pos, k_pos, radius)
     if name == "chunked":

@@ -20,8 +20,12 @@ descriptors on, each (key block, query block) share goes in as one bulk reductio
 (`tensor_descriptor.atomic_add`, FlashAttention-3's way) instead of one atomic per element.
 
 Loads: on Hopper (CUDA capability >= 9) the streamed tiles (K, V in the forward and dq kernels; Q, dO
-in the dk/dv kernel) come through TMA tensor descriptors; otherwise through pointer arithmetic
-(EFLOW_TRITON_TMA, see below). Both paths are tested under the interpreter.
+and the per-query lse2 and delta vectors in the dk/dv kernel) come through TMA tensor descriptors;
+otherwise through pointer arithmetic (EFLOW_TRITON_TMA, see below). Both paths are tested under the
+interpreter. The vectors are copied by the preprocessing kernel into rows padded to a multiple of 4
+entries (16 bytes), and the dk/dv kernel starts its query range at a multiple of 4, as 1-D TMA
+copies need; one bulk copy per vector and step replaced 32 per-entry copies per thread and cut that
+kernel from 4.65 to 4.09 ms at N = 32,760 on an H200 (docs/BENCHMARKS.md §3 run G).
 
 Under TRITON_INTERPRET=1 (CPU tests) each kernel uses one small config; note the interpreter computes
 bf16 tl.dot wrongly, so interpreted tests use fp32/fp16.
@@ -42,34 +46,38 @@ SUPPORTED_HEAD_DIMS = (16, 32, 64, 128, 256)
 
 
 def _configs(gpu_list, interp):
-    """triton.Config list: several on a GPU (autotuned), exactly one under the interpreter."""
+    """triton.Config list: several on a GPU (autotuned), exactly one under the interpreter. Entries are
+    (BLOCK_M, BLOCK_N, num_warps, num_stages) or that plus a dict of extra constexprs and "maxnreg"."""
     if INTERPRET:
         return [triton.Config(interp, num_warps=4, num_stages=1)]
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "DEFER": d}, num_warps=w, num_stages=s)
-            for m, n, w, s, d in gpu_list]
+    configs = []
+    for m, n, w, s, *extra in gpu_list:
+        extra = dict(extra[0]) if extra else {}
+        maxnreg = extra.pop("maxnreg", None)
+        configs.append(triton.Config({"BLOCK_M": m, "BLOCK_N": n, **extra}, num_warps=w, num_stages=s,
+                                     maxnreg=maxnreg))
+    return configs
 
 
-# (BLOCK_M, BLOCK_N, num_warps, num_stages, DEFER). Chosen from ptxas resource usage for sm_90, bf16,
+# (BLOCK_M, BLOCK_N, num_warps, num_stages[, extra]). Chosen from ptxas resource usage for sm_90, bf16,
 # head dim 128 with TMA loads (registers, spills inside the loops, shared memory <= 227 KiB). In the
 # dk/dv kernel BLOCK_N is the key block it owns and BLOCK_M the query step. Configs that do not fit
 # (fp32, head dim 256) are skipped by autotune (OutOfResources); the small last config of each list
 # keeps those compilable.
-# - The 64 x 64, 4-warp, 2-stage entries leave room for two CTAs per SM (<= 255 registers x 128
-#   threads, <= 113 KiB of shared memory each); two independent CTAs overlap one's exponentials with
-#   the other's matmuls, which the two warpgroups of one 8-warp CTA, kept in step by its barriers, do
-#   not. In the dk/dv kernel this cut 5.10 ms to 4.60 ms at N = 32,760 on an H200 (BENCHMARKS §3 run F).
-# - DEFER > 0 gets that overlap inside one CTA: a block's last matmul(s) are issued in the next
-#   iteration and run under its exponentials (see `_fwd_inner`). The entries listed with it keep their
-#   loops free of spills (the pending block costs 16-32 fp32 registers per thread).
+# - Several CTAs per SM: an H100/H200 SM has 64 K registers and 228 KiB of shared memory. Independent
+#   CTAs overlap one's exponentials with another's matmuls, which the two warpgroups of one 8-warp CTA,
+#   kept in step by its barriers, do not. 64 x 64 with 4 warps and 2 stages fits two (<= 255 registers
+#   x 128 threads, <= 113 KiB each): in the dk/dv kernel this cut 5.10 ms to 4.60 ms at N = 32,760 on an
+#   H200 (BENCHMARKS §3 run F). The forward's 64 x 32 tiles fit three (140 registers, 65 KiB with 3
+#   stages) or, capped at 128 registers ("maxnreg"; the few spills fall outside the loop), four.
 # - Triton's fused-attention tutorial shapes for Hopper (4 warps, 5 stages; 32 x 128 for dk/dv, 128 x
 #   32 for dq) spill 3.4 KB and 0.8 KB inside their loops with Triton 3.6 and never won (runs D, E).
-_FWD = [(128, 64, 8, 3, 0), (128, 64, 8, 3, 1), (128, 64, 8, 2, 1), (128, 128, 8, 2, 0), (64, 64, 4, 3, 0),
-        (64, 64, 4, 3, 1), (64, 128, 4, 2, 0), (32, 32, 4, 2, 0)]
-_BWD_DKDV = [(64, 64, 4, 2, 0), (64, 64, 8, 2, 0), (64, 64, 8, 2, 1), (64, 64, 8, 2, 2), (32, 128, 8, 3, 0),
-             (32, 128, 8, 3, 1), (32, 128, 8, 2, 2), (64, 128, 8, 3, 0), (32, 64, 4, 3, 1), (32, 64, 4, 3, 2),
-             (16, 32, 4, 2, 0)]
-_BWD_DQ = [(128, 64, 8, 3, 0), (128, 64, 8, 3, 1), (128, 64, 8, 2, 1), (64, 64, 8, 3, 0), (64, 128, 8, 2, 0),
-           (64, 64, 4, 2, 0), (64, 64, 4, 3, 1), (32, 16, 4, 2, 0)]
+#   Dropped after run G, where they lost by 7% or more: 64 x 64 dk/dv with 8 warps (its two warpgroups
+#   split the 64 keys' columns, so P and dS go through shared memory) and 64 x 32 dq tiles.
+_FWD = [(64, 64, 4, 3), (64, 64, 4, 2), (128, 64, 8, 3), (128, 128, 8, 2), (64, 32, 4, 2, {"maxnreg": 128}),
+        (32, 32, 4, 2)]
+_BWD_DKDV = [(64, 64, 4, 2), (64, 128, 8, 3), (32, 64, 4, 3), (32, 128, 8, 3), (16, 32, 4, 2)]
+_BWD_DQ = [(128, 64, 8, 3), (64, 64, 4, 2), (64, 128, 8, 2), (32, 16, 4, 2)]
 # Autotuning is keyed by head dim, precision, load path and SIZE_CLASS = bit length of the longer
 # sequence: a configuration tuned at one length is not reused at a 4x shorter or longer one (the
 # band's trip count, and with it the best tile, changes with dropped tokens).
@@ -87,11 +95,13 @@ def _phase_bounds(lo, full_lo, full_hi, hi, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _block_range(LO, HI, first, last, BLOCK: tl.constexpr):
+def _block_range(LO, HI, first, last, BLOCK: tl.constexpr, ALIGN: tl.constexpr = 1):
     """For the rows first..last of one block, with per-row visible ranges [LO[i], HI[i]) that grow
     with i: the range [lo, hi) some row reaches, split into masked [lo, a), mask-free [a, c) (reached
-    by every row) and masked [c, hi). Returns (lo, a, c, hi)."""
+    by every row) and masked [c, hi). lo is rounded down to a multiple of ALIGN (the rows added are
+    masked out: they see none of the block's rows). Returns (lo, a, c, hi)."""
     lo = tl.load(LO + first)
+    lo = lo - lo % ALIGN
     hi = tl.load(HI + last)
     a, c = _phase_bounds(lo, tl.load(LO + last), tl.load(HI + first), hi, BLOCK)
     return lo, a, c, hi
@@ -103,6 +113,18 @@ def _rows_source(base, n_rows, stride, HEAD_DIM: tl.constexpr, BLOCK: tl.constex
     `base`, or the base pointer itself."""
     if USE_DESC:
         src = tl.make_tensor_descriptor(base, [n_rows, HEAD_DIM], [stride, 1], [BLOCK, HEAD_DIM])
+    else:
+        src = base
+    return src
+
+
+@triton.jit
+def _vector_source(base, n, BLOCK: tl.constexpr, USE_DESC: tl.constexpr):
+    """What `_load_vector` reads from: a 1-D TMA descriptor over the n fp32 entries at `base` (16-byte
+    aligned: n is padded to a multiple of 4; loads must start at multiples of 4 too), or the base
+    pointer itself."""
+    if USE_DESC:
+        src = tl.make_tensor_descriptor(base, [n], [1], [BLOCK])
     else:
         src = base
     return src
@@ -126,19 +148,13 @@ def _load_rows(src, stride, row0, end, offs_d,
 
 
 @triton.jit
-def _fwd_inner(acc, l_i, m_i, p, alpha, q, qpos, k_src, v_src, kpos_base, stride_kn, stride_vn, offs_d,
-               start, end, NK, radius, qk_scale, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
-               PRECISION: tl.constexpr, USE_DESC: tl.constexpr, DEFER: tl.constexpr):
-    """Key blocks [start, end) of the online softmax. DEFER: the P V product of each block is issued in
-    the next iteration, right after its S = Q K^T, so the tensor cores run it while this iteration's
-    exponentials are computed (FlashAttention-3's intra-warpgroup overlap, §3.2 of its paper); p (fp32)
-    and alpha carry the pending block. Otherwise P V follows its own softmax."""
+def _fwd_inner(acc, l_i, m_i, q, qpos, k_src, v_src, kpos_base, stride_kn, stride_vn, offs_d,
+               start, end, radius, qk_scale,
+               BLOCK_N: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr):
     for n0 in range(start, end, BLOCK_N):
         k = _load_rows(k_src, stride_kn, n0, end, offs_d, BLOCK_N, MASKED, USE_DESC)
+        v = _load_rows(v_src, stride_vn, n0, end, offs_d, BLOCK_N, MASKED, USE_DESC)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION)                       # (BLOCK_M, BLOCK_N)
-        if DEFER:        # the previous block's P V, rescaled to the previous maximum
-            v_prev = _load_rows(v_src, stride_vn, tl.maximum(n0 - BLOCK_N, 0), NK, offs_d, BLOCK_N, True, USE_DESC)
-            acc = tl.dot(p.to(v_prev.dtype), v_prev, acc * alpha[:, None], input_precision=PRECISION)
         if MASKED:
             offs_n = n0 + tl.arange(0, BLOCK_N)
             inside = offs_n < end
@@ -150,25 +166,21 @@ def _fwd_inner(acc, l_i, m_i, p, alpha, q, qpos, k_src, v_src, kpos_base, stride
         else:
             m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
             m_use = m_new
-        p_new = tl.exp2(s * qk_scale - m_use[:, None])                          # one FMA before the exp2
+        p = tl.exp2(s * qk_scale - m_use[:, None])           # the scale goes into one FMA before each exp2
         alpha = tl.exp2(m_i - m_use)
-        l_i = l_i * alpha + tl.sum(p_new, 1)
-        if DEFER:
-            p = p_new
-        else:
-            v = _load_rows(v_src, stride_vn, n0, end, offs_d, BLOCK_N, MASKED, USE_DESC)
-            acc = tl.dot(p_new.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
         m_i = m_new
-    return acc, l_i, m_i, p, alpha
+    return acc, l_i, m_i
 
 
-@triton.autotune(configs=_configs(_FWD, {"BLOCK_M": 32, "BLOCK_N": 16, "DEFER": 0}), key=_TUNE_KEY)
+@triton.autotune(configs=_configs(_FWD, {"BLOCK_M": 32, "BLOCK_N": 16}), key=_TUNE_KEY)
 @triton.jit
 def _window_fwd(Q, K, V, O, LSE, QPOS, KPOS, KLO, KHI,
                 sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
                 H, NQ, NK, radius, qk_scale, SIZE_CLASS,
                 HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DEFER: tl.constexpr):
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     b = bh // H
@@ -189,21 +201,12 @@ def _window_fwd(Q, K, V, O, LSE, QPOS, KPOS, KLO, KHI,
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    p = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)            # DEFER: the block whose P V is pending
-    alpha = tl.full([BLOCK_M], 1.0, tl.float32)
-    acc, l_i, m_i, p, alpha = _fwd_inner(acc, l_i, m_i, p, alpha, q, qpos, k_src, v_src, kpos_base, skn, svn,
-                                         offs_d, lo, a, NK, radius, qk_scale, BLOCK_N, True, PRECISION, USE_DESC,
-                                         DEFER)
-    acc, l_i, m_i, p, alpha = _fwd_inner(acc, l_i, m_i, p, alpha, q, qpos, k_src, v_src, kpos_base, skn, svn,
-                                         offs_d, a, c, NK, radius, qk_scale, BLOCK_N, False, PRECISION, USE_DESC,
-                                         DEFER)
-    acc, l_i, m_i, p, alpha = _fwd_inner(acc, l_i, m_i, p, alpha, q, qpos, k_src, v_src, kpos_base, skn, svn,
-                                         offs_d, c, hi, NK, radius, qk_scale, BLOCK_N, True, PRECISION, USE_DESC,
-                                         DEFER)
-    if DEFER:            # the last key block's P V
-        last = tl.maximum(lo + (tl.cdiv(hi - lo, BLOCK_N) - 1) * BLOCK_N, 0)
-        v_last = _load_rows(v_src, svn, last, NK, offs_d, BLOCK_N, True, USE_DESC)
-        acc = tl.dot(p.to(v_last.dtype), v_last, acc * alpha[:, None], input_precision=PRECISION)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
+                               lo, a, radius, qk_scale, BLOCK_N, True, PRECISION, USE_DESC)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
+                               a, c, radius, qk_scale, BLOCK_N, False, PRECISION, USE_DESC)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
+                               c, hi, radius, qk_scale, BLOCK_N, True, PRECISION, USE_DESC)
 
     has_key = l_i > 0.0
     out = acc / tl.where(has_key, l_i, 1.0)[:, None]
@@ -214,8 +217,10 @@ def _window_fwd(Q, K, V, O, LSE, QPOS, KPOS, KLO, KHI,
 
 
 @triton.jit
-def _bwd_preprocess(O, DO, DELTA, sob, soh, son, sdb, sdh, sdn, H, NQ,
+def _bwd_preprocess(O, DO, LSE, LSE_PAD, DELTA, sob, soh, son, sdb, sdh, sdn, H, NQ, NQP,
                     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+    """delta = rowsum(o * do), and lse2 copied, into rows padded to NQP entries (a multiple of 4, for
+    16-byte aligned TMA rows); the padding holds lse2 = +inf and delta = 0 (probability 0)."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     b = bh // H
@@ -226,60 +231,55 @@ def _bwd_preprocess(O, DO, DELTA, sob, soh, son, sdb, sdh, sdn, H, NQ,
     o = tl.load(O + b * sob + h * soh + offs_m[:, None] * son + offs_d[None, :], mask=row_ok[:, None], other=0.0)
     do = tl.load(DO + b * sdb + h * sdh + offs_m[:, None] * sdn + offs_d[None, :], mask=row_ok[:, None], other=0.0)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
-    tl.store(DELTA + bh * NQ + offs_m, delta, mask=row_ok)
+    lse = tl.load(LSE + bh * NQ + offs_m, mask=row_ok, other=float("inf"))
+    tl.store(DELTA + bh * NQP + offs_m, delta, mask=offs_m < NQP)
+    tl.store(LSE_PAD + bh * NQP + offs_m, lse, mask=offs_m < NQP)
 
 
 @triton.jit
-def _dkdv_inner(dk, dv, p_t, ds_t, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_base, sqn, sdn, offs_d,
-                start, end, NQ, radius, qk_scale, dq_dst, sm_scale,
+def _load_vector(src, row0, end, BLOCK: tl.constexpr, MASKED: tl.constexpr, USE_DESC: tl.constexpr, other):
+    """Entries [row0, row0 + BLOCK) of a per-query fp32 vector (lse2, delta). Pointer path: entries >= end
+    read as `other` when MASKED. Descriptor path (one bulk copy instead of one load per entry and
+    thread): entries past the padded row read as 0, those in [end, padded end) are real or padding
+    (+inf lse2, 0 delta); the caller masks them out."""
+    if USE_DESC:
+        x = src.load([row0])
+    else:
+        offs = row0 + tl.arange(0, BLOCK)
+        if MASKED:
+            x = tl.load(src + offs, mask=offs < end, other=other)
+        else:
+            x = tl.load(src + offs)
+    return x
+
+
+@triton.jit
+def _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_src, delta_src, sqn, sdn, offs_d,
+                start, end, radius, qk_scale, dq_dst, sm_scale,
                 BLOCK_M: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr,
-                FUSE_DQ: tl.constexpr, HEAD_DIM: tl.constexpr, TMA_ATOMIC: tl.constexpr, DEFER: tl.constexpr):
-    """Query blocks [start, end) of dk = sum dS^T Q and dv = sum P^T dO (transposed tiles: rows are this
-    CTA's keys). DEFER (see `_fwd_inner`): 1 issues each block's dS^T Q in the next iteration, under its
-    exponentials; 2 issues both products of a block in the next iteration, after its S^T and dP^T, under
-    its exponentials and dS; p_t and ds_t (fp32) carry the pending block, whose Q and dO rows are loaded
-    again. Not with FUSE_DQ."""
+                FUSE_DQ: tl.constexpr, HEAD_DIM: tl.constexpr, TMA_ATOMIC: tl.constexpr):
     for m0 in range(start, end, BLOCK_M):
         offs_m = m0 + tl.arange(0, BLOCK_M)
         q = _load_rows(q_src, sqn, m0, end, offs_d, BLOCK_M, MASKED, USE_DESC)
         do = _load_rows(do_src, sdn, m0, end, offs_d, BLOCK_M, MASKED, USE_DESC)
+        lse = _load_vector(lse_src, m0, end, BLOCK_M, MASKED, USE_DESC, float("inf"))
+        delta = _load_vector(delta_src, m0, end, BLOCK_M, MASKED, USE_DESC, 0.0)
+        s_t = tl.dot(k, tl.trans(q), input_precision=PRECISION)                     # (BLOCK_N, BLOCK_M)
+        p_t = tl.exp2(s_t * qk_scale - lse[None, :])
         if MASKED:
             inside = offs_m < end
-            lse = tl.load(lse_base + offs_m, mask=inside, other=float("inf"))
-            delta = tl.load(delta_base + offs_m, mask=inside, other=0.0)
-        else:
-            lse = tl.load(lse_base + offs_m)
-            delta = tl.load(delta_base + offs_m)
-        s_t = tl.dot(k, tl.trans(q), input_precision=PRECISION)                     # (BLOCK_N, BLOCK_M)
-        if DEFER == 2:
-            dp_t = tl.dot(v, tl.trans(do), input_precision=PRECISION)
-        if DEFER >= 1:   # the previous query block's pending products
-            prev = tl.maximum(m0 - BLOCK_M, 0)
-            q_prev = _load_rows(q_src, sqn, prev, NQ, offs_d, BLOCK_M, True, USE_DESC)
-            if DEFER == 2:
-                do_prev = _load_rows(do_src, sdn, prev, NQ, offs_d, BLOCK_M, True, USE_DESC)
-                dv = tl.dot(p_t.to(do_prev.dtype), do_prev, dv, input_precision=PRECISION)
-            dk = tl.dot(ds_t.to(q_prev.dtype), q_prev, dk, input_precision=PRECISION)
-        p_new = tl.exp2(s_t * qk_scale - lse[None, :])
-        if MASKED:
             qpos = tl.load(qpos_base + offs_m, mask=inside, other=0)
             visible = (tl.abs(kpos[:, None] - qpos[None, :]) <= radius) & inside[None, :]
-            p_new = tl.where(visible, p_new, 0.0)
-        if DEFER == 2:
-            p_t = p_new
-        else:
-            dv = tl.dot(p_new.to(do.dtype), do, dv, input_precision=PRECISION)
-            dp_t = tl.dot(v, tl.trans(do), input_precision=PRECISION)
-        ds_new = p_new * (dp_t - delta[None, :])
-        if DEFER >= 1:
-            ds_t = ds_new
-        else:
-            dk = tl.dot(ds_new.to(q.dtype), q, dk, input_precision=PRECISION)
+            p_t = tl.where(visible, p_t, 0.0)
+        dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=PRECISION)
+        dp_t = tl.dot(v, tl.trans(do), input_precision=PRECISION)
+        ds_t = p_t * (dp_t - delta[None, :])
+        dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=PRECISION)
         if FUSE_DQ:      # FlashAttention-2 style: this key block's share of dq, added atomically in fp32
-            dq_part = tl.dot(tl.trans(ds_new).to(k.dtype), k, input_precision=PRECISION) * sm_scale
+            dq_part = tl.dot(tl.trans(ds_t).to(k.dtype), k, input_precision=PRECISION) * sm_scale
             if TMA_ATOMIC:
                 # one bulk reduction per tile: rows past NQ are clipped; rows in [end, NQ) add exact
-                # zeros (their lse reads as +inf, so their p, ds and dq share are 0)
+                # zeros (their p, ds and dq share are 0: `visible` masks them)
                 dq_dst.atomic_add([m0, 0], dq_part)
             else:
                 dq_ptrs = dq_dst + offs_m[:, None] * HEAD_DIM + offs_d[None, :]
@@ -287,20 +287,20 @@ def _dkdv_inner(dk, dv, p_t, ds_t, k, v, kpos, q_src, do_src, qpos_base, lse_bas
                     tl.atomic_add(dq_ptrs, dq_part, mask=(offs_m < end)[:, None], sem="relaxed")
                 else:
                     tl.atomic_add(dq_ptrs, dq_part, sem="relaxed")
-    return dk, dv, p_t, ds_t
+    return dk, dv
 
 
-@triton.autotune(configs=_configs(_BWD_DKDV, {"BLOCK_M": 16, "BLOCK_N": 32, "DEFER": 0}),
+@triton.autotune(configs=_configs(_BWD_DKDV, {"BLOCK_M": 16, "BLOCK_N": 32}),
                  key=_TUNE_KEY + ["FUSE_DQ", "TMA_ATOMIC"],
                  reset_to_zero=["DQ32"])          # autotuning reruns the kernel: its atomics must not pile up
 @triton.jit
 def _window_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, QPOS, KPOS, QLO, QHI, DQ32,
                      sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn,
                      sdkb, sdkh, sdkn, sdvb, sdvh, sdvn,
-                     H, NQ, NK, radius, qk_scale, sm_scale, SIZE_CLASS,
+                     H, NQ, NQP, NK, radius, qk_scale, sm_scale, SIZE_CLASS,
                      HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr,
                      FUSE_DQ: tl.constexpr, TMA_ATOMIC: tl.constexpr, BLOCK_M: tl.constexpr,
-                     BLOCK_N: tl.constexpr, DEFER: tl.constexpr):
+                     BLOCK_N: tl.constexpr):
     pid_n = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     b = bh // H
@@ -314,13 +314,14 @@ def _window_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, QPOS, KPOS, QLO, QHI, DQ32
     k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :], mask=col_ok[:, None], other=0.0)
     v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :], mask=col_ok[:, None], other=0.0)
     kpos = tl.load(KPOS + b * NK + offs_n, mask=col_ok, other=0)
-    lo, a, c, hi = _block_range(QLO + b * NK, QHI + b * NK, n0, n_last, BLOCK_M)   # queries of this key block
+    # queries of this key block; with descriptors every query block starts 16-byte aligned in lse2 / delta
+    lo, a, c, hi = _block_range(QLO + b * NK, QHI + b * NK, n0, n_last, BLOCK_M, 4 if USE_DESC else 1)
 
     q_src = _rows_source(Q + b * sqb + h * sqh, NQ, sqn, HEAD_DIM, BLOCK_M, USE_DESC)
     do_src = _rows_source(DO + b * sdb + h * sdh, NQ, sdn, HEAD_DIM, BLOCK_M, USE_DESC)
     qpos_base = QPOS + b * NQ
-    lse_base = LSE + bh * NQ
-    delta_base = DELTA + bh * NQ
+    lse_src = _vector_source(LSE + bh * NQP, NQP, BLOCK_M, USE_DESC)          # padded rows of NQP entries
+    delta_src = _vector_source(DELTA + bh * NQP, NQP, BLOCK_M, USE_DESC)
     dq_base = DQ32 + bh * NQ * HEAD_DIM          # (B, H, NQ, D) contiguous fp32; unused unless FUSE_DQ
     if TMA_ATOMIC and USE_DESC:
         dq_dst = tl.make_tensor_descriptor(dq_base, [NQ, HEAD_DIM], [HEAD_DIM, 1], [BLOCK_M, HEAD_DIM])
@@ -328,25 +329,15 @@ def _window_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, QPOS, KPOS, QLO, QHI, DQ32
         dq_dst = dq_base
     dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
-    defer: tl.constexpr = 0 if FUSE_DQ else DEFER
-    p_t = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)        # defer: the query block whose products are pending
-    ds_t = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)
-    dk, dv, p_t, ds_t = _dkdv_inner(dk, dv, p_t, ds_t, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_base,
-                                    sqn, sdn, offs_d, lo, a, NQ, radius, qk_scale, dq_dst, sm_scale, BLOCK_M, True,
-                                    PRECISION, USE_DESC, FUSE_DQ, HEAD_DIM, TMA_ATOMIC and USE_DESC, defer)
-    dk, dv, p_t, ds_t = _dkdv_inner(dk, dv, p_t, ds_t, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_base,
-                                    sqn, sdn, offs_d, a, c, NQ, radius, qk_scale, dq_dst, sm_scale, BLOCK_M, False,
-                                    PRECISION, USE_DESC, FUSE_DQ, HEAD_DIM, TMA_ATOMIC and USE_DESC, defer)
-    dk, dv, p_t, ds_t = _dkdv_inner(dk, dv, p_t, ds_t, k, v, kpos, q_src, do_src, qpos_base, lse_base, delta_base,
-                                    sqn, sdn, offs_d, c, hi, NQ, radius, qk_scale, dq_dst, sm_scale, BLOCK_M, True,
-                                    PRECISION, USE_DESC, FUSE_DQ, HEAD_DIM, TMA_ATOMIC and USE_DESC, defer)
-    if defer >= 1:       # the last query block's pending products
-        last = tl.maximum(lo + (tl.cdiv(hi - lo, BLOCK_M) - 1) * BLOCK_M, 0)
-        q_last = _load_rows(q_src, sqn, last, NQ, offs_d, BLOCK_M, True, USE_DESC)
-        dk = tl.dot(ds_t.to(q_last.dtype), q_last, dk, input_precision=PRECISION)
-        if defer == 2:
-            do_last = _load_rows(do_src, sdn, last, NQ, offs_d, BLOCK_M, True, USE_DESC)
-            dv = tl.dot(p_t.to(do_last.dtype), do_last, dv, input_precision=PRECISION)
+    dk, dv = _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_src, delta_src, sqn, sdn, offs_d,
+                         lo, a, radius, qk_scale, dq_dst, sm_scale, BLOCK_M, True, PRECISION, USE_DESC,
+                         FUSE_DQ, HEAD_DIM, TMA_ATOMIC and USE_DESC)
+    dk, dv = _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_src, delta_src, sqn, sdn, offs_d,
+                         a, c, radius, qk_scale, dq_dst, sm_scale, BLOCK_M, False, PRECISION, USE_DESC,
+                         FUSE_DQ, HEAD_DIM, TMA_ATOMIC and USE_DESC)
+    dk, dv = _dkdv_inner(dk, dv, k, v, kpos, q_src, do_src, qpos_base, lse_src, delta_src, sqn, sdn, offs_d,
+                         c, hi, radius, qk_scale, dq_dst, sm_scale, BLOCK_M, True, PRECISION, USE_DESC,
+                         FUSE_DQ, HEAD_DIM, TMA_ATOMIC and USE_DESC)
     tl.store(DK + b * sdkb + h * sdkh + offs_n[:, None] * sdkn + offs_d[None, :],
              (dk * sm_scale).to(DK.dtype.element_ty), mask=col_ok[:, None])
     tl.store(DV + b * sdvb + h * sdvh + offs_n[:, None] * sdvn + offs_d[None, :],
@@ -354,20 +345,13 @@ def _window_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, QPOS, KPOS, QLO, QHI, DQ32
 
 
 @triton.jit
-def _dq_inner(dq, ds, q, do, lse, delta, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
-              start, end, NK, radius, qk_scale, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
-              PRECISION: tl.constexpr, USE_DESC: tl.constexpr, DEFER: tl.constexpr):
-    """Key blocks [start, end) of dq = sum dS K. DEFER: each block's dS K is issued in the next
-    iteration, after that iteration's S and dP, so it runs under the exponentials (as in `_fwd_inner`);
-    ds (fp32) carries the pending block, whose K rows are loaded again."""
+def _dq_inner(dq, q, do, lse, delta, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
+              start, end, radius, qk_scale,
+              BLOCK_N: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr):
     for n0 in range(start, end, BLOCK_N):
         k = _load_rows(k_src, skn, n0, end, offs_d, BLOCK_N, MASKED, USE_DESC)
         v = _load_rows(v_src, svn, n0, end, offs_d, BLOCK_N, MASKED, USE_DESC)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
-        if DEFER:
-            k_prev = _load_rows(k_src, skn, tl.maximum(n0 - BLOCK_N, 0), NK, offs_d, BLOCK_N, True, USE_DESC)
-            dq = tl.dot(ds.to(k_prev.dtype), k_prev, dq, input_precision=PRECISION)
         p = tl.exp2(s * qk_scale - lse[:, None])
         if MASKED:
             offs_n = n0 + tl.arange(0, BLOCK_N)
@@ -375,21 +359,19 @@ def _dq_inner(dq, ds, q, do, lse, delta, qpos, k_src, v_src, kpos_base, skn, svn
             kpos = tl.load(kpos_base + offs_n, mask=inside, other=0)
             visible = (tl.abs(qpos[:, None] - kpos[None, :]) <= radius) & inside[None, :]
             p = tl.where(visible, p, 0.0)
-        ds_new = p * (dp - delta[:, None])
-        if DEFER:
-            ds = ds_new
-        else:
-            dq = tl.dot(ds_new.to(k.dtype), k, dq, input_precision=PRECISION)
-    return dq, ds
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PRECISION)
+    return dq
 
 
-@triton.autotune(configs=_configs(_BWD_DQ, {"BLOCK_M": 32, "BLOCK_N": 16, "DEFER": 0}), key=_TUNE_KEY)
+@triton.autotune(configs=_configs(_BWD_DQ, {"BLOCK_M": 32, "BLOCK_N": 16}), key=_TUNE_KEY)
 @triton.jit
 def _window_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, QPOS, KPOS, KLO, KHI,
                    sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn, sdqb, sdqh, sdqn,
-                   H, NQ, NK, radius, qk_scale, sm_scale, SIZE_CLASS,
+                   H, NQ, NQP, NK, radius, qk_scale, sm_scale, SIZE_CLASS,
                    HEAD_DIM: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DEFER: tl.constexpr):
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     b = bh // H
@@ -402,8 +384,8 @@ def _window_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, QPOS, KPOS, KLO, KHI,
 
     q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqn + offs_d[None, :], mask=row_ok[:, None], other=0.0)
     do = tl.load(DO + b * sdb + h * sdh + offs_m[:, None] * sdn + offs_d[None, :], mask=row_ok[:, None], other=0.0)
-    lse = tl.load(LSE + bh * NQ + offs_m, mask=row_ok, other=float("inf"))
-    delta = tl.load(DELTA + bh * NQ + offs_m, mask=row_ok, other=0.0)
+    lse = tl.load(LSE + bh * NQP + offs_m, mask=row_ok, other=float("inf"))
+    delta = tl.load(DELTA + bh * NQP + offs_m, mask=row_ok, other=0.0)
     qpos = tl.load(QPOS + b * NQ + offs_m, mask=row_ok, other=0)
     lo, a, c, hi = _block_range(KLO + b * NQ, KHI + b * NQ, m0, m_last, BLOCK_N)
 
@@ -411,17 +393,12 @@ def _window_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, QPOS, KPOS, KLO, KHI,
     v_src = _rows_source(V + b * svb + h * svh, NK, svn, HEAD_DIM, BLOCK_N, USE_DESC)
     kpos_base = KPOS + b * NK
     dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    ds = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)          # DEFER: the block whose dS K is pending
-    dq, ds = _dq_inner(dq, ds, q, do, lse, delta, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
-                       lo, a, NK, radius, qk_scale, BLOCK_N, True, PRECISION, USE_DESC, DEFER)
-    dq, ds = _dq_inner(dq, ds, q, do, lse, delta, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
-                       a, c, NK, radius, qk_scale, BLOCK_N, False, PRECISION, USE_DESC, DEFER)
-    dq, ds = _dq_inner(dq, ds, q, do, lse, delta, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
-                       c, hi, NK, radius, qk_scale, BLOCK_N, True, PRECISION, USE_DESC, DEFER)
-    if DEFER:            # the last key block's dS K
-        last = tl.maximum(lo + (tl.cdiv(hi - lo, BLOCK_N) - 1) * BLOCK_N, 0)
-        k_last = _load_rows(k_src, skn, last, NK, offs_d, BLOCK_N, True, USE_DESC)
-        dq = tl.dot(ds.to(k_last.dtype), k_last, dq, input_precision=PRECISION)
+    dq = _dq_inner(dq, q, do, lse, delta, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
+                   lo, a, radius, qk_scale, BLOCK_N, True, PRECISION, USE_DESC)
+    dq = _dq_inner(dq, q, do, lse, delta, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
+                   a, c, radius, qk_scale, BLOCK_N, False, PRECISION, USE_DESC)
+    dq = _dq_inner(dq, q, do, lse, delta, qpos, k_src, v_src, kpos_base, skn, svn, offs_d,
+                   c, hi, radius, qk_scale, BLOCK_N, True, PRECISION, USE_DESC)
     tl.store(DQ + b * sdqb + h * sdqh + offs_m[:, None] * sdqn + offs_d[None, :],
              (dq * sm_scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
 
@@ -434,15 +411,23 @@ def position_tables(q_pos: torch.Tensor, k_pos: torch.Tensor, radius: int):
 
     q_pos: (B, Nq), k_pos: (B, Nk). Returns (qpos32, kpos32, klo, khi, qlo, qhi):
     klo/khi (B, Nq): query i sees keys [klo[i], khi[i]); qlo/qhi (B, Nk): key j is seen by
-    queries [qlo[j], qhi[j]).
+    queries [qlo[j], qhi[j]). Self-attention (k_pos is q_pos) reuses the query tables for the keys:
+    half the launches of this host-side step, which runs before every forward.
     """
     qp = q_pos.to(torch.int64).contiguous()
-    kp = k_pos.to(torch.int64).contiguous()
     r = int(radius)
-    klo = torch.searchsorted(kp, qp - r, right=False, out_int32=True)
-    khi = torch.searchsorted(kp, qp + r, right=True, out_int32=True)
-    qlo = torch.searchsorted(qp, kp - r, right=False, out_int32=True)
-    qhi = torch.searchsorted(qp, kp + r, right=True, out_int32=True)
+
+    def ranges(sorted_pos, pos):                       # where [pos - r, pos + r] starts and ends in sorted_pos
+        return (torch.searchsorted(sorted_pos, pos - r, right=False, out_int32=True),
+                torch.searchsorted(sorted_pos, pos + r, right=True, out_int32=True))
+
+    if k_pos is q_pos:
+        qp32 = qp.to(torch.int32)
+        klo, khi = ranges(qp, qp)
+        return qp32, qp32, klo, khi, klo, khi
+    kp = k_pos.to(torch.int64).contiguous()
+    klo, khi = ranges(kp, qp)
+    qlo, qhi = ranges(qp, kp)
     return qp.to(torch.int32), kp.to(torch.int32), klo, khi, qlo, qhi
 
 
@@ -664,17 +649,19 @@ def _window_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
     dk, dv = k.new_empty(k.shape), v.new_empty(v.shape)                              # every element written
     sm_scale = 1.0 / math.sqrt(D)
     prec = _precision(q.dtype)
-    delta = torch.empty(B, H, nq, dtype=torch.float32, device=q.device)
+    nqp = triton.cdiv(nq, 4) * 4                     # rows of lse2 / delta padded to 16 bytes (TMA)
+    lse_pad = torch.empty(B, H, nqp, dtype=torch.float32, device=q.device)
+    delta = torch.empty(B, H, nqp, dtype=torch.float32, device=q.device)
     pre_block = 64
-    _bwd_preprocess[(triton.cdiv(nq, pre_block), B * H)](o, do, delta, *_strides(o), *_strides(do), H, nq,
-                                                          HEAD_DIM=D, BLOCK_M=pre_block)
-    common = (H, nq, nk, int(radius), sm_scale * LOG2E, sm_scale, _size_class(nq, nk))
+    _bwd_preprocess[(triton.cdiv(nqp, pre_block), B * H)](o, do, lse, lse_pad, delta, *_strides(o), *_strides(do),
+                                                          H, nq, nqp, HEAD_DIM=D, BLOCK_M=pre_block)
+    common = (H, nq, nqp, nk, int(radius), sm_scale * LOG2E, sm_scale, _size_class(nq, nk))
     grid_kv = lambda meta: (triton.cdiv(nk, meta["BLOCK_N"]), B * H)
     fuse_dq = backward_mode() == "atomic"
     # the atomic path accumulates dq here; the split path never touches it (FUSE_DQ is a constexpr)
     dq32 = (torch.zeros(B, H, nq, D, dtype=torch.float32, device=q.device) if fuse_dq
             else torch.empty(1, dtype=torch.float32, device=q.device))
-    args = (q, k, v, do, dk, dv, lse, delta, qpos32, kpos32, qlo, qhi, dq32, *_strides(q), *_strides(k),
+    args = (q, k, v, do, dk, dv, lse_pad, delta, qpos32, kpos32, qlo, qhi, dq32, *_strides(q), *_strides(k),
             *_strides(v), *_strides(do), *_strides(dk), *_strides(dv), *common)
     use_desc = _use_descriptors(q, do)
     if fuse_dq and use_desc and _descriptor_atomics():
@@ -690,7 +677,7 @@ def _window_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
     dq = q.new_empty(q.shape)
     grid_q = lambda meta: (triton.cdiv(nq, meta["BLOCK_M"]), B * H)
     _launch(_window_bwd_dq, grid_q,
-            (q, k, v, do, dq, lse, delta, qpos32, kpos32, klo, khi, *_strides(q), *_strides(k), *_strides(v),
+            (q, k, v, do, dq, lse_pad, delta, qpos32, kpos32, klo, khi, *_strides(q), *_strides(k), *_strides(v),
              *_strides(do), *_strides(dq), *common),
             _use_descriptors(k, v), HEAD_DIM=D, PRECISION=prec)
     return dq, dk, dv

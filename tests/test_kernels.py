@@ -225,6 +225,37 @@ def test_bad_arguments_raise_value_errors():
 
 
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="interpreter enabled in this process")
+def test_position_tables_brute_force_and_shared_for_self_attention():
+    """The Triton kernels' visible ranges (kernels/triton_window.position_tables) against a brute-force
+    scan of |q_pos - k_pos| <= r; passing one tensor as both positions (self-attention) shares the
+    query tables and gives the same values as two equal tensors."""
+    pytest.importorskip("triton")
+    from kernels.triton_window import position_tables
+
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,))))
+    q_pos = torch.stack([torch.sort(torch.randperm(400, generator=gen)[:90])[0] for _ in range(2)])
+    k_pos = torch.stack([torch.sort(torch.randperm(400, generator=gen)[:70])[0] for _ in range(2)])
+    radius = int(torch.randint(0, 60, (1,), generator=gen))
+    qp, kp, klo, khi, qlo, qhi = position_tables(q_pos, k_pos, radius)
+    visible = (q_pos[:, :, None] - k_pos[:, None, :]).abs() <= radius           # (B, Nq, Nk)
+    for b in range(2):
+        for i in range(90):
+            idx = visible[b, i].nonzero().flatten()
+            lo, hi = (int(idx[0]), int(idx[-1]) + 1) if len(idx) else (int(klo[b, i]), int(klo[b, i]))
+            assert (int(klo[b, i]), int(khi[b, i])) == (lo, hi)
+        for j in range(70):
+            idx = visible[b, :, j].nonzero().flatten()
+            if len(idx):
+                assert (int(qlo[b, j]), int(qhi[b, j])) == (int(idx[0]), int(idx[-1]) + 1)
+            else:
+                assert int(qlo[b, j]) == int(qhi[b, j])
+    shared = position_tables(q_pos, q_pos, radius)
+    separate = position_tables(q_pos, q_pos.clone(), radius)
+    assert shared[2] is shared[4] and shared[3] is shared[5]
+    for a, b in zip(shared, separate):
+        assert a.dtype == torch.int32 and a.is_contiguous() and torch.equal(a, b)
+
+
 def test_triton_backend_on_cpu_is_refused_without_interpreter():
     q, k, v, q_pos, k_pos, _ = make_case(1, 1, 8, 8, 16, False, torch.float32, seed=0)
     with pytest.raises(RuntimeError, match="CUDA"):
