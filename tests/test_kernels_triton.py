@@ -42,7 +42,6 @@ LINEAR_CASES = {
 TOL = {"float32": 1e-4, "float16": 5e-3}
 # load path and backward: (EFLOW_TRITON_TMA, backward mode)
 LOADS = {"ptr": ("0", "split"), "tma": ("1", "split"), "ptr+atomic": ("0", "atomic")}
-WINDOW_LOADS = list(LOADS)
 
 
 def _hopper_ptx_child() -> dict:
@@ -71,7 +70,8 @@ def _hopper_ptx_child() -> dict:
         return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8, "num_stages": 3}).asm["ptx"]
 
     out = {}
-    for tma_atomic in (True, False):
+    for tma_atomic in ((True, False) if hasattr(getattr(triton.language, "tensor_descriptor", None), "atomic_add")
+                       else ()):
         code = ptx(USE_DESC=True, FUSE_DQ=True, TMA_ATOMIC=tma_atomic)
         out[str(tma_atomic)] = {"bulk_reductions": code.count("cp.reduce.async.bulk.tensor"),
                                 "element_atomics": len(re.findall(r"(?:^|\s)(?:red|atom)\.[\w.]*add", code, re.M))}
@@ -102,8 +102,7 @@ def _child() -> dict:
         return torch.stack([torch.sort(torch.randperm(n_full, generator=gen)[:n])[0] for _ in range(B)])
 
     out = {"window": {}, "linear": {}}
-    for loads in WINDOW_LOADS:
-        tma, bwd = LOADS[loads]
+    for loads, (tma, bwd) in LOADS.items():
         triton_window.set_tma_mode(tma)
         triton_window.set_backward_mode(bwd)
         for i, (name, (B, H, nq, nk, D, radius, drop, dt, layout)) in enumerate(WINDOW_CASES.items()):
@@ -200,7 +199,7 @@ def interpreted():
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("loads", WINDOW_LOADS)
+@pytest.mark.parametrize("loads", list(LOADS))
 @pytest.mark.parametrize("case", list(WINDOW_CASES))
 def test_triton_window_matches_reference(interpreted, case, loads):
     """Both load paths: pointer loads, and TMA tensor descriptors (the Hopper path); the
@@ -239,34 +238,34 @@ def test_interpreter_uses_one_config_and_auto_never_picks_triton_on_cpu(interpre
     assert meta["auto_cpu"] in ("sdpa", "chunked")   # but "auto" never picks it on the CPU
 
 
-def test_atomic_backward_adds_dq_tiles_as_bulk_reductions_on_hopper():
+@pytest.fixture(scope="module")
+def hopper_ptx():
+    """The counts of `_hopper_ptx_child`, from one child process (without the interpreter)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    res = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--hopper-ptx"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-4000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_atomic_backward_adds_dq_tiles_as_bulk_reductions_on_hopper(hopper_ptx):
     """The atomic backward's dq adds, compiled for sm_90 with TMA on: one bulk tensor reduction per phase
     (masked edge, interior, masked edge) and no per-element atomics; without them, per-element atomics.
     Only the lowering is pinned here (the interpreter cannot run descriptor reductions); the GPU benchmark
     checks the values (benchmarks/attention.py, `triton_atomic_dq`)."""
-    import triton.language as tl
-
-    if not hasattr(getattr(tl, "tensor_descriptor", None), "atomic_add"):
+    if "True" not in hopper_ptx:
         pytest.skip("this Triton has no tensor_descriptor.atomic_add")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    res = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--hopper-ptx"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-4000:]
-    counts = json.loads(res.stdout.strip().splitlines()[-1])
+    counts = hopper_ptx
     assert counts["True"] == {"bulk_reductions": 3, "element_atomics": 0}, counts
     assert counts["False"]["bulk_reductions"] == 0 and counts["False"]["element_atomics"] > 0, counts
 
 
-def test_dkdv_kernel_reads_lse_and_delta_by_bulk_copies_on_hopper():
+def test_dkdv_kernel_reads_lse_and_delta_by_bulk_copies_on_hopper(hopper_ptx):
     """With descriptors, the split dk/dv kernel gets lse2 and delta by 1-D TMA copies (at least one of each
-    per phase); the 4-byte per-entry copies left are the masked phases' query positions, a quarter of
-    the pointer path's (positions, lse2, delta). The change that cut the kernel 12% on an H200
+    per phase); the 4-byte per-entry copies left are the masked phases' query positions, fewer than the
+    pointer path's (positions, lse2, delta). The change that cut the kernel 12% on an H200
     (docs/BENCHMARKS.md §3 run G)."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    res = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--hopper-ptx"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-4000:]
-    counts = json.loads(res.stdout.strip().splitlines()[-1])
+    counts = hopper_ptx
     desc, pointers = counts["split_desc_True"], counts["split_desc_False"]
     assert desc["bulk_1d_copies"] >= 6 and pointers["bulk_1d_copies"] == 0, counts
     assert 0 < desc["entry_copies"] < pointers["entry_copies"], counts
