@@ -23,9 +23,9 @@ Loads: on Hopper (CUDA capability >= 9) the streamed tiles (K, V in the forward 
 and the per-query lse2 and delta vectors in the dk/dv kernel) come through TMA tensor descriptors;
 otherwise through pointer arithmetic (EFLOW_TRITON_TMA, see below). Both paths are tested under the
 interpreter. The vectors are copied by the preprocessing kernel into rows padded to a multiple of 4
-entries (16 bytes), and the dk/dv kernel starts its query range at a multiple of 4, as 1-D TMA
-copies need; one bulk copy per vector and step replaced 32 per-entry copies per thread and cut that
-kernel from 4.65 to 4.09 ms at N = 32,760 on an H200 (docs/BENCHMARKS.md §3 run G).
+entries (16 bytes), and the dk/dv kernel starts its query range at a multiple of 4, as Triton's 1-D
+descriptor loads require. One bulk copy per vector and step replaced 16 per-entry copies per thread
+each and cut that kernel from 4.65 to 4.09 ms at N = 32,760 on an H200 (docs/BENCHMARKS.md §3 run G).
 
 Under TRITON_INTERPRET=1 (CPU tests) each kernel uses one small config; note the interpreter computes
 bf16 tl.dot wrongly, so interpreted tests use fp32/fp16.
