@@ -43,6 +43,9 @@ import triton.language as tl
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 LOG2E = 1.4426950408889634
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128, 256)
+# fp32 entries per 16 bytes: lse2 / delta rows are padded to, and dk/dv query ranges start at, multiples
+# of this, as Triton's 1-D descriptor loads need 16-byte aligned starts
+VECTOR_ALIGN = tl.constexpr(4)
 
 
 def _configs(gpu_list, interp):
@@ -315,7 +318,8 @@ def _window_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, QPOS, KPOS, QLO, QHI, DQ32
     v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :], mask=col_ok[:, None], other=0.0)
     kpos = tl.load(KPOS + b * NK + offs_n, mask=col_ok, other=0)
     # queries of this key block; with descriptors every query block starts 16-byte aligned in lse2 / delta
-    lo, a, c, hi = _block_range(QLO + b * NK, QHI + b * NK, n0, n_last, BLOCK_M, 4 if USE_DESC else 1)
+    lo, a, c, hi = _block_range(QLO + b * NK, QHI + b * NK, n0, n_last, BLOCK_M,
+                                VECTOR_ALIGN if USE_DESC else 1)
 
     q_src = _rows_source(Q + b * sqb + h * sqh, NQ, sqn, HEAD_DIM, BLOCK_M, USE_DESC)
     do_src = _rows_source(DO + b * sdb + h * sdh, NQ, sdn, HEAD_DIM, BLOCK_M, USE_DESC)
@@ -503,19 +507,22 @@ def tma_status() -> str:
                      else "; atomic backward: per-element dq atomics")
 
 
+def _tuned_kernels() -> dict:
+    """The autotuned kernels by the names the benchmarks report."""
+    return {"forward": _window_fwd, "backward dk/dv": _window_bwd_dkdv, "backward dq": _window_bwd_dq}
+
+
 def autotune_choices() -> dict[str, dict[str, str]]:
     """The configuration autotune picked per kernel and key so far: {kernel: {key: config}} (benchmarks)."""
-    kernels = {"forward": _window_fwd, "backward dk/dv": _window_bwd_dkdv, "backward dq": _window_bwd_dq}
     return {name: {str(key): str(config) for key, config in getattr(kernel, "cache", {}).items()}
-            for name, kernel in kernels.items()}
+            for name, kernel in _tuned_kernels().items()}
 
 
 def autotune_timings() -> dict[str, dict[str, float]]:
     """Median ms of every configuration in each kernel's latest autotuning run (Triton's own
     benchmark, on the arguments of that call): {kernel: {config: ms}}, fastest first (benchmarks)."""
-    kernels = {"forward": _window_fwd, "backward dk/dv": _window_bwd_dkdv, "backward dq": _window_bwd_dq}
     out = {}
-    for name, kernel in kernels.items():
+    for name, kernel in _tuned_kernels().items():
         timings = getattr(kernel, "configs_timings", None) or {}
         ms = {str(config): float(t[0] if isinstance(t, (list, tuple)) else t) for config, t in timings.items()}
         out[name] = dict(sorted(ms.items(), key=lambda item: item[1]))
@@ -649,7 +656,8 @@ def _window_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
     dk, dv = k.new_empty(k.shape), v.new_empty(v.shape)                              # every element written
     sm_scale = 1.0 / math.sqrt(D)
     prec = _precision(q.dtype)
-    nqp = triton.cdiv(nq, 4) * 4                     # rows of lse2 / delta padded to 16 bytes (TMA)
+    align = VECTOR_ALIGN.value
+    nqp = triton.cdiv(nq, align) * align             # rows of lse2 / delta padded to 16 bytes (TMA)
     lse_pad = torch.empty(B, H, nqp, dtype=torch.float32, device=q.device)
     delta = torch.empty(B, H, nqp, dtype=torch.float32, device=q.device)
     pre_block = 64
