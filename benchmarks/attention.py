@@ -415,7 +415,8 @@ def print_table(result: dict) -> None:
     print()
     print(f"device: {result['device']} | torch {result['torch']} | triton {result['triton']} | "
           f"bf16 matmul ceiling: {f'{ceiling:.0f} TFLOP/s' if ceiling else 'n/a'}"
-          + (f" | Triton TMA loads: {result['triton_tma']}" if "triton_tma" in result else ""))
+          + (f" | Triton TMA loads: {result['triton_tma']}" if "triton_tma" in result else "")
+          + (f" | Gluon kernels: {result['triton_gluon']}" if "triton_gluon" in result else ""))
     print(f"{'N':>7} {'mode':>7} {'tokens':>7} {'keys/q':>7} {'ok':>4}  {'backend':<22} {'fwd ms':>9} {'f+b ms':>9} "
           f"{'fwd TF/s':>9} {'f+b TF/s':>9} {'%peak':>6}")
     dense_softmax: dict[int, float] = {}
@@ -580,8 +581,9 @@ def main(argv=None) -> int:
     result["total_seconds"] = time.perf_counter() - t_start
     if device.type == "cuda":
         try:
-            from kernels.triton_window import autotune_choices, tma_status
+            from kernels.triton_window import autotune_choices, gluon_status, tma_status
             result["triton_tma"] = tma_status()
+            result["triton_gluon"] = gluon_status()
             result["triton_autotune"] = autotune_choices()
         except Exception as exc:                                   # noqa: BLE001
             result["triton_tma"] = f"unknown ({type(exc).__name__})"

@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     device = torch.device("cuda")
     gen = torch.Generator(device="cpu").manual_seed(0)
     result = {"device": torch.cuda.get_device_name(device), "torch": torch.__version__,
-              "tma": triton_window.tma_status(), "rows": []}
+              "tma": triton_window.tma_status(), "gluon": triton_window.gluon_status(), "rows": []}
     failed = False
     for mode in ("dense", "dropped"):
         pos = dense_positions(args.n, 1, device) if mode == "dense" else keep_quarter_positions(args.n, 1, gen, device)

@@ -198,8 +198,8 @@ def available_backends(device: str | torch.device | None = None) -> dict[str, tu
     out["triton"] = _triton_runs_on(dev)
     if cuda and out["triton"][0]:
         try:
-            from kernels.triton_window import tma_status
-            out["triton"] = (True, f"{out['triton'][1]}; TMA loads: {tma_status()}")
+            from kernels.triton_window import gluon_status, tma_status
+            out["triton"] = (True, f"{out['triton'][1]}; TMA loads: {tma_status()}; Gluon kernels: {gluon_status()}")
         except Exception as exc:                       # noqa: BLE001 - report, do not fail
             out["triton"] = (False, f"importing the Triton kernels failed: {type(exc).__name__}: {exc}")
     from kernels import flash

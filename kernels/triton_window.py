@@ -27,6 +27,10 @@ entries (16 bytes), and the dk/dv kernel starts its query range at a multiple of
 descriptor loads require. One bulk copy per vector and step replaced 16 per-entry copies per thread
 each and cut that kernel from 4.65 to 4.09 ms at N = 32,760 on an H200 (docs/BENCHMARKS.md §3 run G).
 
+On Hopper (CUDA capability 9.x), fp16/bf16 with head dim 64 or 128, the forward and the dq kernel are
+replaced by warp-specialised Gluon kernels with the same arguments (kernels/gluon_window.py; EFLOW_GLUON,
+see below): forward + backward 1.29x FlexAttention at N = 32,760 on an H200 (BENCHMARKS §3 run H).
+
 Under TRITON_INTERPRET=1 (CPU tests) each kernel uses one small config; note the interpreter computes
 bf16 tl.dot wrongly, so interpreted tests use fp32/fp16.
 """
@@ -484,6 +488,76 @@ def backward_mode() -> str:
 set_backward_mode(os.environ.get("EFLOW_TRITON_BWD", "split"))     # a typo fails here, not silently
 
 
+# Gluon kernels: "auto" (default) runs the warp-specialised Gluon forward and dq kernels
+# (kernels/gluon_window.py) on CUDA capability 9.x (their warpgroup MMAs exist on Hopper only) for
+# fp16/bf16 with head dim 64 or 128 and TMA-compatible strides, and the Triton kernels elsewhere; "off"
+# always runs the Triton kernels. EFLOW_GLUON picks one. A Gluon build or launch failure is recorded,
+# warned about once, and the Triton kernels run from then on (same outputs).
+GLUON_MODES = ("auto", "off")
+_GLUON = {"mode": "auto", "broken": None}
+GLUON_HEAD_DIMS = (64, 128)
+
+
+def set_gluon_mode(mode: str) -> None:
+    """One of GLUON_MODES (see above); also clears a recorded Gluon failure."""
+    if mode not in GLUON_MODES:
+        raise ValueError(f"Gluon mode must be one of {GLUON_MODES}, got {mode!r}")
+    _GLUON["mode"], _GLUON["broken"] = mode, None
+
+
+set_gluon_mode(os.environ.get("EFLOW_GLUON", "auto"))
+
+
+def _gluon_module():
+    """kernels.gluon_window, or None where it cannot be imported (no triton.experimental.gluon, or a
+    Gluon API other than the one the kernels are written for)."""
+    if INTERPRET:
+        return None
+    try:
+        from kernels import gluon_window
+    except Exception:                                  # noqa: BLE001 - any import failure means "not here"
+        return None
+    return gluon_window
+
+
+def gluon_status() -> str:
+    """One line: where the Gluon forward and dq kernels run, or why they do not."""
+    if _GLUON["broken"]:
+        return f"off: a Gluon kernel failed ({_GLUON['broken'][:200]})"
+    if _GLUON["mode"] == "off":
+        return "off: EFLOW_GLUON=off"
+    if _gluon_module() is None:
+        return "off: no usable triton.experimental.gluon"
+    return (f"forward and dq on CUDA capability 9.x for fp16/bf16, head dims {GLUON_HEAD_DIMS}, 16-byte aligned "
+            "rows; the Triton kernels elsewhere")
+
+
+def _use_gluon(*tensors: torch.Tensor) -> bool:
+    q = tensors[0]
+    if _GLUON["mode"] != "auto" or _GLUON["broken"] or q.device.type != "cuda":
+        return False
+    if torch.cuda.get_device_capability(q.device)[0] != 9:
+        return False
+    if q.dtype not in (torch.float16, torch.bfloat16) or q.shape[-1] not in GLUON_HEAD_DIMS:
+        return False
+    return _use_descriptors(*tensors) and _gluon_module() is not None
+
+
+def _try_gluon(name: str, nq: int, batch_heads: int, args) -> bool:
+    """Launch the Gluon kernel `name` (autotuned) on the arguments of its Triton counterpart; on a build
+    or launch failure record why, warn once, and return False (the caller runs the Triton kernel)."""
+    gluon = _gluon_module()
+    try:
+        _ensure_allocator(args[0].device)             # the loader warp builds TMA descriptors in-kernel
+        getattr(gluon, name)[gluon.grid(nq, batch_heads)](*args, HEAD_DIM=args[0].shape[-1])
+        return True
+    except Exception as exc:                           # noqa: BLE001 - fall back, keep the message
+        _GLUON["broken"] = f"{type(exc).__name__}: {exc}"
+        warnings.warn(f"Triton window attention: the Gluon kernel {name} failed, using the Triton kernels "
+                      f"({type(exc).__name__}: {str(exc)[:300]})")
+        return False
+
+
 def set_tma_mode(mode: str) -> None:
     """"auto", "1" or "0" (see above); also clears a recorded failure."""
     if mode not in ("auto", "1", "0"):
@@ -509,7 +583,11 @@ def tma_status() -> str:
 
 def _tuned_kernels() -> dict:
     """The autotuned kernels by the names the benchmarks report."""
-    return {"forward": _window_fwd, "backward dk/dv": _window_bwd_dkdv, "backward dq": _window_bwd_dq}
+    kernels = {"forward": _window_fwd, "backward dk/dv": _window_bwd_dkdv, "backward dq": _window_bwd_dq}
+    gluon = _gluon_module()
+    if gluon is not None:
+        kernels.update({"forward (gluon)": gluon.window_fwd_ws, "backward dq (gluon)": gluon.window_bwd_dq_ws})
+    return kernels
 
 
 def autotune_choices() -> dict[str, dict[str, str]]:
@@ -628,11 +706,11 @@ def _window_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qpos32: to
             o.zero_()
             lse.fill_(float("inf"))
         else:
-            grid = lambda meta: (triton.cdiv(nq, meta["BLOCK_M"]), B * H)
-            _launch(_window_fwd, grid,
-                    (q, k, v, o, lse, qpos32, kpos32, klo, khi, *_strides(q), *_strides(k), *_strides(v),
-                     *_strides(o), H, nq, nk, int(radius), LOG2E / math.sqrt(D), _size_class(nq, nk)),
-                    _use_descriptors(k, v), HEAD_DIM=D, PRECISION=_precision(q.dtype))
+            args = (q, k, v, o, lse, qpos32, kpos32, klo, khi, *_strides(q), *_strides(k), *_strides(v),
+                    *_strides(o), H, nq, nk, int(radius), LOG2E / math.sqrt(D), _size_class(nq, nk))
+            if not (_use_gluon(q, k, v) and _try_gluon("window_fwd_ws", nq, B * H, args)):
+                grid = lambda meta: (triton.cdiv(nq, meta["BLOCK_M"]), B * H)
+                _launch(_window_fwd, grid, args, _use_descriptors(k, v), HEAD_DIM=D, PRECISION=_precision(q.dtype))
     return o, lse
 
 
@@ -640,6 +718,20 @@ def _window_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qpos32: to
 def _(q, k, v, qpos32, kpos32, klo, khi, qlo, qhi, radius):
     B, H, nq, D = q.shape
     return q.new_empty(B, H, nq, D), q.new_empty(B, H, nq, dtype=torch.float32)
+
+
+def backward_vectors(o: torch.Tensor, do: torch.Tensor, lse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The backward kernels' per-query vectors from o, do (B, H, Nq, D) and lse2 (B, H, Nq): (lse2, delta =
+    rowsum(o * do)), each (B, H, NQP) fp32 with rows padded to NQP, a multiple of VECTOR_ALIGN (16 bytes,
+    for TMA); the padding holds lse2 = +inf and delta = 0."""
+    B, H, nq, D = o.shape
+    nqp = triton.cdiv(nq, VECTOR_ALIGN.value) * VECTOR_ALIGN.value
+    lse_pad = torch.empty(B, H, nqp, dtype=torch.float32, device=o.device)
+    delta = torch.empty(B, H, nqp, dtype=torch.float32, device=o.device)
+    pre_block = 64
+    _bwd_preprocess[(triton.cdiv(nqp, pre_block), B * H)](o, do, lse, lse_pad, delta, *_strides(o), *_strides(do),
+                                                          H, nq, nqp, HEAD_DIM=D, BLOCK_M=pre_block)
+    return lse_pad, delta
 
 
 @torch.library.custom_op("eflow::triton_window_bwd", mutates_args=())
@@ -656,13 +748,8 @@ def _window_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
     dk, dv = k.new_empty(k.shape), v.new_empty(v.shape)                              # every element written
     sm_scale = 1.0 / math.sqrt(D)
     prec = _precision(q.dtype)
-    align = VECTOR_ALIGN.value
-    nqp = triton.cdiv(nq, align) * align             # rows of lse2 / delta padded to 16 bytes (TMA)
-    lse_pad = torch.empty(B, H, nqp, dtype=torch.float32, device=q.device)
-    delta = torch.empty(B, H, nqp, dtype=torch.float32, device=q.device)
-    pre_block = 64
-    _bwd_preprocess[(triton.cdiv(nqp, pre_block), B * H)](o, do, lse, lse_pad, delta, *_strides(o), *_strides(do),
-                                                          H, nq, nqp, HEAD_DIM=D, BLOCK_M=pre_block)
+    lse_pad, delta = backward_vectors(o, do, lse)
+    nqp = lse_pad.shape[-1]
     common = (H, nq, nqp, nk, int(radius), sm_scale * LOG2E, sm_scale, _size_class(nq, nk))
     grid_kv = lambda meta: (triton.cdiv(nk, meta["BLOCK_N"]), B * H)
     fuse_dq = backward_mode() == "atomic"
@@ -683,11 +770,11 @@ def _window_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
     if fuse_dq:
         return dq32.to(q.dtype), dk, dv
     dq = q.new_empty(q.shape)
-    grid_q = lambda meta: (triton.cdiv(nq, meta["BLOCK_M"]), B * H)
-    _launch(_window_bwd_dq, grid_q,
-            (q, k, v, do, dq, lse_pad, delta, qpos32, kpos32, klo, khi, *_strides(q), *_strides(k), *_strides(v),
-             *_strides(do), *_strides(dq), *common),
-            _use_descriptors(k, v), HEAD_DIM=D, PRECISION=prec)
+    args = (q, k, v, do, dq, lse_pad, delta, qpos32, kpos32, klo, khi, *_strides(q), *_strides(k), *_strides(v),
+            *_strides(do), *_strides(dq), *common)
+    if not (_use_gluon(q, k, v, do) and _try_gluon("window_bwd_dq_ws", nq, B * H, args)):
+        grid_q = lambda meta: (triton.cdiv(nq, meta["BLOCK_M"]), B * H)
+        _launch(_window_bwd_dq, grid_q, args, _use_descriptors(k, v), HEAD_DIM=D, PRECISION=prec)
     return dq, dk, dv
 
 

@@ -109,3 +109,25 @@ def test_backward_kernel_profile_needs_a_gpu():
                           capture_output=True, text=True, timeout=120, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2 and "needs a CUDA GPU" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_gluon_kernel_benchmark_needs_a_gpu_and_its_checks_reach_every_edge():
+    """benchmarks/attention_gluon_kernels.py refuses on the CPU; its checks cover a query count that is not
+    a multiple of the 128-row CTA tile, every key visible, dropped tokens, head dim 64 through the model's
+    strided view, and queries that see no key (cross-attention), for both autotuned kernels and every
+    configuration; its position specs are what they say."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import attention_gluon_kernels as gk
+    kinds = {case[3].split(":")[0] for case in gk.CHECKS}
+    assert kinds == {"dense", "quarter", "spaced"}
+    assert any(int(case[3].split(":")[1]) % 128 for case in gk.CHECKS if case[3].startswith("dense"))
+    assert any(case[5] == 64 and case[8] for case in gk.CHECKS)                 # head dim 64, strided
+    assert any(case[4] is not None for case in gk.CHECKS)                       # cross-attention
+    assert torch.equal(gk.positions("spaced:5:3", None, "cpu"), torch.tensor([[0, 3, 6, 9, 12]]))
+    assert torch.equal(gk.positions("dense:4", None, "cpu"), torch.arange(4)[None])
+    if torch.cuda.is_available():
+        return
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "attention_gluon_kernels.py")],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2 and "needs a CUDA GPU" in proc.stderr, proc.stderr[-2000:]
