@@ -119,13 +119,13 @@ def _visible(scores, qpos, KPOS, lo, hi, j, radius, BLOCK_N: gl.constexpr):
 
 
 @gluon.constexpr_function
-def _scores_layout(block_n, head_dim):
+def _scores_layout(block_n):
     """Warpgroup MMA layout of one consumer's scores (ROWS, block_n)."""
     return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, block_n, 16])
 
 
 @gluon.constexpr_function
-def _output_layout(block_n, head_dim):
+def _output_layout(head_dim):
     """Warpgroup MMA layout of one consumer's outputs (ROWS, head_dim): O, dq."""
     return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, head_dim, 16])
 
@@ -157,8 +157,8 @@ def _attend_blocks(acc, m_i, l_i, q, qpos, j0, j1, lo, hi, KPOS, radius, qk_scal
     """Online softmax over key blocks j0..j1-1: acc (ROWS, HEAD_DIM) fp32, row max m_i and sum l_i
     (ROWS,) in base 2; MASKED: compare positions (edge blocks), else every key is visible to every row.
     Returns the updated (acc, m_i, l_i)."""
-    s_layout: gl.constexpr = _scores_layout(BLOCK_N, HEAD_DIM)
-    o_layout: gl.constexpr = _output_layout(BLOCK_N, HEAD_DIM)
+    s_layout: gl.constexpr = _scores_layout(BLOCK_N)
+    o_layout: gl.constexpr = _output_layout(HEAD_DIM)
     p_operand: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     s_zero = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=s_layout)
     for j in range(j0, j1):
@@ -187,8 +187,8 @@ def _fwd_consumer(O, LSE, QPOS, KPOS, KLO, KHI, son, NQ, radius, qk_scale, m0, l
                   HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
     """One warpgroup of the forward: query rows [m0 + c ROWS, + ROWS) against the CTA's key blocks.
     O, LSE, QPOS, KLO, KHI point at this (batch, head)'s rows; KPOS at its keys' positions."""
-    s_layout: gl.constexpr = _scores_layout(BLOCK_N, HEAD_DIM)
-    o_layout: gl.constexpr = _output_layout(BLOCK_N, HEAD_DIM)
+    s_layout: gl.constexpr = _scores_layout(BLOCK_N)
+    o_layout: gl.constexpr = _output_layout(HEAD_DIM)
     s_rows: gl.constexpr = gl.SliceLayout(1, s_layout)
     offs_m, row_ok, qpos, first, last = _consumer_rows(QPOS, NQ, m0, c, s_rows)
     j_seen, j_inner, j_outer, j_unseen = _block_runs(KLO, KHI, first, last, lo, BLOCK_N)
@@ -221,8 +221,8 @@ def _dq_blocks(dq, q, do, lse, delta, qpos, j0, j1, lo, hi, KPOS, radius, qk_sca
                HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, MASKED: gl.constexpr):
     """dq (ROWS, HEAD_DIM) fp32 += dS K over key blocks j0..j1-1, with P = exp2(S scale - lse2) and
     dS = P (dO V^T - delta) (FlashAttention-2's backward); MASKED as in `_attend_blocks`."""
-    s_layout: gl.constexpr = _scores_layout(BLOCK_N, HEAD_DIM)
-    o_layout: gl.constexpr = _output_layout(BLOCK_N, HEAD_DIM)
+    s_layout: gl.constexpr = _scores_layout(BLOCK_N)
+    o_layout: gl.constexpr = _output_layout(HEAD_DIM)
     ds_operand: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     s_zero = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=s_layout)
     for j in range(j0, j1):
@@ -246,8 +246,8 @@ def _dq_consumer(DQ, LSE, DELTA, QPOS, KPOS, KLO, KHI, sdqn, NQ, radius, qk_scal
                  HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
     """One warpgroup of the dq kernel: rows [m0 + c ROWS, + ROWS). LSE and DELTA point at this (batch,
     head)'s padded rows of lse2 and delta = rowsum(o * do); the rest as in `_fwd_consumer`."""
-    s_layout: gl.constexpr = _scores_layout(BLOCK_N, HEAD_DIM)
-    o_layout: gl.constexpr = _output_layout(BLOCK_N, HEAD_DIM)
+    s_layout: gl.constexpr = _scores_layout(BLOCK_N)
+    o_layout: gl.constexpr = _output_layout(HEAD_DIM)
     s_rows: gl.constexpr = gl.SliceLayout(1, s_layout)
     row_operand: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2)
     offs_m, row_ok, qpos, first, last = _consumer_rows(QPOS, NQ, m0, c, s_rows)
@@ -274,7 +274,7 @@ def _dq_consumer(DQ, LSE, DELTA, QPOS, KPOS, KLO, KHI, sdqn, NQ, radius, qk_scal
 
 @gluon.jit
 def _cta_keys(KLO, KHI, NQ, m0):
-    """The keys this CTA's query rows reach, [lo, hi), and the number of BLOCK_N-key blocks."""
+    """The keys the CTA's query rows [m0, m0 + CONSUMERS ROWS) reach: [lo, hi) (KLO, KHI at this batch's rows)."""
     m_last = gl.minimum(m0 + CONSUMERS * ROWS, NQ) - 1
     lo = gl.load(KLO + m0)
     hi = gl.load(KHI + m_last)
