@@ -29,7 +29,7 @@ each and cut that kernel from 4.65 to 4.09 ms at N = 32,760 on an H200 (docs/BEN
 
 On Hopper (CUDA capability 9.x), fp16/bf16 with head dim 64 or 128, the forward and the dq kernel are
 replaced by warp-specialised Gluon kernels with the same arguments (kernels/gluon_window.py; EFLOW_GLUON,
-see below): forward + backward 1.29x FlexAttention at N = 32,760 on an H200 (BENCHMARKS §3 run H).
+see below): forward + backward 1.27-1.29x FlexAttention at N = 32,760 on an H200 (BENCHMARKS §3 run H).
 
 Under TRITON_INTERPRET=1 (CPU tests) each kernel uses one small config; note the interpreter computes
 bf16 tl.dot wrongly, so interpreted tests use fp32/fp16.
