@@ -516,9 +516,27 @@ def parse_args(argv=None):
     return args
 
 
-def _write_json(result: dict, out: Path) -> None:
+def write_result(result: dict, out: str | Path | None, name: str) -> None:
+    """`result` as indented JSON in the folder `out` (made if missing) under `name`; nothing if out is None.
+    Shared by this script and the per-kernel scripts."""
+    if out is None:
+        return
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "attention.json").write_text(json.dumps(result, indent=1, default=str))
+    (out / name).write_text(json.dumps(result, indent=1, default=str))
+
+
+def kernel_script_parser(doc: str, out_name: str) -> argparse.ArgumentParser:
+    """The options of the per-kernel scripts (attention_backward_kernels.py, attention_gluon_kernels.py):
+    this script's benchmark shape at one token count (--n, --heads, --head-dim, --radius) and --out, the
+    folder for `out_name`. Each script adds its own options."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--n", type=int, default=32760, help="tokens before dropping")
+    p.add_argument("--heads", type=int, default=12)
+    p.add_argument("--head-dim", type=int, default=128)
+    p.add_argument("--radius", type=int, default=3120)
+    p.add_argument("--out", default=None, help=f"folder for {out_name}")
+    return p
 
 
 def main(argv=None) -> int:
@@ -571,7 +589,7 @@ def main(argv=None) -> int:
                     torch.cuda.empty_cache()
             row["seconds"] = time.perf_counter() - t0
             result["rows"].append(row)
-            _write_json(result, Path(args.out))            # after every row: a run cut short keeps its rows
+            write_result(result, args.out, "attention.json")            # after every row: a run cut short keeps its rows
             status = "ok" if row["correct"] else f"FAILED {row['failed_checks']}"
             print(f"[{time.perf_counter() - t_start:6.1f}s] N={n_full} {mode}: {status}; "
                   f"compile graphs +{row['dynamo_graphs_added']}", flush=True)
@@ -591,7 +609,7 @@ def main(argv=None) -> int:
     result["dynamo_recompiles_total"] = dynamo_recompiles()
     print_table(result)
     out = Path(args.out)
-    _write_json(result, out)
+    write_result(result, out, "attention.json")
     fig = write_figure(result, out / "attention_fig2a.html", args.plotlyjs)
     print(f"\nwrote {out / 'attention.json'}; figure: {fig}; total {result['total_seconds']:.0f} s; "
           f"torch.compile graphs {result['dynamo_graphs_total']}, recompiles {result['dynamo_recompiles_total']}")

@@ -15,8 +15,6 @@ error < 2e-2).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -26,7 +24,8 @@ if __package__ in (None, ""):                       # run as a script: make the 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import kernels  # noqa: E402
-from benchmarks.attention import bench_ms, dense_positions, grad_runner, keep_quarter_positions, rel_err  # noqa: E402
+from benchmarks.attention import (bench_ms, dense_positions, grad_runner, keep_quarter_positions,  # noqa: E402
+                                  kernel_script_parser, rel_err, write_result)
 from benchmarks.timing import kernel_times  # noqa: E402
 from kernels import triton_window  # noqa: E402
 
@@ -59,15 +58,10 @@ def whole_call_times(q, k, v, do, pos, radius: int, calls: int) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=32760, help="tokens before dropping")
-    p.add_argument("--heads", type=int, default=12)
-    p.add_argument("--head-dim", type=int, default=128)
-    p.add_argument("--radius", type=int, default=3120)
+    p = kernel_script_parser(__doc__, "backward_kernels.json")
     p.add_argument("--calls", type=int, default=20, help="profiled backward calls per mode")
     p.add_argument("--modes", default=",".join(triton_window.BACKWARD_MODES))
     p.add_argument("--show-configs", type=int, default=4, help="fastest autotune configs printed per kernel")
-    p.add_argument("--out", default=None, help="folder for backward_kernels.json")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("error: this script needs a CUDA GPU", file=sys.stderr)
@@ -120,10 +114,7 @@ def main(argv=None) -> int:
     for name, picks in result["autotune"].items():
         for key, config in picks.items():
             print(f"autotune {name}: {config}")
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "backward_kernels.json").write_text(json.dumps(result, indent=1))
+    write_result(result, args.out, "backward_kernels.json")
     return 1 if failed else 0
 
 

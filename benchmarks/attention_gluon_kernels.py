@@ -16,9 +16,7 @@ matmul ceiling.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import math
 import sys
 from pathlib import Path
@@ -28,8 +26,8 @@ import torch
 if __package__ in (None, ""):                       # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.attention import (bench_ms, dense_positions, keep_quarter_positions, matmul_tflops,  # noqa: E402
-                                  rel_err, window_flops)
+from benchmarks.attention import (bench_ms, dense_positions, keep_quarter_positions,  # noqa: E402
+                                  kernel_script_parser, matmul_tflops, rel_err, window_flops, write_result)
 from benchmarks.timing import kernel_times  # noqa: E402
 from kernels import triton_window  # noqa: E402
 from kernels.reference import window_attention_reference  # noqa: E402
@@ -228,13 +226,7 @@ def time_shape(mode: str, args, gen, device) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=32760, help="tokens before dropping")
-    p.add_argument("--heads", type=int, default=12)
-    p.add_argument("--head-dim", type=int, default=128)
-    p.add_argument("--radius", type=int, default=3120)
-    p.add_argument("--out", default=None, help="folder for gluon_kernels.json")
-    args = p.parse_args(argv)
+    args = kernel_script_parser(__doc__, "gluon_kernels.json").parse_args(argv)
     if not torch.cuda.is_available():
         print("error: this script needs a CUDA GPU", file=sys.stderr)
         return 2
@@ -270,10 +262,7 @@ def main(argv=None) -> int:
     result["autotune"] = triton_window.autotune_choices()
     result["gluon_at_end"] = triton_window.gluon_status()
     print("gluon:", result["gluon_at_end"])
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "gluon_kernels.json").write_text(json.dumps(result, indent=1))
+    write_result(result, args.out, "gluon_kernels.json")
     return 1 if failed else 0
 
 

@@ -273,12 +273,17 @@ def _dq_consumer(DQ, LSE, DELTA, QPOS, KPOS, KLO, KHI, sdqn, NQ, radius, qk_scal
 # ---------------------------------------------------------------------------------------------- kernels
 
 @gluon.jit
-def _cta_keys(KLO, KHI, NQ, m0):
-    """The keys the CTA's query rows [m0, m0 + CONSUMERS ROWS) reach: [lo, hi) (KLO, KHI at this batch's rows)."""
-    m_last = gl.minimum(m0 + CONSUMERS * ROWS, NQ) - 1
-    lo = gl.load(KLO + m0)
-    hi = gl.load(KHI + m_last)
-    return lo, hi
+def _cta_tile(KLO, KHI, H, NQ, BLOCK_N: gl.constexpr):
+    """This CTA's work: query rows [m0, m0 + CONSUMERS ROWS) of (batch b, head h), bh = b H + h (int64),
+    the keys they reach [lo, hi) (KLO, KHI: (B, NQ) tables) and their number of BLOCK_N-key blocks.
+    Returns (m0, b, h, bh, lo, hi, n_blocks)."""
+    m0 = gl.program_id(0) * (CONSUMERS * ROWS)
+    bh = gl.program_id(1).to(gl.int64)
+    b = bh // H
+    h = bh % H
+    lo = gl.load(KLO + b * NQ + m0)
+    hi = gl.load(KHI + b * NQ + gl.minimum(m0 + CONSUMERS * ROWS, NQ) - 1)
+    return m0, b, h, bh, lo, hi, gl.cdiv(gl.maximum(hi - lo, 0), BLOCK_N)
 
 
 @gluon.jit
@@ -314,12 +319,7 @@ def _window_fwd_ws(Q, K, V, O, LSE, QPOS, KPOS, KLO, KHI,
     """Forward. Grid `grid(NQ, B * H)`. The arguments of the Triton forward (`triton_window._window_fwd`):
     Q (B, H, NQ, D), K/V (B, H, NK, D) strided, 16-byte aligned rows; O like Q; LSE (B, H, NQ) fp32;
     QPOS/KLO/KHI (B, NQ), KPOS (B, NK) int32; SIZE_CLASS only keys the autotuning."""
-    m0 = gl.program_id(0) * (CONSUMERS * ROWS)
-    bh = gl.program_id(1).to(gl.int64)
-    b = bh // H
-    h = bh % H
-    lo, hi = _cta_keys(KLO + b * NQ, KHI + b * NQ, NQ, m0)
-    n_blocks = gl.cdiv(gl.maximum(hi - lo, 0), BLOCK_N)
+    m0, b, h, bh, lo, hi, n_blocks = _cta_tile(KLO, KHI, H, NQ, BLOCK_N)
     row_smem, k_smem, v_smem, row_ready, k_ready, v_ready, kv_empty = _stage_ring(
         Q.dtype.element_ty, 1, HEAD_DIM, BLOCK_N, STAGES)
     o_rows = O + b * sob + h * soh
@@ -345,12 +345,7 @@ def _window_bwd_dq_ws(Q, K, V, DO, DQ, LSE, DELTA, QPOS, KPOS, KLO, KHI,
                       CONSUMER_REGS: gl.constexpr):
     """Backward dq. Grid `grid(NQ, B * H)`. The arguments of the Triton dq kernel
     (`triton_window._window_bwd_dq`): DO and DQ like Q; LSE and DELTA (B, H, NQP) fp32 rows padded to NQP."""
-    m0 = gl.program_id(0) * (CONSUMERS * ROWS)
-    bh = gl.program_id(1).to(gl.int64)
-    b = bh // H
-    h = bh % H
-    lo, hi = _cta_keys(KLO + b * NQ, KHI + b * NQ, NQ, m0)
-    n_blocks = gl.cdiv(gl.maximum(hi - lo, 0), BLOCK_N)
+    m0, b, h, bh, lo, hi, n_blocks = _cta_tile(KLO, KHI, H, NQ, BLOCK_N)
     row_smem, k_smem, v_smem, row_ready, k_ready, v_ready, kv_empty = _stage_ring(
         Q.dtype.element_ty, 2, HEAD_DIM, BLOCK_N, STAGES)
     dq_rows = DQ + b * sdqb + h * sdqh
