@@ -23,14 +23,14 @@ from that checkpoint: the arms of a seed are the same model until the phase they
 steps are trained once. The JSON at `--out` gets one record per finished run as it finishes, so a rerun
 skips finished runs.
 
-    OMP_NUM_THREADS=1 python benchmarks/ablations.py --jobs 2 --seeds 0,1,2,3,4 --runs-dir /tmp/ablations \\
+    OMP_NUM_THREADS=1 python -m benchmarks.ablations --jobs 2 --seeds 0,1,2,3,4 --runs-dir /tmp/ablations \\
         --out docs/results/2026-11-23-cpu-ablations.json          # 2 processes x 1 thread: ~47 min, 2 cores
-    python benchmarks/ablations.py --scale gpu --gpus 0,1 --jobs 6 --seeds 0,1 --variants pdg-sfm,fm,no-mva \\
+    python -m benchmarks.ablations --scale gpu --gpus 0,1 --jobs 6 --seeds 0,1 --variants pdg-sfm,fm,no-mva \\
         --stop-after 450 --runs-dir runs/ablations-gpu --out runs/ablations-gpu.json   # a lent GPU; rerun to resume
-    python benchmarks/ablations.py --scale gpu --steps 1600 --share-trunk --variants pdg-sfm,no-mva,no-drop \\
+    python -m benchmarks.ablations --scale gpu --steps 1600 --share-trunk --variants pdg-sfm,no-mva,no-drop \\
         --gpus 0,1 --jobs 6 --stop-after 540 --runs-dir runs/ablations-long --out runs/ablations-long.json
-    python benchmarks/ablations.py --tiny --runs-dir /tmp/ablations-tiny --out /tmp/ablations-tiny.json
-    python benchmarks/ablations.py --out docs/results/2026-11-23-cpu-ablations.json --report   # table only
+    python -m benchmarks.ablations --tiny --runs-dir /tmp/ablations-tiny --out /tmp/ablations-tiny.json
+    python -m benchmarks.ablations --out docs/results/2026-11-23-cpu-ablations.json --report   # table only
 
 `--extra VARIANT:SAMPLER:GUIDANCE:STEPS` evaluates finished runs again with another sampler, guidance
 ("default": the model's) or step counts, same prompts, into the file's `extra_evals` (e.g. FM at the 4 NFE
@@ -62,8 +62,6 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")     # before torch: one thread per run unless told otherwise
 
 ROOT = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):                       # run as a script: make the repository importable
-    sys.path.insert(0, str(ROOT))
 
 BASE_CONFIG = "shapes-t2v"
 # The shapes-t2v data as configured (17 x 64 x 64 clips through the shipped autoencoder -> 16 x 5 x 8 x 8
@@ -614,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     data.setdefault("machine", {"platform": platform.platform(), "processor": platform.processor(),
                                 "cpus": os.cpu_count(), "jobs": args.jobs, "threads_per_run": args.threads,
                                 "gpus": gpus})
-    invocation = ["python benchmarks/ablations.py", *(argv if argv is not None else sys.argv[1:])]
+    invocation = ["python -m benchmarks.ablations", *(argv if argv is not None else sys.argv[1:])]
     data.setdefault("commands", []).append(" ".join(invocation))      # every invocation that trained
     done = {(r["variant"], r["seed"]) for r in data["runs"]}
     todo = [(v, s) for s in seeds for v in variants if (v, s) not in done]

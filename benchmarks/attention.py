@@ -23,9 +23,9 @@ Prints a compact table, writes $OUT/attention.json and the latency-vs-tokens fig
 $OUT/attention_fig2a.html (plotly; skipped when plotly is missing). Exit status 1 when a
 correctness check fails.
 
-    python benchmarks/attention.py                        # GPU, all shapes (~6 min on an H100)
-    python benchmarks/attention.py --shapes 4680,32760    # a subset
-    python benchmarks/attention.py --device cpu --tiny    # plumbing check on the CPU (tests)
+    python -m benchmarks.attention                        # GPU, all shapes (~6 min on an H100)
+    python -m benchmarks.attention --shapes 4680,32760    # a subset
+    python -m benchmarks.attention --device cpu --tiny    # plumbing check on the CPU (tests)
 """
 from __future__ import annotations
 
@@ -45,12 +45,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-if __package__ in (None, ""):                       # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import kernels                                       # noqa: E402
-from benchmarks.timing import device_times           # noqa: E402
-from kernels.reference import linear_attention_reference, window_attention_reference  # noqa: E402
+from eflow_core import kernels
+from benchmarks.timing import device_times
+from eflow_core.kernels.reference import linear_attention_reference, window_attention_reference
 
 TOKENS_PER_FRAME = 1560                              # 480p latent 60 x 104, 2 x 2 patches: 30 x 52
 FRAME_HW = (30, 52)
@@ -263,14 +261,14 @@ def other_backwards(window_backend: str) -> tuple[str, ...]:
     """The Triton backwards other than the one in use ("window_triton"), each checked and timed too."""
     if window_backend != "triton":
         return ()
-    from kernels.triton_window import BACKWARD_MODES, backward_mode
+    from eflow_core.kernels.triton_window import BACKWARD_MODES, backward_mode
     return tuple(mode for mode in BACKWARD_MODES if mode != backward_mode())
 
 
 @contextlib.contextmanager
 def triton_backward_mode(mode: str):
     """Within the block the Triton window kernel uses this backward (one of BACKWARD_MODES)."""
-    from kernels.triton_window import backward_mode, set_backward_mode
+    from eflow_core.kernels.triton_window import backward_mode, set_backward_mode
     before = backward_mode()
     set_backward_mode(mode)
     try:
@@ -326,7 +324,7 @@ def run_shape(n_full: int, mode: str, args, device: torch.device, dtype: torch.d
     block_mask = None
     if "flex" not in args.skip:
         try:
-            from kernels.flex import build_block_mask, flex_window_attention
+            from eflow_core.kernels.flex import build_block_mask, flex_window_attention
             block_mask = build_block_mask(pos, pos, radius)           # _compile=True on CUDA
             with torch.no_grad():
                 o = flex_window_attention(q, k, v, pos, pos, radius, block_mask=block_mask)
@@ -363,7 +361,7 @@ def run_shape(n_full: int, mode: str, args, device: torch.device, dtype: torch.d
             add(f"window_triton_{other.replace('-', '_')}_bwd",
                 lambda a, b, c: kernels.window_attention(a, b, c, pos, pos, radius, backend="triton"), flop=flops)
     if block_mask is not None:
-        from kernels.flex import flex_window_attention
+        from eflow_core.kernels.flex import flex_window_attention
         add("window_flex", lambda a, b, c: flex_window_attention(a, b, c, pos, pos, radius, block_mask=block_mask),
             backward=cuda, flop=flops)
     if cuda:
@@ -599,7 +597,7 @@ def main(argv=None) -> int:
     result["total_seconds"] = time.perf_counter() - t_start
     if device.type == "cuda":
         try:
-            from kernels.triton_window import autotune_choices, gluon_status, tma_status
+            from eflow_core.kernels.triton_window import autotune_choices, gluon_status, tma_status
             result["triton_tma"] = tma_status()
             result["triton_gluon"] = gluon_status()
             result["triton_autotune"] = autotune_choices()

@@ -11,23 +11,20 @@ batch 1, 12 heads x 128, bf16, radius 3,120, dense positions or a sorted random 
 Every mode's gradients are checked against the "split" mode's on the same inputs first (relative
 error < 2e-2).
 
-    python benchmarks/attention_backward_kernels.py --n 32760 --out $OUT     # GPU only
+    python -m benchmarks.attention_backward_kernels --n 32760 --out $OUT     # GPU only
 """
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import torch
 
-if __package__ in (None, ""):                       # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import kernels  # noqa: E402
-from benchmarks.attention import (bench_ms, dense_positions, grad_runner, keep_quarter_positions,  # noqa: E402
+from eflow_core import kernels
+from benchmarks.attention import (bench_ms, dense_positions, grad_runner, keep_quarter_positions,
                                   kernel_script_parser, rel_err, write_result)
-from benchmarks.timing import kernel_times  # noqa: E402
-from kernels import triton_window  # noqa: E402
+from benchmarks.timing import kernel_times
+from eflow_core.kernels import triton_window
 
 
 def backward_once(inputs: tuple, radius: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

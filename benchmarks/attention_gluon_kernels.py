@@ -1,5 +1,5 @@
-"""The warp-specialised Gluon kernels (kernels/gluon_window.py, Hopper) against the Triton ones they
-replace (kernels/triton_window.py): the window forward and the backward's dq kernel (issue 5).
+"""The warp-specialised Gluon kernels (eflow_core/kernels/gluon_window.py, Hopper) against the Triton ones they
+replace (eflow_core/kernels/triton_window.py): the window forward and the backward's dq kernel (issue 5).
 
 First checks, on small shapes chosen to reach every edge (query counts that are not a multiple of the
 128-row CTA tile, every key visible, dropped tokens, head dim 64 through the model's strided q/k/v view,
@@ -12,25 +12,22 @@ forward with the same band (block mask built once, as attention.py does), and re
 (matmuls over the visible pairs: 2 in the forward, 3 in the dq kernel) against this card's measured
 matmul ceiling.
 
-    python benchmarks/attention_gluon_kernels.py --n 32760 --out $OUT     # GPU (Hopper) only
+    python -m benchmarks.attention_gluon_kernels --n 32760 --out $OUT     # GPU (Hopper) only
 """
 from __future__ import annotations
 
 import contextlib
 import math
 import sys
-from pathlib import Path
 
 import torch
 
-if __package__ in (None, ""):                       # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.attention import (bench_ms, dense_positions, keep_quarter_positions,  # noqa: E402
+from benchmarks.attention import (bench_ms, dense_positions, keep_quarter_positions,
                                   kernel_script_parser, matmul_tflops, rel_err, window_flops, write_result)
-from benchmarks.timing import kernel_times  # noqa: E402
-from kernels import triton_window  # noqa: E402
-from kernels.reference import window_attention_reference  # noqa: E402
+from benchmarks.timing import kernel_times
+from eflow_core.kernels import triton_window
+from eflow_core.kernels.reference import window_attention_reference
 
 # (name, batch, heads, query positions, key positions or None (self-attention), head dim, dtype, radius,
 #  strided: q/k/v as views of one (B, N, 3, H, D) projection, as the model makes them)
@@ -90,7 +87,7 @@ class Problem:
     def runner(self, kind: str, block_n: int, stages: int):
         """(run, out): run() launches the Gluon `kind` kernel ("forward" or "dq") at one configuration
         (no autotuning) into out = (o, lse2) or (dq,)."""
-        from kernels import gluon_window
+        from eflow_core.kernels import gluon_window
         q, k, v, do, tw = self.q, self.k, self.v, self.do, triton_window
         b, h, nq, d = q.shape
         nk = k.shape[2]
@@ -132,7 +129,7 @@ def config_name(block_n: int, stages: int) -> str:
 
 
 def configs(kind: str):
-    from kernels import gluon_window
+    from eflow_core.kernels import gluon_window
     return gluon_window.FWD_CONFIGS if kind == "forward" else gluon_window.DQ_CONFIGS
 
 
@@ -185,7 +182,7 @@ def flex_forward_ms(q, k, v, pos, radius: int) -> float | None:
     """FlexAttention's forward with the same band, its block mask built once outside the timing (as
     attention.py times it)."""
     try:
-        from kernels.flex import build_block_mask, flex_window_attention
+        from eflow_core.kernels.flex import build_block_mask, flex_window_attention
         block_mask = build_block_mask(pos, pos, radius)
         with torch.no_grad():
             return bench_ms(lambda: flex_window_attention(q, k, v, pos, pos, radius, block_mask=block_mask), q.device)

@@ -6,8 +6,8 @@ encoder, no VAE, as the paper does): EFlow's Algorithm 2 at 1, 2, 4 steps, and t
 run: the same network with softmax attention in every block, 50 Euler steps with classical CFG
 (2 NFE each). Random weights: speed does not depend on them.
 
-    python benchmarks/inference.py                  # on a GPU; writes $OUT/inference.json
-    python benchmarks/inference.py --tiny --device cpu   # plumbing check on the CPU (tests)
+    python -m benchmarks.inference                  # on a GPU; writes $OUT/inference.json
+    python -m benchmarks.inference --tiny --device cpu   # plumbing check on the CPU (tests)
 """
 from __future__ import annotations
 
@@ -15,21 +15,17 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 
-from pathlib import Path
 
 import torch
 
-if __package__ in (None, ""):                       # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.timing import device_times  # noqa: E402
-from eflow_core.conditioning import TextCondition  # noqa: E402
-from eflow_core.config import MODEL_PRESETS, FlowConfig  # noqa: E402
-from eflow_core.flow import SolutionFlow  # noqa: E402
-from eflow_core.model.dit import VideoDiT  # noqa: E402
+from benchmarks.timing import device_times
+from eflow_core.conditioning import TextCondition
+from eflow_core.config import MODEL_PRESETS, FlowConfig
+from eflow_core.flow import SolutionFlow
+from eflow_core.model.dit import VideoDiT
 
 
 def build(preset: str, attention: str, device, dtype, compile_blocks: bool, in_channels: int, text_dim: int):

@@ -13,9 +13,9 @@ the one-GPU samples/s. Loss agreement: the data order depends only on (seed, ste
 d = loss(multi) - loss(one_global) per step, and the runs agree when |mean d| <= 3 x its standard
 error (s_d / sqrt(n)) OR |mean d| / mean loss(one_global) <= 0.05.
 
-    python benchmarks/multi_gpu.py --config shapes-t2v --batch 256 --steps 120 --skip 40 --gpus 2 \\
+    python -m benchmarks.multi_gpu --config shapes-t2v --batch 256 --steps 120 --skip 40 --gpus 2 \\
         data.text_cache=.cache/text model.backend=sdpa --out $OUT/multi_gpu.json
-    python benchmarks/multi_gpu.py --config tiny --cpu --batch 4 --steps 6 --skip 2 --log-every 1 data.num_samples=32
+    python -m benchmarks.multi_gpu --config tiny --cpu --batch 4 --steps 6 --skip 2 --log-every 1 data.num_samples=32
 
 (the second: a plumbing check, 2 CPU processes with gloo). Choose b so that each process's FM/SCM/MVA
 split is 1/G of the global batch's (a multiple of 4 for the default phases); the script warns otherwise.
@@ -44,11 +44,9 @@ from pathlib import Path
 import accelerate
 import torch
 
-if __package__ in (None, ""):                       # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eflow_core.config import load_train_config  # noqa: E402
-from eflow_core.flow.solution_flow import split_batch  # noqa: E402
+from eflow_core.config import load_train_config
+from eflow_core.flow.solution_flow import split_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 # Hard rule of the lent machines: NVLink multicast can take the host's GPUs out of service.

@@ -10,8 +10,8 @@
 
 Iterations/s and each row's ratio to row 2 (SoFlow + softmax), as in the paper.
 
-    python benchmarks/train_ladder.py                    # GPU; writes $OUT/train_ladder.json
-    python benchmarks/train_ladder.py --tiny --device cpu
+    python -m benchmarks.train_ladder                    # GPU; writes $OUT/train_ladder.json
+    python -m benchmarks.train_ladder --tiny --device cpu
 """
 from __future__ import annotations
 
@@ -19,21 +19,17 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 
-from pathlib import Path
 
 import torch
 
-if __package__ in (None, ""):                       # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.timing import device_times  # noqa: E402
-from eflow_core.config import MODEL_PRESETS, FlowConfig  # noqa: E402
-from eflow_core.flow import SolutionFlow  # noqa: E402
-from eflow_core.flow.solution_flow import split_batch  # noqa: E402
-from eflow_core.model.dit import VideoDiT  # noqa: E402
+from benchmarks.timing import device_times
+from eflow_core.config import MODEL_PRESETS, FlowConfig
+from eflow_core.flow import SolutionFlow
+from eflow_core.flow.solution_flow import split_batch
+from eflow_core.model.dit import VideoDiT
 
 LADDER = [
     ("flow matching + softmax", dict(attention="softmax"), dict(guidance="none", fm_ratio=1.0, scm_ratio=0.0), 0.0),

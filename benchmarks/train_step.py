@@ -3,8 +3,8 @@
 model's world, eager against regionally compiled blocks, in both phases of App. C (75% drop without
 MVA; dense with MVA). Prints steps/s and the top GPU kernels from torch.profiler, writes JSON.
 
-    python benchmarks/train_step.py --config shapes-t2v data.text_cache=.cache/text --out $OUT
-    python benchmarks/train_step.py --config tiny --device cpu --iters 2      # plumbing check
+    python -m benchmarks.train_step --config shapes-t2v data.text_cache=.cache/text --out $OUT
+    python -m benchmarks.train_step --config tiny --device cpu --iters 2      # plumbing check
 """
 from __future__ import annotations
 
@@ -12,21 +12,17 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 import torch._dynamo.utils
 
-if __package__ in (None, ""):                       # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.timing import kernel_times  # noqa: E402
-from eflow_core.config import load_train_config  # noqa: E402
-from eflow_core.data import collate  # noqa: E402
-from eflow_core.train import Trainer  # noqa: E402
+from benchmarks.timing import kernel_times
+from eflow_core.config import load_train_config
+from eflow_core.data import collate
+from eflow_core.train import Trainer
 
 
 def time_steps(trainer: Trainer, x0, cond, phase_step: int, warmup: int, iters: int) -> tuple[list[float], float]:

@@ -1,4 +1,4 @@
-"""EFlowPipeline: prompt or label in, video out, with per-stage timings (DESIGN.md "Public interfaces").
+"""EFlowPipeline: prompt or label in, video out, with per-stage timings (docs/DESIGN.md "Public interfaces").
 
     pipe = EFlowPipeline.from_pretrained("shapes-t2v")          # shipped, no network
     result = pipe(prompt="a red circle moving left on a black background", steps=4, seed=0)

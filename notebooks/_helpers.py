@@ -1,6 +1,7 @@
 """Small notebook-only helpers shared by the tutorials (nothing here is part of the library).
 
-- makes the repository importable (the notebooks run from `notebooks/`; `eflow_core` is not pip-installed),
+- `REPO`: the repository root (the notebooks write their runs under it; `eflow_core` and `studio` come from
+  `pip install -e .`),
 - `setup()`: plotly renderer that embeds plotly.js (works offline and in executed notebooks), one torch
   thread per `OMP_NUM_THREADS`, quiet tqdm,
 - `show_video` / `show_videos`: uint8 (T, H, W, 3) clips as inline, looping H.264 videos (base64 in the page),
@@ -11,14 +12,11 @@ from __future__ import annotations
 import base64
 import html
 import os
-import sys
 import tempfile
 import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 
 def setup() -> None:

@@ -19,7 +19,7 @@ from eflow_core.pipeline import MAX_PROMPT_CHARS, GenerationResult, PipelineErro
 from studio.registry import ModelEntry, ModelRegistry
 from studio.storage import OutputStore
 
-UI_MAX_STEPS = 8            # the few-step sampler's range in the studio (DESIGN.md "What users see")
+UI_MAX_STEPS = 8            # the few-step sampler's range in the studio (docs/DESIGN.md "What users see")
 BASELINE_STEPS = 50         # the multi-step Euler + CFG baseline on the same network
 FRAME_CHOICES = (4, 8, 12, 16, 24, 32)
 SIZE_CHOICES = (32, 48, 64, 96, 128)

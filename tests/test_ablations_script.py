@@ -3,7 +3,6 @@ the phase schedule each variant trained with, resume (a rerun skips finished run
 run to resume), and --extra evaluations (claim 1 at Tab. 4's equal NFE)."""
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,22 +14,21 @@ ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ["pdg-sfm", "fm", "no-mva", "no-drop", "fm-no-drop"]
 
 
-def _run(tmp_path, out, *extra, returncode=0):
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "ablations.py"), "--tiny", "--seeds", "0",
+def _run(tmp_path, env, out, *extra, returncode=0):
+    cmd = [sys.executable, "-m", "benchmarks.ablations", "--tiny", "--seeds", "0",
            "--runs-dir", str(tmp_path / "runs"), "--out", str(out), *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
     assert proc.returncode == returncode, proc.stderr[-3000:]
     return proc.stdout, (json.loads(out.read_text()) if out.exists() else None)
 
 
-def test_ablations_tiny_records_phases_and_resume(tmp_path):
+def test_ablations_tiny_records_phases_and_resume(tmp_path, benchmark_env):
     out = tmp_path / "ablations.json"
-    _, first = _run(tmp_path, out, "--variants", "pdg-sfm,fm")
+    _, first = _run(tmp_path, benchmark_env, out, "--variants", "pdg-sfm,fm")
     assert sorted((r["variant"], r["seed"]) for r in first["runs"]) == [("fm", 0), ("pdg-sfm", 0)]
 
     # all five (the two finished ones are skipped), then FM again at 2 steps = 4 NFE, the pdg-sfm 4-step NFE
-    stdout, data = _run(tmp_path, out, "--extra", "fm:ode:default:2")
+    stdout, data = _run(tmp_path, benchmark_env, out, "--extra", "fm:ode:default:2")
     assert "skip pdg-sfm seed 0" in stdout and "skip fm seed 0" in stdout
     runs = {r["variant"]: r for r in data["runs"]}
     assert sorted(runs) == sorted(VARIANTS) and len(data["runs"]) == len(VARIANTS)
@@ -64,40 +62,35 @@ def test_ablations_tiny_records_phases_and_resume(tmp_path):
     assert [(r["steps"], r["nfe"]) for r in extra["eval"]["rows"]] == [(2, 4)]
     assert extra["eval"]["num_prompts"] == runs["fm"]["eval"]["num_prompts"]
     assert "at equal NFE (4; fm ode, guidance 4)" in stdout and "at equal steps (fm 8 NFE)" in stdout
-    stdout, again = _run(tmp_path, out, "--extra", "fm:ode:default:2")     # done already: not evaluated twice
+    stdout, again = _run(tmp_path, benchmark_env, out, "--extra", "fm:ode:default:2")  # done: not evaluated again
     assert len(again["extra_evals"]) == 1
 
 
-def test_ablations_stop_after_leaves_a_run_to_resume(tmp_path):
+def test_ablations_stop_after_leaves_a_run_to_resume(tmp_path, benchmark_env):
     out = tmp_path / "ablations.json"
-    stdout, data = _run(tmp_path, out, "--variants", "no-mva", "--stop-after", "0", returncode=3)
+    stdout, data = _run(tmp_path, benchmark_env, out, "--variants", "no-mva", "--stop-after", "0", returncode=3)
     assert "stopped no-mva seed 0 at step 0 of 10" in stdout and not data["runs"]
     (stopped,) = data["commands"]               # the stopped call is on record, though it finished nothing
     assert "--stop-after 0" in stopped
-    stdout, data = _run(tmp_path, out, "--variants", "no-mva")
+    stdout, data = _run(tmp_path, benchmark_env, out, "--variants", "no-mva")
     (rec,) = data["runs"]
     assert rec["trained_steps"] == 10 and rec["variant"] == "no-mva"
     assert len(data["commands"]) == 2 and "--stop-after" not in data["commands"][1]
 
 
-def test_ablations_rejects_bad_gpu_and_extra_specs(tmp_path):
+def test_ablations_rejects_bad_gpu_and_extra_specs(tmp_path, benchmark_env):
     out = tmp_path / "ablations.json"
     for flags in (["--gpus", "cuda:0"], ["--extra", "fm:ode:2"], ["--extra", "fm:euler:2:4"],
                   ["--extra", "fm:ode:strong:4"]):
-        cmd = [sys.executable, str(ROOT / "benchmarks" / "ablations.py"), "--tiny", "--out", str(out), *flags]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        cmd = [sys.executable, "-m", "benchmarks.ablations", "--tiny", "--out", str(out), *flags]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=tmp_path, env=benchmark_env)
         assert proc.returncode == 2 and "error:" in proc.stderr, (flags, proc.stderr[-500:])
         assert not out.exists()
 
 
 def test_results_file_of_an_older_variant_list_still_loads(tmp_path):
     """A file written before a variant was added loads (and reports); one whose variant changed does not."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("ablations", ROOT / "benchmarks" / "ablations.py")
-    ablations = importlib.util.module_from_spec(spec)
-    sys.modules["ablations"] = ablations        # its dataclass resolves annotations through sys.modules
-    spec.loader.exec_module(ablations)
+    from benchmarks import ablations
     setup = ablations.setup_of("tiny")
     older = {**setup, "variants": {k: v for k, v in setup["variants"].items() if k != "fm-no-drop"}}
     path = tmp_path / "older.json"
@@ -110,17 +103,17 @@ def test_results_file_of_an_older_variant_list_still_loads(tmp_path):
         ablations.load_results(path, setup)
 
 
-def test_share_trunk_arms_equal_independent_runs(tmp_path):
+def test_share_trunk_arms_equal_independent_runs(tmp_path, benchmark_env):
     """--share-trunk: pdg-sfm and no-mva train their shared 80% once per seed, then branch. A branched arm is
     the run an independent training gives (same seed: same init, data order and draws), on the CPU exactly."""
     from safetensors.torch import load_file
 
     alone = tmp_path / "alone"
     alone.mkdir()
-    _run(alone, alone / "out.json", "--variants", "no-mva", "--steps", "12")
+    _run(alone, benchmark_env, alone / "out.json", "--variants", "no-mva", "--steps", "12")
     shared = tmp_path / "shared"
     shared.mkdir()
-    stdout, data = _run(shared, shared / "out.json", "--variants", "pdg-sfm,no-mva", "--steps", "12",
+    stdout, data = _run(shared, benchmark_env, shared / "out.json", "--variants", "pdg-sfm,no-mva", "--steps", "12",
                         "--share-trunk", "--jobs", "2")     # the process pool: branches start when the trunk ends
     assert data["setup"]["share_trunk"] is True and "steps=12" in data["setup"]["scale_overrides"]
     (trunk,) = data["trunks"]
@@ -141,9 +134,9 @@ def test_share_trunk_arms_equal_independent_runs(tmp_path):
 
     # a rerun with the trunk recorded skips everything (and draws the claims); a file without --share-trunk
     # refuses the option
-    stdout, again = _run(shared, shared / "out.json", "--variants", "pdg-sfm,no-mva", "--steps", "12",
+    stdout, again = _run(shared, benchmark_env, shared / "out.json", "--variants", "pdg-sfm,no-mva", "--steps", "12",
                          "--share-trunk", "--figure", str(shared / "claims.html"), "--plotlyjs", "cdn")
     assert "skip no-mva seed 0" in stdout and len(again["trunks"]) == 1 and len(again["runs"]) == 2
     page = (shared / "claims.html").read_text()
     assert "MVA lowers 4-step probe-FD" in page and "arms branched from one trunk per seed" in page
-    _run(alone, alone / "out.json", "--variants", "no-mva", "--steps", "12", "--share-trunk", returncode=2)
+    _run(alone, benchmark_env, alone / "out.json", "--variants", "no-mva", "--steps", "12", "--share-trunk", returncode=2)

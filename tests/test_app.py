@@ -62,7 +62,6 @@ class Server:
         # one torch thread: as fast for this small model, and immune to OpenMP spin-waits when the test
         # machine is oversubscribed (two threads on a busy 2-core box ran 25x slower, measured)
         env.setdefault("OMP_NUM_THREADS", "1")
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         self.started = time.perf_counter()
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(self.port),
@@ -252,7 +251,6 @@ def test_shutdown_removes_the_app_folder_and_writes_nothing_else(server):
 
 
 def test_command_line_defaults():
-    sys.path.insert(0, str(REPO))
     import app
     from eflow_core.pipeline import DEFAULT_MODEL
 

@@ -9,23 +9,25 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("script,expected_rows", [("inference.py", 4), ("train_ladder.py", 6)])
-def test_benchmark_script_tiny_cpu_run(tmp_path, script, expected_rows):
+@pytest.mark.parametrize("script,expected_rows", [("inference", 4), ("train_ladder", 6)])
+def test_benchmark_script_tiny_cpu_run(tmp_path, benchmark_env, script, expected_rows):
     out = tmp_path / "result.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--tiny", "--device", "cpu",
-                           "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    proc = subprocess.run([sys.executable, "-m", f"benchmarks.{script}", "--tiny", "--device", "cpu",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env=benchmark_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == expected_rows
     assert all(("median_s" in r and r["median_s"] > 0) for r in rows), rows
 
 
-def test_train_step_profile_tiny_cpu_run(tmp_path):
+def test_train_step_profile_tiny_cpu_run(tmp_path, benchmark_env):
     """benchmarks/train_step.py (issue 6): the trainer's step in both phases, with its profile."""
     out = tmp_path / "train_step.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--config", "tiny",
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.train_step", "--config", "tiny",
                            "--device", "cpu", "--batch", "4", "--warmup", "1", "--iters", "1", "--modes", "eager",
-                           "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+                           "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env=benchmark_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())["results"]
     assert [r["phase"] for r in results] == ["drop 0.75, no MVA", "dense + MVA"]
@@ -37,7 +39,6 @@ def test_ladder_refuses_a_batch_that_starves_a_term():
     import types
 
     import torch
-    sys.path.insert(0, str(ROOT))
     from benchmarks.train_ladder import LADDER, measure
 
     args = types.SimpleNamespace(preset="tiny", latent=(4, 8, 8), batch=2, warmup=1, iters=1)

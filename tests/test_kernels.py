@@ -1,4 +1,4 @@
-"""CPU backends of kernels/ against the reference definitions (the Triton kernels are tested,
+"""CPU backends of eflow_core/kernels/ against the reference definitions (the Triton kernels are tested,
 interpreted, in test_kernels_triton.py)."""
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import kernels
-import kernels.chunked as chunked_mod
-from kernels import available_backends, linear_attention, window_attention
-from kernels.reference import linear_attention_reference, window_attention_reference
+from eflow_core import kernels
+import eflow_core.kernels.chunked as chunked_mod
+from eflow_core.kernels import available_backends, linear_attention, window_attention
+from eflow_core.kernels.reference import linear_attention_reference, window_attention_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -177,7 +177,7 @@ def test_chunked_larger_sequence_natural_blocks():
 def test_flash_backend_maps_position_window_to_index_window(monkeypatch):
     """flash-attn is not installed here: a fake flash_attn_func with flash's index-window
     semantics (layout (B, N, H, D), window_size=(left, right)) checks the dispatcher's mapping."""
-    from kernels import flash
+    from eflow_core.kernels import flash
 
     def fake_flash_attn_func(q, k, v, softmax_scale, causal, window_size):
         assert not causal and q.shape[1] == k.shape[1]
@@ -203,7 +203,7 @@ def test_flash_backend_maps_position_window_to_index_window(monkeypatch):
 
 
 def test_flash_unavailable_is_a_clear_error(monkeypatch):
-    from kernels import flash
+    from eflow_core.kernels import flash
     monkeypatch.setattr(flash, "flash_module", lambda: None)
     q, k, v, q_pos, k_pos, _ = make_case(1, 1, 8, 8, 16, False, torch.float32, seed=0)
     with pytest.raises(RuntimeError, match="flash-attn is not installed"):
@@ -230,7 +230,7 @@ def test_position_tables_brute_force_and_shared_for_self_attention():
     scan of |q_pos - k_pos| <= r; passing one tensor as both positions (self-attention) shares the
     query tables and gives the same values as two equal tensors."""
     pytest.importorskip("triton")
-    from kernels.triton_window import position_tables
+    from eflow_core.kernels.triton_window import position_tables
 
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,))))
     q_pos = torch.stack([torch.sort(torch.randperm(400, generator=gen)[:90])[0] for _ in range(2)])
@@ -316,10 +316,9 @@ def test_linear_reference_is_denominator_free():
 
 _MEMORY_SCRIPT = r"""
 import json, resource, sys, torch
-sys.path.insert(0, sys.argv[1])
 torch.set_num_threads(1)
-import kernels
-from kernels.chunked import chunked_window_attention
+from eflow_core import kernels
+from eflow_core.kernels.chunked import chunked_window_attention
 B, H, N, D, R = 1, 4, 16384, 64, 1024
 gen = torch.Generator().manual_seed(0)
 q, k, v = (torch.randn(B, H, N, D, generator=gen) for _ in range(3))

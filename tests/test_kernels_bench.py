@@ -1,9 +1,7 @@
 """benchmarks/attention.py on the CPU: its correctness-check functions, and a --tiny end-to-end run."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,15 +10,12 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "attention.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("benchmarks_attention", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from benchmarks import attention
+    return attention
 
 
 def test_quarter_positions_are_sorted_distinct_and_differ_per_row(bench):
@@ -42,7 +37,7 @@ def test_visible_key_counts_and_flops_match_brute_force(bench):
 
 
 def test_forward_check_accepts_exact_and_catches_wrong_outputs(bench):
-    import kernels
+    from eflow_core import kernels
     gen = torch.Generator().manual_seed(2)
     q, k, v = (torch.randn(1, 2, 300, 16, generator=gen) for _ in range(3))
     pos = bench.keep_quarter_positions(1200, 1, gen, "cpu")
@@ -65,10 +60,10 @@ def test_gradient_check_against_exact_backend(bench):
     assert bench.linear_rel_error("einsum", q, k, v) < 1e-5
 
 
-def test_tiny_cpu_run_end_to_end(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OUT": str(tmp_path)}
+def test_tiny_cpu_run_end_to_end(tmp_path, benchmark_env):
+    env = {**benchmark_env, "OUT": str(tmp_path)}
     env.pop("TRITON_INTERPRET", None)
-    res = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--tiny"], cwd=tmp_path, env=env,
+    res = subprocess.run([sys.executable, "-m", "benchmarks.attention", "--device", "cpu", "--tiny"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     result = json.loads((tmp_path / "attention.json").read_text())
@@ -88,7 +83,7 @@ def test_tiny_cpu_run_end_to_end(tmp_path):
 
 def test_other_backwards_lists_every_triton_backward_but_the_one_in_use(bench):
     """attention.py checks and times each of these beside "window_triton" (none for other backends)."""
-    from kernels import triton_window
+    from eflow_core.kernels import triton_window
 
     assert bench.other_backwards("chunked") == ()
     before = triton_window.backward_mode()
@@ -101,22 +96,21 @@ def test_other_backwards_lists_every_triton_backward_but_the_one_in_use(bench):
         triton_window.set_backward_mode(before)
 
 
-def test_backward_kernel_profile_needs_a_gpu():
+def test_backward_kernel_profile_needs_a_gpu(benchmark_env):
     """benchmarks/attention_backward_kernels.py imports on the CPU and refuses with a clear message."""
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: the script would run")
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "attention_backward_kernels.py")],
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.attention_backward_kernels"],
                           capture_output=True, text=True, timeout=120, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          env=benchmark_env)
     assert proc.returncode == 2 and "needs a CUDA GPU" in proc.stderr, proc.stderr[-2000:]
 
 
-def test_gluon_kernel_benchmark_needs_a_gpu_and_its_checks_reach_every_edge():
+def test_gluon_kernel_benchmark_needs_a_gpu_and_its_checks_reach_every_edge(benchmark_env):
     """benchmarks/attention_gluon_kernels.py refuses on the CPU; its checks cover a query count that is not
     a multiple of the 128-row CTA tile, every key visible, dropped tokens, head dim 64 through the model's
     strided view, and queries that see no key (cross-attention), for both autotuned kernels and every
     configuration; its position specs are what they say."""
-    sys.path.insert(0, str(ROOT))
     from benchmarks import attention_gluon_kernels as gk
     kinds = {case[3].split(":")[0] for case in gk.CHECKS}
     assert kinds == {"dense", "quarter", "spaced"}
@@ -127,7 +121,7 @@ def test_gluon_kernel_benchmark_needs_a_gpu_and_its_checks_reach_every_edge():
     assert torch.equal(gk.positions("dense:4", None, "cpu"), torch.arange(4)[None])
     if torch.cuda.is_available():
         return
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "attention_gluon_kernels.py")],
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.attention_gluon_kernels"],
                           capture_output=True, text=True, timeout=120, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          env=benchmark_env)
     assert proc.returncode == 2 and "needs a CUDA GPU" in proc.stderr, proc.stderr[-2000:]

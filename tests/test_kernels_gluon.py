@@ -1,4 +1,4 @@
-"""The warp-specialised Gluon kernels (kernels/gluon_window.py) on a machine without a GPU.
+"""The warp-specialised Gluon kernels (eflow_core/kernels/gluon_window.py) on a machine without a GPU.
 
 Gluon kernels cannot run under Triton's interpreter, so their numbers are checked on the GPU by
 benchmarks/attention_gluon_kernels.py (every configuration against the fp32 reference) and
@@ -31,8 +31,7 @@ def _lowering_child() -> dict:
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    sys.path.insert(0, str(ROOT))
-    from kernels import gluon_window
+    from eflow_core.kernels import gluon_window
 
     bin_dir = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
     out = {}
@@ -113,7 +112,7 @@ def test_gluon_kernels_stream_through_tma_without_spills(lowering):
 
 
 def test_gluon_mode_is_validated_and_reported():
-    from kernels import triton_window
+    from eflow_core.kernels import triton_window
     with pytest.raises(ValueError, match="Gluon mode"):
         triton_window.set_gluon_mode("on")
     try:
@@ -128,7 +127,7 @@ def test_gluon_mode_is_validated_and_reported():
 
 def test_gluon_kernels_are_not_chosen_off_hopper():
     """CPU tensors (and, by the same test, any device other than capability 9.x) get the Triton kernels."""
-    from kernels import triton_window
+    from eflow_core.kernels import triton_window
     q = torch.randn(1, 2, 64, 128, dtype=torch.bfloat16)
     assert not triton_window._use_gluon(q, q, q)
 
@@ -136,7 +135,7 @@ def test_gluon_kernels_are_not_chosen_off_hopper():
 def test_a_failed_gluon_launch_falls_back_once_and_says_why():
     """A launch that fails (here: CPU tensors, which no GPU kernel accepts) is recorded, warned about, and
     reported by gluon_status(); the caller then runs the Triton kernel. set_gluon_mode clears the record."""
-    from kernels import triton_window
+    from eflow_core.kernels import triton_window
     q = torch.randn(1, 1, 8, 64, dtype=torch.bfloat16)
     try:
         with warnings.catch_warnings(record=True) as caught:

@@ -1,4 +1,4 @@
-"""The Triton kernels (kernels/triton_window.py, kernels/triton_linear.py) run under
+"""The Triton kernels (eflow_core/kernels/triton_window.py, eflow_core/kernels/triton_linear.py) run under
 TRITON_INTERPRET=1 on the CPU against the reference definitions.
 
 The interpreter must be switched on before Triton is imported, so one child process (this file
@@ -54,8 +54,7 @@ def _hopper_ptx_child() -> dict:
     import triton
     from triton.backends.compiler import GPUTarget
 
-    sys.path.insert(0, str(ROOT))
-    from kernels import triton_window
+    from eflow_core.kernels import triton_window
 
     fn = triton_window._window_bwd_dkdv.fn
     names = list(inspect.signature(fn.fn).parameters)
@@ -85,12 +84,11 @@ def _hopper_ptx_child() -> dict:
 def _child() -> dict:
     """Runs in the TRITON_INTERPRET=1 process: every case, as relative errors."""
     assert os.environ.get("TRITON_INTERPRET") == "1"
-    sys.path.insert(0, str(ROOT))
     import torch
 
-    import kernels
-    from kernels import triton_linear, triton_window
-    from kernels.reference import linear_attention_reference, window_attention_reference
+    from eflow_core import kernels
+    from eflow_core.kernels import triton_linear, triton_window
+    from eflow_core.kernels.reference import linear_attention_reference, window_attention_reference
 
     def rel(a, b, floor=0.0):
         a, b = a.detach().double(), b.detach().double()
@@ -192,7 +190,7 @@ def _child() -> dict:
 
 @pytest.fixture(scope="module")
 def interpreted():
-    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
     res = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-4000:]

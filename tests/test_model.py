@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-import kernels
+from eflow_core import kernels
 from eflow_core.conditioning import TextCondition
 from eflow_core.config import MODEL_PRESETS, PAPER_PARAMS, TRAIN_PRESETS, FlowConfig, count_parameters
 from eflow_core.flow import SolutionFlow

@@ -9,10 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchmarks.multi_gpu import NO_MULTICAST, launch_command, loss_agreement, run_env, throughput
 
-from benchmarks.multi_gpu import NO_MULTICAST, launch_command, loss_agreement, run_env, throughput  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_throughput_is_the_median_rate_after_the_skipped_steps():
@@ -60,13 +59,12 @@ def test_runs_get_multicast_off_and_several_processes_go_through_torchrun(monkey
     assert run_env(True)["CUDA_VISIBLE_DEVICES"] == ""
 
 
-def test_script_end_to_end_with_two_cpu_processes(tmp_path):
+def test_script_end_to_end_with_two_cpu_processes(tmp_path, benchmark_env):
     out = tmp_path / "out" / "multi_gpu.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "multi_gpu.py"), "--config", "tiny", "--cpu", "--gpus", "2",
+    cmd = [sys.executable, "-m", "benchmarks.multi_gpu", "--config", "tiny", "--cpu", "--gpus", "2",
            "--batch", "4", "--steps", "6", "--skip", "2", "--log-every", "1", "data.num_samples=32",
            "--workdir", str(tmp_path / "work"), "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=540, cwd=tmp_path,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=540, cwd=tmp_path, env=benchmark_env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads(out.read_text())
 

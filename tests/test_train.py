@@ -117,7 +117,7 @@ def test_accelerate_launch_two_processes_on_cpu(tmp_path):
     """The multi-GPU path through `accelerate launch` (torchrun, DDP), run as two CPU processes over
     gloo (`--cpu` would start one process), through both phases: the dense + MVA steps are the ones
     whose passes use different parameters (FlowObjective), and the time-budget collectives run."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--main_process_port", "0", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "-m", "eflow_core", "train", "--config", "tiny", "steps=10", "checkpoint_every=10", "batch_size=4",

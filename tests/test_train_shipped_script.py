@@ -1,4 +1,4 @@
-"""checkpoints/train_shipped.sh: how it names runs and picks each run's starting weights (MODEL:TAG
+"""scripts/train_shipped.sh: how it names runs and picks each run's starting weights (MODEL:TAG
 candidates, INIT and INIT_<RUN>), checked before anything trains; and, `slow`, one candidate end to
 end on the CPU (train, resume, export, split weights, eval into the run's tgz)."""
 import json
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "checkpoints" / "train_shipped.sh"
+SCRIPT = ROOT / "scripts" / "train_shipped.sh"
 
 
 def run_script(tmp_path, timeout=60, **env):

@@ -1,6 +1,6 @@
 """Time sampling for the solution-flow objectives and the inference schedule.
 
-Conventions (DESIGN.md, paper Sec. 3.1): t = 1 is noise, t = 0 is data, x_t = (1 - t) x0 + t x1.
+Conventions (docs/DESIGN.md, paper Sec. 3.1): t = 1 is noise, t = 0 is data, x_t = (1 - t) x0 + t x1.
 Every function returns float32 tensors whatever the model's dtype ("time arithmetic in fp32").
 Random draws take an optional `torch.Generator`; with one, results are reproducible (tests, resume);
 without one, the global RNG is used. Draws happen on the generator's device and are then moved to

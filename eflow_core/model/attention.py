@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import kernels
+from eflow_core import kernels
 from eflow_core.model.rope import apply_rope
 
 RMS_EPS = 1e-6

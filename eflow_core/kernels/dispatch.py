@@ -1,7 +1,7 @@
-"""Backend choice for the attention operations (DESIGN.md "Kernels").
+"""Backend choice for the attention operations (docs/DESIGN.md "Kernels").
 
 Window attention backends:
-  reference  kernels/reference.py, the definition (dense N x N; tests and tiny inputs only)
+  reference  eflow_core/kernels/reference.py, the definition (dense N x N; tests and tiny inputs only)
   chunked    exact PyTorch path by query blocks over position-derived key slices; O(N * window)
              memory, differentiable; the fastest exact CPU path and "auto" on the CPU
   sdpa       torch SDPA with a dense band mask (O(N^2) mask: small N only)
@@ -24,8 +24,8 @@ import os
 
 import torch
 
-from kernels.chunked import chunked_window_attention
-from kernels.reference import linear_attention_reference, window_attention_reference
+from eflow_core.kernels.chunked import chunked_window_attention
+from eflow_core.kernels.reference import linear_attention_reference, window_attention_reference
 
 WINDOW_BACKENDS = ("reference", "chunked", "sdpa", "flex", "triton", "flash")
 LINEAR_BACKENDS = ("reference", "einsum", "triton")
@@ -118,19 +118,19 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: t
     if name == "chunked":
         return chunked_window_attention(q, k, v, q_pos, k_pos, radius)
     if name == "sdpa":
-        from kernels.sdpa import sdpa_window_attention
+        from eflow_core.kernels.sdpa import sdpa_window_attention
         return sdpa_window_attention(q, k, v, q_pos, k_pos, radius)
     if name == "flex":
-        from kernels.flex import flex_window_attention
+        from eflow_core.kernels.flex import flex_window_attention
         return flex_window_attention(q, k, v, q_pos, k_pos, radius)
     if name == "triton":
         ok, why = _triton_runs_on(q.device)
         if not ok:
             raise RuntimeError(f"backend='triton' unavailable: {why}")
-        from kernels.triton_window import triton_window_attention
+        from eflow_core.kernels.triton_window import triton_window_attention
         return triton_window_attention(q, k, v, q_pos, k_pos, radius)
     if name == "flash":
-        from kernels import flash
+        from eflow_core.kernels import flash
         if flash.flash_module() is None:
             raise RuntimeError("backend='flash' unavailable: flash-attn is not installed")
         if not flash.positions_are_dense(q_pos, k_pos):
@@ -169,7 +169,7 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend:
         ok, why = _triton_runs_on(q.device)
         if not ok:
             raise RuntimeError(f"backend='triton' unavailable: {why}")
-        from kernels.triton_linear import triton_linear_attention
+        from eflow_core.kernels.triton_linear import triton_linear_attention
         return triton_linear_attention(q, k, v)
     raise ValueError(f"unknown linear attention backend {backend!r}; choose 'auto' or one of {LINEAR_BACKENDS}")
 
@@ -198,11 +198,11 @@ def available_backends(device: str | torch.device | None = None) -> dict[str, tu
     out["triton"] = _triton_runs_on(dev)
     if cuda and out["triton"][0]:
         try:
-            from kernels.triton_window import gluon_status, tma_status
+            from eflow_core.kernels.triton_window import gluon_status, tma_status
             out["triton"] = (True, f"{out['triton'][1]}; TMA loads: {tma_status()}; Gluon kernels: {gluon_status()}")
         except Exception as exc:                       # noqa: BLE001 - report, do not fail
             out["triton"] = (False, f"importing the Triton kernels failed: {type(exc).__name__}: {exc}")
-    from kernels import flash
+    from eflow_core.kernels import flash
     if flash.flash_module() is None:
         out["flash"] = (False, "flash-attn is not installed (optional)")
     elif not cuda:

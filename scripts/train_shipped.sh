@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Train the shipped models on the GPU for a time budget and export their EMA weights (issue 6).
 #
-#   MODEL=shapes-t2v BUDGET=480 OUT=out bash checkpoints/train_shipped.sh
-#   MODEL="shapes-t2v actions-b" BUDGET=1200 CALL=500 OUT=out bash checkpoints/train_shipped.sh
+#   MODEL=shapes-t2v BUDGET=480 OUT=out bash scripts/train_shipped.sh
+#   MODEL="shapes-t2v actions-b" BUDGET=1200 CALL=500 OUT=out bash scripts/train_shipped.sh
 #   MODEL="shapes-t2v shapes-t2v:b1024" INIT=shipped EXTRA_shapes_t2v_b1024="batch_size=1024" ...
 #   (BATCH=256, INIT=none, COMPILE=false, EVAL= by default; EXTRA="lr=5e-4 ..." adds config overrides to
 #   every run, EXTRA_shapes_t2v= / EXTRA_actions_b= to one model)

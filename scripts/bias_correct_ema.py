@@ -5,7 +5,7 @@ for shapes-t2v), which made its samples nearly the input noise. The initial weig
 (the trainer seeds torch, then builds the model on the CPU), so this removes them exactly:
 corrected = (shadow - d^n theta_0) / (1 - d^n)  (eflow_core.flow.bias_corrected).
 
-    python checkpoints/bias_correct_ema.py checkpoints/shapes-t2v
+    python scripts/bias_correct_ema.py checkpoints/shapes-t2v
 """
 import json
 import sys
@@ -32,6 +32,6 @@ corrected = bias_corrected(shadow, initial, config.ema_decay, card["steps"])
 atomic_save_tensors(folder / "model.safetensors", {k: v.to(torch.float16) for k, v in corrected.items()})
 card["ema_bias_correction"] = {"decay": config.ema_decay, "updates": card["steps"],
                                "initial_weight_share": config.ema_decay ** card["steps"],
-                               "script": "checkpoints/bias_correct_ema.py"}
+                               "script": "scripts/bias_correct_ema.py"}
 atomic_write_json(folder / "model_card.json", card)
 print(f"corrected {folder}: removed {config.ema_decay ** card['steps']:.1%} initial weights")

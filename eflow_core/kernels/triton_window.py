@@ -28,7 +28,7 @@ descriptor loads require. One bulk copy per vector and step replaced 16 per-entr
 each and cut that kernel from 4.65 to 4.09 ms at N = 32,760 on an H200 (docs/BENCHMARKS.md §3 run G).
 
 On Hopper (CUDA capability 9.x), fp16/bf16 with head dim 64 or 128, the forward and the dq kernel are
-replaced by warp-specialised Gluon kernels with the same arguments (kernels/gluon_window.py; EFLOW_GLUON,
+replaced by warp-specialised Gluon kernels with the same arguments (eflow_core/kernels/gluon_window.py; EFLOW_GLUON,
 see below): forward + backward 1.27-1.29x FlexAttention at N = 32,760 on an H200 (BENCHMARKS §3 run H).
 
 Under TRITON_INTERPRET=1 (CPU tests) each kernel uses one small config; note the interpreter computes
@@ -489,7 +489,7 @@ set_backward_mode(os.environ.get("EFLOW_TRITON_BWD", "split"))     # a typo fail
 
 
 # Gluon kernels: "auto" (default) runs the warp-specialised Gluon forward and dq kernels
-# (kernels/gluon_window.py) on CUDA capability 9.x (their warpgroup MMAs exist on Hopper only) for
+# (eflow_core/kernels/gluon_window.py) on CUDA capability 9.x (their warpgroup MMAs exist on Hopper only) for
 # fp16/bf16 with head dim 64 or 128 and TMA-compatible strides, and the Triton kernels elsewhere; "off"
 # always runs the Triton kernels. EFLOW_GLUON picks one. A Gluon build or launch failure is recorded,
 # warned about once, and the Triton kernels run from then on (same outputs).
@@ -514,7 +514,7 @@ def _gluon_module():
     if INTERPRET:
         return None
     try:
-        from kernels import gluon_window
+        from eflow_core.kernels import gluon_window
     except Exception:                                  # noqa: BLE001 - any import failure means "not here"
         return None
     return gluon_window
