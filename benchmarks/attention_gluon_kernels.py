@@ -1,5 +1,5 @@
 """The warp-specialised Gluon kernels (eflow_core/kernels/gluon_window.py, Hopper) against the Triton ones they
-replace (eflow_core/kernels/triton_window.py): the window forward and the backward's dq kernel (issue 5).
+replace (eflow_core/kernels/triton_window/): the window forward and the backward's dq kernel (issue 5).
 
 First checks, on small shapes chosen to reach every edge (query counts that are not a multiple of the
 128-row CTA tile, every key visible, dropped tokens, head dim 64 through the model's strided q/k/v view,
@@ -65,12 +65,12 @@ def qkv(batch: int, heads: int, nq: int, nk: int, d: int, dtype, strided: bool, 
 @contextlib.contextmanager
 def gluon(mode: str):
     """Run the ops with the Gluon kernels ("auto") or without ("off"); keeps a recorded failure."""
-    before = triton_window._GLUON["mode"]
-    triton_window._GLUON["mode"] = mode
+    before = triton_window.gluon_mode()
+    triton_window.set_gluon_mode(mode, keep_failure=True)
     try:
         yield
     finally:
-        triton_window._GLUON["mode"] = before
+        triton_window.set_gluon_mode(before, keep_failure=True)
 
 
 class Problem:

@@ -1,13 +1,20 @@
-"""Checkpoints on disk: safetensors written atomically (temp file + fsync + rename), with a manifest of
-sizes and hashes so that a truncated or corrupt file is refused with one clear sentence.
+"""Checkpoints on disk: the folder layouts, finding a model's folder, reading and writing them.
+
+Safetensors are written atomically (temp file + fsync + rename), with a manifest of sizes and hashes so
+that a truncated or corrupt file is refused with one clear sentence (`CheckpointError`).
 
 Training directory layout (`python -m eflow_core train --output DIR`):
     DIR/config.json                 the TrainConfig
     DIR/checkpoint/model.safetensors, ema.safetensors, optimizer.safetensors, state.json
     DIR/metrics.csv                 one row per logged step
-Inference directory layout (shipped under checkpoints/NAME/):
+    DIR/init.json                   the lineage of the weights it started from (config.init_from), if any
+Inference directory layout (shipped under checkpoints/NAME/, written by `export_for_inference`):
     NAME/model.safetensors          EMA weights (fp16 is fine)
     NAME/model_card.json            {"config": TrainConfig dict, "world", "steps", "command", "eval", ...}
+
+`resolve_model_path` turns a shipped name or a folder of either layout into the folder, `load_model_folder`
+reads (config, card, EMA weights) from it; `load_init_weights` starts a model from them (init_from) and
+`export_for_inference` turns a training directory into a shipped folder.
 """
 from __future__ import annotations
 
@@ -19,6 +26,10 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from eflow_core.config import TrainConfig
+
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "checkpoints"     # the models that ship with the repo
 
 
 class CheckpointError(RuntimeError):
@@ -104,3 +115,101 @@ def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], rest: dict) -> d
         pid, key = name.split(".", 1)
         state.setdefault(int(pid), {})[key] = value
     return {"state": state, "param_groups": rest["param_groups"]}
+
+
+# ---------------------------------------------------------------------------------- model folders
+def shipped_models() -> list[str]:
+    """Names of the models that ship in checkpoints/ (folders with a model card and weights)."""
+    if not SHIPPED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED_DIR.iterdir()
+                  if (p / "model_card.json").is_file() and (p / "model.safetensors").is_file())
+
+
+def resolve_model_path(path_or_name: str | Path) -> Path:
+    """A shipped name, a shipped folder, or a training output folder -> the folder; CheckpointError otherwise."""
+    candidate = Path(path_or_name).expanduser()
+    if not candidate.exists() and (SHIPPED_DIR / str(path_or_name)).exists():
+        candidate = SHIPPED_DIR / str(path_or_name)
+    if not candidate.exists():
+        names = ", ".join(shipped_models()) or "none"
+        raise CheckpointError(f"no model at {path_or_name!r}: give a checkpoint folder or a shipped name ({names})")
+    if candidate.is_file():
+        candidate = candidate.parent
+    if not ((candidate / "model_card.json").is_file() or (candidate / "config.json").is_file()):
+        raise CheckpointError(f"{candidate} is not an EFlow checkpoint (it has no model_card.json or config.json)")
+    return candidate
+
+
+def load_model_folder(folder: Path) -> tuple[TrainConfig, dict, dict[str, torch.Tensor]]:
+    """(train config, model card, EMA weights {name: tensor of the parameter's shape}) from a shipped folder
+    or a training output folder; CheckpointError when the folder cannot be used."""
+    try:
+        if (folder / "model_card.json").is_file():
+            card = json.loads((folder / "model_card.json").read_text())
+            weights = load_tensors(folder / "model.safetensors")
+        else:
+            card = {"config": json.loads((folder / "config.json").read_text())}
+            state = json.loads((folder / "checkpoint" / "state.json").read_text())
+            weights = load_tensors(folder / "checkpoint" / "ema.safetensors", state["manifest"]["ema.safetensors"])
+            card.update(state.get("run", {}))     # command, device, date of the run (the lineage's record)
+            card["steps"] = state["step"]
+            card["world"] = card["config"]["data"]["kind"]
+        config = TrainConfig.from_dict(card["config"])
+    except (KeyError, TypeError, json.JSONDecodeError, FileNotFoundError) as err:
+        raise CheckpointError(f"{folder} is not a usable EFlow checkpoint ({type(err).__name__}: {err})") from None
+    return config, card, weights
+
+
+def _run_record(card: dict) -> dict:
+    """One entry of a model card's `runs` lineage: what the card says of the run that wrote it."""
+    return {k: card[k] for k in ("steps", "command", "device", "date", "wall_time_s") if k in card}
+
+
+def load_init_weights(model: torch.nn.Module, path_or_name: str) -> dict:
+    """Load the weights of a shipped model or a training folder (its EMA) into `model` (config.init_from).
+
+    Returns what the exported card needs to keep the lineage: {"init_from", "steps" (all steps behind
+    those weights), "runs" (the earlier runs' records: steps, command, device, date, wall time)}.
+    Raises CheckpointError for a folder that is not a model, ValueError when the shapes do not match
+    the model being trained."""
+    folder = resolve_model_path(path_or_name)
+    _, card, weights = load_model_folder(folder)
+    own = model.state_dict()
+    mismatched = sorted(k for k in own if k not in weights or tuple(weights[k].shape) != tuple(own[k].shape))
+    if mismatched or set(weights) - set(own):
+        raise ValueError(f"init_from={path_or_name!r}: its weights do not fit this model "
+                         f"(differing or missing: {mismatched[:5]}{' ...' if len(mismatched) > 5 else ''}); "
+                         f"train with the same model config")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()})
+    steps = int(card.get("steps", 0))
+    runs = list(card.get("runs") or [])
+    if not runs:         # a card from before lineages, or a training folder: its own run is the last one
+        own_run = _run_record(card)
+        parent = folder / "init.json"      # a training folder that itself started from other weights
+        if parent.exists():
+            earlier = json.loads(parent.read_text())
+            steps, runs = earlier["steps"] + steps, [*earlier["runs"], own_run]
+        else:
+            runs = [own_run]
+    return {"init_from": str(path_or_name), "steps": steps, "runs": runs}
+
+
+def export_for_inference(train_dir: str | Path, out_dir: str | Path, extra_card: dict | None = None,
+                         dtype: torch.dtype = torch.float16) -> Path:
+    """Turn a training directory into a shipped model: EMA weights in `dtype` + model_card.json. Returns `out_dir`."""
+    train_dir, out_dir = Path(train_dir), Path(out_dir)
+    _, card, ema = load_model_folder(train_dir)     # card: config, world, steps and the run's own record
+    classes_path = train_dir / "classes.json"
+    if classes_path.exists():
+        card["classes"] = json.loads(classes_path.read_text())
+    card.update(extra_card or {})
+    atomic_save_tensors(out_dir / "model.safetensors", {k: v.to(dtype) for k, v in ema.items()})
+    init_path = train_dir / "init.json"
+    if init_path.exists():           # started from earlier weights: count their steps, keep their runs
+        init = json.loads(init_path.read_text())
+        this_run = _run_record(card)
+        card.update(steps=init["steps"] + card["steps"], init_from=init["init_from"],
+                    runs=[*init["runs"], this_run])
+    atomic_write_json(out_dir / "model_card.json", card)
+    return out_dir

@@ -1,4 +1,4 @@
-"""`python -m eflow_core {train,sample,data,eval,bench,export,presets} ...`
+"""`eflow {train,sample,data,eval,bench,export,presets,train-codec,train-probe} ...` (or `python -m eflow_core ...`)
 
     python -m eflow_core train --config shapes-t2v steps=2000 batch_size=32 --output runs/shapes
     accelerate launch --num_processes 2 -m eflow_core train --config shapes-t2v --output runs/shapes
@@ -6,6 +6,8 @@
     python -m eflow_core data make-actions --out data/actions --classes 10 --per-class 200
     python -m eflow_core eval --checkpoint shapes-t2v --steps 1,2,4,8 --out eval.json
     python -m eflow_core bench --checkpoint shapes-t2v --steps 1,4 --baseline-steps 50
+    eflow train-codec --out checkpoints/codec-shapes-ae --steps 3000     # the small video autoencoder
+    eflow train-probe --world shapes --steps 800                          # the evaluation probe
 """
 from __future__ import annotations
 
@@ -15,6 +17,10 @@ import shlex
 import sys
 import time
 from pathlib import Path
+
+
+def _name_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 def _int_list(text: str) -> list[int]:
@@ -30,7 +36,7 @@ def cmd_train(args) -> None:
 
     config = load_train_config(args.config, args.overrides)
     train_main(config, args.output, stop_at=args.stop_at, time_budget=args.time_budget, stop_after=args.stop_after,
-               command=shlex.join(["python", "-m", "eflow_core", *sys.argv[1:]]))
+               command=args.invocation)
 
 
 def cmd_sample(args) -> None:
@@ -49,15 +55,16 @@ def cmd_sample(args) -> None:
 
 def cmd_data(args) -> None:
     if args.data_command == "text-cache":
-        from eflow_core.data.shapes import EVAL_TEMPLATES, TRAIN_TEMPLATES, all_captions
+        from eflow_core.data.captions import CAPTION_SETS, all_captions
         from eflow_core.text import load_text_encoder
 
-        templates = TRAIN_TEMPLATES + (EVAL_TEMPLATES if args.include_eval else [])
-        captions = all_captions(templates)
+        sets = list(CAPTION_SETS) if args.include_eval else ["train"]
+        captions = [text for name in sets for text in all_captions(name)]
         encoder = load_text_encoder(args.encoder, cache_dir=args.out)
+        encoder.autosave_every = len(captions) + 1      # one write at the end, not one per 512 new captions
         for start in range(0, len(captions), 256):
             encoder.encode(captions[start:start + 256])
-        print(f"cached {len(encoder)} captions of the shapes world in {encoder.save()}")
+        print(f"cached {len(encoder)} captions of the shapes world ({', '.join(sets)}) in {encoder.save()}")
         return
     from eflow_core.data.actions import make_actions
 
@@ -69,13 +76,21 @@ def cmd_data(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from eflow_core.metrics.evaluate import evaluate, format_table
+    from eflow_core.metrics.evaluate import evaluate, evaluate_caption_sets, format_tables
+    from eflow_core.metrics.worlds import get_world
     from eflow_core.pipeline import EFlowPipeline
 
     pipe = EFlowPipeline.from_pretrained(args.checkpoint, device=args.device, text_cache=args.text_cache)
-    results = evaluate(pipe, world=pipe.world, steps=tuple(args.steps), num_prompts=args.prompts, seed=args.seed,
-                       guidance=args.guidance, sampler=args.sampler)
-    print(format_table(results))
+    kwargs = {"world": pipe.world, "steps": tuple(args.steps), "num_prompts": args.prompts, "seed": args.seed,
+              "guidance": args.guidance, "sampler": args.sampler}
+    if get_world(pipe.world).conditioning == "text":      # {caption set: results}, one table each
+        results = evaluate_caption_sets(pipe, args.captions, **kwargs)
+    elif args.captions:
+        raise ValueError(f"--captions is for text worlds; {pipe.world} models are conditioned on class labels")
+    else:
+        results = evaluate(pipe, **kwargs)
+    table = format_tables(results)
+    print(table)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
         print(f"wrote {args.out}")
@@ -84,7 +99,7 @@ def cmd_eval(args) -> None:
         card_path = pipe.path / "model_card.json"
         card = json.loads(card_path.read_text())
         card["eval"] = results
-        card["eval_table"] = format_table(results)
+        card["eval_table"] = table
         atomic_write_json(card_path, card)
         print(f"updated {card_path}")
     if args.sheet:
@@ -128,7 +143,7 @@ def cmd_bench(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from eflow_core.train import export_for_inference
+    from eflow_core.checkpoint import export_for_inference
 
     extra = json.loads(Path(args.card).read_text()) if args.card else {}
     out = export_for_inference(args.train_dir, args.out, extra_card=extra)
@@ -136,7 +151,8 @@ def cmd_export(args) -> None:
 
 
 def cmd_presets(args) -> None:
-    from eflow_core.config import MODEL_PRESETS, PAPER_PARAMS, count_parameters
+    from eflow_core.config import MODEL_PRESETS, PAPER_PARAMS
+    from eflow_core.model.dit import count_parameters
 
     print(f"{'preset':8s} {'params':>10s} {'paper (Tab. 5)':>15s} {'diff':>7s}")
     for name, cfg in MODEL_PRESETS.items():
@@ -147,8 +163,32 @@ def cmd_presets(args) -> None:
         print(f"{name:8s} {n / 1e6:9.1f}M {paper_text:>15s} {diff:>7s}")
 
 
+def cmd_train_codec(args) -> None:
+    from eflow_core.codecs.autoencoder import AutoencoderConfig
+    from eflow_core.codecs.train_ae import train_autoencoder
+
+    config = AutoencoderConfig(latent_channels=args.latent_channels, enc_width=args.enc_width,
+                               dec_width=args.dec_width, dec_layers=args.dec_layers)
+    card = train_autoencoder(args.out, args.world, args.steps, args.batch_size, args.frames, args.size, args.lr,
+                             args.seed, args.crop or None, config=config, max_minutes=args.max_minutes,
+                             progress=not args.no_progress, pca_clips=args.pca_clips, command=args.invocation)
+    print(json.dumps({k: card[k] for k in ("metrics", "parameters", "file_bytes", "train")}, indent=1))
+
+
+def cmd_train_probe(args) -> None:
+    from eflow_core.metrics.probe import default_probe_dir, train_probe
+
+    out = args.out or default_probe_dir(args.world)
+    _, card = train_probe(args.world, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                          eval_clips=args.eval_clips, seed=args.seed, out_dir=out, threads=args.threads,
+                          command=args.invocation)
+    print(json.dumps({"out": str(out), "heldout_accuracy": card["heldout_accuracy"],
+                      "wall_seconds": card["train"]["wall_seconds"]}, indent=2))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m eflow_core", description="EFlow: few-step video generation")
+    parser = argparse.ArgumentParser(prog="eflow", description="EFlow: few-step video generation "
+                                     "(`eflow ...` and `python -m eflow_core ...` are the same CLI)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train (resumes when --output holds a checkpoint)")
@@ -188,7 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     q = data_sub.add_parser("text-cache", help="precompute text embeddings of every shapes caption (offline training)")
     q.add_argument("--out", required=True, help="cache folder (pass it as data.text_cache=DIR when training)")
     q.add_argument("--encoder", default="minilm")
-    q.add_argument("--include-eval", action="store_true", help="also the held-out evaluation templates")
+    q.add_argument("--include-eval", action="store_true",
+                   help="also the held-out caption sets `eval` words its prompts from (heldout-frames, "
+                        "heldout-vocabulary, heldout-both)")
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("eval", help="probe-FD, adherence and latency per step count")
@@ -200,8 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, default=None, help="default: the model's inference guidance")
     p.add_argument("--sampler", choices=["solution", "ode"], default="solution",
                    help="solution: Algorithm 2, 1 NFE a step; ode: Euler (+ CFG), the flow-matching baseline")
-    p.add_argument("--out", default=None, help="write the results as JSON here")
-    p.add_argument("--write-card", action="store_true", help="store the table in the checkpoint's model card")
+    p.add_argument("--captions", type=_name_list, default=None, metavar="SET,SET",
+                   help="text worlds: the caption sets to word the prompts from, one table each (default "
+                        "heldout-frames,heldout-vocabulary: sentence frames / words the model never trained on; "
+                        "also train, heldout-both)")
+    p.add_argument("--out", default=None, help="write the results as JSON here (text worlds: keyed by caption set)")
+    p.add_argument("--write-card", action="store_true",
+                   help="store the results and tables in the checkpoint's model card (`eval`, `eval_table`)")
     p.add_argument("--sheet", default=None, metavar="PNG", help="also write a contact sheet of the first prompts")
     p.add_argument("--sheet-prompts", type=int, default=8)
     p.add_argument("--text-cache", default=None, metavar="DIR",
@@ -225,6 +272,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("presets", help="parameter count of every model preset beside the paper's Tab. 5")
     p.set_defaults(func=cmd_presets)
+
+    p = sub.add_parser("train-codec", help="train the small causal video autoencoder on a synthetic world")
+    p.add_argument("--out", required=True, help="output folder (model.safetensors, config.json, card.json)")
+    p.add_argument("--world", default="shapes", help="shapes | scenes | shapes+scenes")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--crop", type=int, default=32, help="training crop (multiple of 8); 0 = whole frames")
+    p.add_argument("--frames", type=int, default=9, help="training clip length, 1 + 4k")
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--latent-channels", type=int, default=16)
+    p.add_argument("--enc-width", type=int, default=128)
+    p.add_argument("--dec-width", type=int, default=192)
+    p.add_argument("--dec-layers", type=int, default=2)
+    p.add_argument("--pca-clips", type=int, default=256, help="clips for the PCA initialisation (0: random init)")
+    p.add_argument("--max-minutes", type=float, default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train_codec)
+
+    p = sub.add_parser("train-probe", help="train and save the evaluation probe of a synthetic world")
+    p.add_argument("--world", default="shapes")
+    p.add_argument("--steps", type=int, default=800)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--eval-clips", type=int, default=600)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default=None, help="output folder (default checkpoints/probe-<world>)")
+    p.set_defaults(func=cmd_train_probe)
     return parser
 
 
@@ -232,7 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     from eflow_core.checkpoint import CheckpointError
     from eflow_core.pipeline import PipelineError
 
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.invocation = shlex.join(["eflow", *argv])      # recorded in what a command trains (cards, run records)
     try:
         args.func(args)
     except (PipelineError, CheckpointError, ValueError, FileNotFoundError) as err:

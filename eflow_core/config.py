@@ -308,14 +308,3 @@ def _looks_json(value: str) -> bool:
     except ValueError:
         return False
 
-
-def count_parameters(config: ModelConfig) -> int:
-    """Build the model on the meta device (no memory) and count its parameters."""
-    import torch
-
-    from eflow_core.model.dit import VideoDiT
-
-    with torch.device("meta"):
-        model = VideoDiT(config)
-    return sum(p.numel() for p in model.parameters())
-

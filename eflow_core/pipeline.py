@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import threading
 import time
@@ -18,16 +17,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eflow_core.checkpoint import CheckpointError, load_tensors
+from eflow_core.checkpoint import CheckpointError, load_model_folder, resolve_model_path
 from eflow_core.conditioning import NULL_LABEL, encode_condition
 from eflow_core.config import TrainConfig
 from eflow_core.flow import SolutionFlow
 from eflow_core.model.dit import VideoDiT
 
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 DEFAULT_MODEL = "shapes-t2v"
 MAX_PROMPT_CHARS = 300
 MAX_STEPS = 64
+MAX_SEED = 2 ** 63 - 1
 FPS = 8
 
 
@@ -51,48 +50,11 @@ class GenerationResult:
     extras: dict = field(default_factory=dict)
 
 
-def shipped_models() -> list[str]:
-    """Names of the models that ship in checkpoints/ (folders with a model card and weights)."""
-    if not SHIPPED_DIR.is_dir():
-        return []
-    return sorted(p.name for p in SHIPPED_DIR.iterdir()
-                  if (p / "model_card.json").is_file() and (p / "model.safetensors").is_file())
-
-
-def resolve_model_path(path_or_name: str | Path) -> Path:
-    """A shipped name, a shipped folder, or a training output folder -> the folder; clear error otherwise."""
-    candidate = Path(path_or_name).expanduser()
-    if not candidate.exists() and (SHIPPED_DIR / str(path_or_name)).exists():
-        candidate = SHIPPED_DIR / str(path_or_name)
-    if not candidate.exists():
-        names = ", ".join(shipped_models()) or "none"
-        raise PipelineError(f"no model at {path_or_name!r}: give a checkpoint folder or a shipped name ({names})")
-    if candidate.is_file():
-        candidate = candidate.parent
-    if not ((candidate / "model_card.json").is_file() or (candidate / "config.json").is_file()):
-        raise PipelineError(f"{candidate} is not an EFlow checkpoint (it has no model_card.json or config.json)")
-    return candidate
-
-
-def load_model_folder(folder: Path) -> tuple[TrainConfig, dict, dict[str, torch.Tensor]]:
-    """(train config, model card, EMA weights) from a shipped folder or a training output folder."""
-    try:
-        if (folder / "model_card.json").is_file():
-            card = json.loads((folder / "model_card.json").read_text())
-            weights = load_tensors(folder / "model.safetensors")
-        else:
-            card = {"config": json.loads((folder / "config.json").read_text())}
-            state = json.loads((folder / "checkpoint" / "state.json").read_text())
-            weights = load_tensors(folder / "checkpoint" / "ema.safetensors", state["manifest"]["ema.safetensors"])
-            card.update(state.get("run", {}))     # command, device, date of the run (the lineage's record)
-            card["steps"] = state["step"]
-            card["world"] = card["config"]["data"]["kind"]
-        config = TrainConfig.from_dict(card["config"])
-    except CheckpointError as err:
-        raise PipelineError(str(err)) from None
-    except (KeyError, TypeError, json.JSONDecodeError, FileNotFoundError) as err:
-        raise PipelineError(f"{folder} is not a usable EFlow checkpoint ({type(err).__name__}: {err})") from None
-    return config, card, weights
+def check_seed(seed) -> int:
+    """`seed` if it is a whole number from 0 to MAX_SEED (what torch.Generator takes); PipelineError otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise PipelineError(f"seed must be a whole number from 0 to 2^63 - 1, got {seed!r}")
+    return int(seed)
 
 
 class EFlowPipeline:
@@ -128,8 +90,11 @@ class EFlowPipeline:
         (inductor), or a backend name. Meant for GPUs, where a small model's many small kernels
         cost more in launches than in work; the first generation of each new shape pays the
         compile time. (Measured for the 1.5B preset at 480p: docs/BENCHMARKS.md §4a.)"""
-        folder = resolve_model_path(path_or_name)
-        config, card, weights = load_model_folder(folder)
+        try:
+            folder = resolve_model_path(path_or_name)
+            config, card, weights = load_model_folder(folder)
+        except CheckpointError as err:
+            raise PipelineError(str(err)) from None
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         with torch.device("meta"):      # no random init that the weights overwrite at once
             model = VideoDiT(config.model)
@@ -181,14 +146,17 @@ class EFlowPipeline:
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= MAX_STEPS:
             raise PipelineError(f"steps must be a whole number from 1 to {MAX_STEPS}, got {steps!r}")
         low, high = self.guidance_range
-        if not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or not low <= guidance <= high:
+        if isinstance(guidance, (int, float)) and not math.isfinite(guidance):
+            raise PipelineError(f"guidance must be a finite number, got {guidance!r}")
+        if not isinstance(guidance, (int, float)) or not low <= guidance <= high:
             raise PipelineError(f"guidance must be a number from {low:g} to {high:g}, got {guidance!r}")
         if self.kind == "text":
             if prompts is None:
                 raise PipelineError("this is a text-to-video model: give a prompt")
             for p in prompts:
                 if not isinstance(p, str) or not p.strip():
-                    raise PipelineError("the prompt is empty: describe the video you want")
+                    raise PipelineError("the prompt is empty: describe the video you want "
+                                        "(for example 'a red circle moving right on a black background')")
                 if len(p) > MAX_PROMPT_CHARS:
                     raise PipelineError(f"the prompt is {len(p)} characters long; keep it under {MAX_PROMPT_CHARS}")
         elif self.kind == "class":
@@ -287,8 +255,7 @@ class EFlowPipeline:
                  height: int | None = None, width: int | None = None, sampler: str = "solution",
                  capture_gates: bool = False, step_callback=None) -> GenerationResult:
         """One clip. step_callback(index, total) is called after every sampler step (progress bars)."""
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 63:
-            raise PipelineError(f"seed must be a whole number from 0 to 2^63 - 1, got {seed!r}")
+        check_seed(seed)
         guidance = self.default_guidance if guidance is None else guidance
         video, timings, gates = self.generate_batch(
             prompts=None if prompt is None else [prompt], labels=None if label is None else [label],
@@ -325,4 +292,4 @@ class EFlowPipeline:
         return {"l": mid, "defect_rms": defect, "relative": defect / max(direct.float().pow(2).mean().sqrt().item(), 1e-12)}
 
 
-__all__ = ["EFlowPipeline", "GenerationResult", "PipelineError", "shipped_models", "NULL_LABEL"]
+__all__ = ["EFlowPipeline", "GenerationResult", "PipelineError", "check_seed", "NULL_LABEL"]

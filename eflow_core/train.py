@@ -25,7 +25,8 @@ from accelerate.utils import DistributedDataParallelKwargs
 from tqdm.auto import tqdm
 
 from eflow_core.checkpoint import (CheckpointError, atomic_save_tensors, atomic_write_json,
-                                   flatten_optimizer_state, load_tensors, unflatten_optimizer_state)
+                                   flatten_optimizer_state, load_init_weights, load_tensors,
+                                   unflatten_optimizer_state)
 from eflow_core.codecs import load_codec
 from eflow_core.conditioning import encode_condition
 from eflow_core.config import Phase, TrainConfig
@@ -398,41 +399,6 @@ def _mean_over_processes(row: dict) -> dict[str, float]:
     return {k: s / n for k, (s, n) in zip(LOSS_TERMS, sums_counts.tolist()) if n > 0}
 
 
-def _run_record(card: dict) -> dict:
-    """One entry of a model card's `runs` lineage: what the card says of the run that wrote it."""
-    return {k: card[k] for k in ("steps", "command", "device", "date", "wall_time_s") if k in card}
-
-
-def load_init_weights(model: VideoDiT, path_or_name: str) -> dict:
-    """Load the weights of a shipped model or a training folder (its EMA) into `model` (config.init_from).
-
-    Returns what the exported card needs to keep the lineage: {"init_from", "steps" (all steps behind
-    those weights), "runs" (the earlier runs' records: steps, command, device, date, wall time)}.
-    Raises ValueError when the shapes do not match the model being trained."""
-    from eflow_core.pipeline import load_model_folder, resolve_model_path
-
-    folder = resolve_model_path(path_or_name)
-    _, card, weights = load_model_folder(folder)
-    own = model.state_dict()
-    mismatched = sorted(k for k in own if k not in weights or tuple(weights[k].shape) != tuple(own[k].shape))
-    if mismatched or set(weights) - set(own):
-        raise ValueError(f"init_from={path_or_name!r}: its weights do not fit this model "
-                         f"(differing or missing: {mismatched[:5]}{' ...' if len(mismatched) > 5 else ''}); "
-                         f"train with the same model config")
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()})
-    steps = int(card.get("steps", 0))
-    runs = list(card.get("runs") or [])
-    if not runs:         # a card from before lineages, or a training folder: its own run is the last one
-        own_run = _run_record(card)
-        parent = folder / "init.json"      # a training folder that itself started from other weights
-        if parent.exists():
-            earlier = json.loads(parent.read_text())
-            steps, runs = earlier["steps"] + steps, [*earlier["runs"], own_run]
-        else:
-            runs = [own_run]
-    return {"init_from": str(path_or_name), "steps": steps, "runs": runs}
-
-
 def _one_thread(worker_id: int) -> None:
     """Data workers decode or render one clip at a time: one thread each, so N workers use N cores."""
     torch.set_num_threads(1)
@@ -464,28 +430,6 @@ def _truncate_metrics(path: Path, step: int) -> None:
     path.unlink()
     for r in rows:
         _append_metrics(path, r)
-
-
-def export_for_inference(train_dir: str | Path, out_dir: str | Path, extra_card: dict | None = None,
-                         dtype: torch.dtype = torch.float16) -> Path:
-    """Turn a training directory into a shipped model: EMA weights in `dtype` + model_card.json."""
-    from eflow_core.pipeline import load_model_folder
-
-    train_dir, out_dir = Path(train_dir), Path(out_dir)
-    _, card, ema = load_model_folder(train_dir)     # card: config, world, steps and the run's own record
-    classes_path = train_dir / "classes.json"
-    if classes_path.exists():
-        card["classes"] = json.loads(classes_path.read_text())
-    card.update(extra_card or {})
-    atomic_save_tensors(out_dir / "model.safetensors", {k: v.to(dtype) for k, v in ema.items()})
-    init_path = train_dir / "init.json"
-    if init_path.exists():           # started from earlier weights: count their steps, keep their runs
-        init = json.loads(init_path.read_text())
-        this_run = _run_record(card)
-        card.update(steps=init["steps"] + card["steps"], init_from=init["init_from"],
-                    runs=[*init["runs"], this_run])
-    atomic_write_json(out_dir / "model_card.json", card)
-    return out_dir
 
 
 def train_main(config: TrainConfig, output_dir: str, stop_at: int | None = None,

@@ -8,7 +8,8 @@ Modules (import direction: kernels <- eflow_core <- studio <- app.py):
     registry.py   thread-safe cache of loaded pipelines (fast model switching); no gradio
     storage.py    the app-owned output folder (mp4 / GIF files), pruned as it grows; no gradio
     standin.py    writes an untrained stand-in checkpoint folder (development and tests); no gradio
-    callbacks.py  what the buttons do: validation, generation with progress, user-facing errors (gradio)
+    service.py    browser values -> pipeline arguments, generation, compare, gate capture, files; no gradio
+    callbacks.py  what the buttons do: generation with progress, user-facing errors (gradio)
     layout.py     the page: controls, Generate / Compare / Inside the model tabs, the API endpoint (gradio)
 
 Importing `studio` (or `studio.plots`) does not import gradio, so notebooks can use the figures.

@@ -13,7 +13,8 @@ import random
 import gradio as gr
 import numpy as np
 
-from eflow_core.pipeline import MAX_PROMPT_CHARS, PipelineError, shipped_models
+from eflow_core.checkpoint import shipped_models
+from eflow_core.pipeline import MAX_PROMPT_CHARS, PipelineError
 from studio import plots
 from studio.examples import VOCABULARY_HINT
 from studio.readout import defect_readout, latency_readout, model_summary, speedup_readout

@@ -1,12 +1,14 @@
 """Example prompts that the shapes-world models understand, built from that world's own vocabularies.
 
 The shapes world (`eflow_core.data.shapes`) captions every clip from a shape, a colour, a background
-and a motion through a handful of templates; prompts written the same way are what a model trained on
-it can follow. The examples cover every shape, colour, background and motion at least once.
+and a motion through sentence frames and synonyms (`eflow_core.data.captions`). The examples use the
+canonical words in the six training frames every shapes model has been trained on (the shipped
+`shapes-t2v` knows no others), and cover every shape, colour, background and motion at least once.
 """
 from __future__ import annotations
 
-from eflow_core.data.shapes import (BACKGROUNDS, COLORS, MOTIONS, SHAPES, TRAIN_TEMPLATES, caption_for)
+from eflow_core.data.captions import TRAIN_TEMPLATES, caption_for
+from eflow_core.data.shapes import BACKGROUNDS, COLORS, MOTIONS, SHAPES
 
 
 def example_prompts(count: int = 8) -> list[str]:

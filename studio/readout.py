@@ -69,8 +69,63 @@ def model_summary(pipe, name: str) -> str:
     text = " · ".join(parts)
     if card.get("standin"):
         text += "  \n⚠️ untrained stand-in weights: the videos show the pipeline working, not a trained model"
+    fidelity = prompt_fidelity(card)
+    if fidelity:
+        text += f"  \n{fidelity}"
     if card.get("limitations"):                 # what the model card says the model cannot do
         text += f"  \n⚠️ {card['limitations']}"
+    return text
+
+
+_SET_WORDING = {"heldout-frames": "new sentence frames, training words", "heldout-vocabulary": "new words",
+                "heldout-both": "new sentence frames and new words", "train": "its training wording"}
+_ATTRIBUTE_ORDER = ("color", "shape", "motion", "background")
+
+
+def _card_row(results: Mapping, steps: int) -> Mapping | None:
+    """The row of `steps` steps of one evaluate() result, else its last row; None without attribute rows."""
+    rows = list(results.get("rows") or [])
+    row = next((r for r in rows if r.get("steps") == steps), rows[-1] if rows else None)
+    return row if row and "shape" in row.get("adherence", {}) else None
+
+
+def _adherence_words(row: Mapping) -> str:
+    """"colour 100%, shape 67%, motion 84%, background 97%" of one evaluate() row."""
+    return ", ".join(f"{'colour' if k == 'color' else k} {100 * row['adherence'][k]:.0f}%" for k in _ATTRIBUTE_ORDER
+                     if k in row["adherence"])
+
+
+def prompt_fidelity(card: Mapping, steps: int = 4) -> str | None:
+    """A plain-language line on how faithfully a text model follows prompts worded unlike its training
+    captions, from the model card's `eval` (what `eflow eval --write-card` stores), at `steps` steps (else
+    the most evaluated). Cards evaluated per caption set ({set: results}) give one clause per set; older
+    cards (one result, prompts from held-out templates reusing the training words) say just that; None
+    when the card has no attribute evaluation (none at all, or a class-conditional model)."""
+    ev = card.get("eval")
+    if not isinstance(ev, Mapping):
+        return None
+    if "rows" in ev and not ev.get("captions"):       # written before caption sets: training words only
+        row = _card_row(ev, steps)
+        return row and (f"Prompt fidelity: measured only on prompts that use its training words (new sentence "
+                        f"frames, the same words for shape, colour, motion and background): "
+                        f"{_adherence_words(row)} at {row['steps']} steps. Other wording (synonyms, other "
+                        f"verbs) was not measured.")
+    sets = {ev["captions"]: ev} if "rows" in ev else ev
+    rows = {name: _card_row(r, steps) for name, r in sets.items() if isinstance(r, Mapping)}
+    rows = {name: row for name, row in rows.items() if row}
+    if not rows:
+        return None
+    counts = sorted({row["steps"] for row in rows.values()})
+    at = f"at {counts[0]} steps" if len(counts) == 1 else "at the step counts evaluated"
+    text = (f"Prompt fidelity {at}, by how the prompt is worded: "
+            + "; ".join(f"{_SET_WORDING.get(name, name)} — {_adherence_words(row)}" for name, row in rows.items())
+            + ".")
+    new = [(row["adherence"][k], k) for name, row in rows.items() if name != "train" for k in _ATTRIBUTE_ORDER
+           if k in row["adherence"]]
+    if new and min(new)[0] < 0.9:
+        value, key = min(new)
+        text += f" Wording it never trained on is followed least well for {'colour' if key == 'color' else key} " \
+                f"({100 * value:.0f}%)."
     return text
 
 

@@ -13,7 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eflow_core.pipeline import EFlowPipeline, PipelineError, resolve_model_path, shipped_models
+from eflow_core.checkpoint import CheckpointError, resolve_model_path, shipped_models
+from eflow_core.pipeline import EFlowPipeline, PipelineError
 
 
 class SharedExclusiveLock:
@@ -69,8 +70,11 @@ def model_key(name_or_path: str | Path) -> tuple[str, str]:
     text = str(name_or_path).strip()
     if not text:
         raise PipelineError("the model path is empty: pick a shipped model or give a checkpoint folder")
-    folder = resolve_model_path(text).resolve()
-    shipped = {str(resolve_model_path(n).resolve()): n for n in shipped_models()}
+    try:
+        folder = resolve_model_path(text).resolve()
+        shipped = {str(resolve_model_path(n).resolve()): n for n in shipped_models()}
+    except CheckpointError as err:
+        raise PipelineError(str(err)) from None
     return str(folder), shipped.get(str(folder), text)
 
 

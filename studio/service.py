@@ -1,21 +1,23 @@
-"""What the studio does, without any UI: check a request, run the pipeline, write the files.
+"""What the studio does, without any UI: read a request, run the pipeline, write the files.
 
-`StudioService` is the layer between the Gradio callbacks and `EFlowPipeline`: it turns the raw values
-a browser or an API client sends (strings, floats, NaN, None) into a checked request, raising
-`RequestError` (a `PipelineError`: one sentence a person can act on) for anything wrong; runs the
-few-step sampler, the 50-step baseline or a gate capture under the model's lock; and writes the mp4
-and GIF into the app-owned output folder. No gradio here, so it can be tested and scripted directly.
+`StudioService` is the layer between the Gradio callbacks and `EFlowPipeline`. It converts the raw values
+a browser or an API client sends (strings, floats, None) into the pipeline's Python values, raising
+`RequestError` (a `PipelineError`: one sentence a person can act on) for a value that is not what its
+control holds (not a number, not a whole number, outside a studio control's own range such as the steps
+slider); the pipeline checks the request against the model (prompt, steps, guidance, seed, size) and
+raises `PipelineError`. It runs the few-step sampler, the 50-step baseline or a gate capture under the
+model's lock, and writes the mp4 and GIF into the app-owned output folder. No gradio here, so it can be
+tested and scripted directly.
 """
 from __future__ import annotations
 
-import math
 import numbers
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from eflow_core.pipeline import MAX_PROMPT_CHARS, GenerationResult, PipelineError
+from eflow_core.pipeline import GenerationResult, PipelineError
 from studio.registry import ModelEntry, ModelRegistry
 from studio.storage import OutputStore
 
@@ -28,7 +30,7 @@ Progress = Callable[[float, str], None]
 
 
 class RequestError(PipelineError):
-    """A request the studio refuses before it reaches the pipeline (same one-sentence contract)."""
+    """A browser value the studio cannot turn into the pipeline's argument (same one-sentence contract)."""
 
 
 @dataclass
@@ -41,51 +43,49 @@ class Generation:
     entry: ModelEntry
 
 
-# ------------------------------------------------------------------ parsing
+# ------------------------------------------------------------------ parsing: browser values -> Python values
 def _number(value, name: str) -> float:
-    if isinstance(value, bool) or value is None:
-        raise RequestError(f"{name} must be a number, got {value!r}")
+    """A number or a numeric string as a float (NaN and infinities pass: the pipeline judges them)."""
     if isinstance(value, str):
         try:
             value = float(value.strip())
         except ValueError:
-            raise RequestError(f"{name} must be a number, got {value!r}") from None
-    if not isinstance(value, numbers.Real):
+            pass
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise RequestError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise RequestError(f"{name} must be a finite number, got {value!r}")
-    return value
+    return float(value)
 
 
-def parse_int(value, name: str, low: int, high: int) -> int:
-    """A whole number in [low, high] from an int, an integral float or a numeric string."""
+def parse_int(value, name: str, low: int | None = None, high: int | None = None) -> int:
+    """A whole number from an int, an integral float or a numeric string, in [low, high] when given (the
+    range of a studio control, e.g. the steps slider; the model's limits are the pipeline's to check)."""
+    refusal = f"{name} must be a whole number{'' if low is None else f' from {low} to {high}'}, got {value!r}"
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         value = int(value.strip())
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         number = int(value)                   # exact, also for seeds beyond float precision
     else:
         number = _number(value, name)
-        if number != int(number):
-            raise RequestError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
-    if not low <= number <= high:
-        raise RequestError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+        if not number.is_integer():           # fractions, NaN, infinities
+            raise RequestError(refusal)
+    if low is not None and not low <= number <= high:
+        raise RequestError(refusal)
     return int(number)
 
 
-def parse_float(value, name: str, low: float, high: float) -> float:
-    """A finite number in [low, high]."""
+def parse_float(value, name: str, low: float | None = None, high: float | None = None) -> float:
+    """A number from a float, an int or a numeric string, in [low, high] when given (a studio control's range)."""
     number = _number(value, name)
-    if not low <= number <= high:
+    if low is not None and not low <= number <= high:
         raise RequestError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
     return number
 
 
 def parse_seed(value) -> int:
-    """A seed: a whole number from 0 to 2^63 - 1 (an empty field means 0)."""
+    """The seed box as a whole number (an empty box means 0); the pipeline checks its range."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return 0
-    return parse_int(value, "seed", 0, 2 ** 63 - 1)
+    return parse_int(value, "seed")
 
 
 def parse_size(value) -> int | None:
@@ -93,22 +93,18 @@ def parse_size(value) -> int | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     text = str(value).lower().replace("×", "x").split("x")[0]
-    return parse_int(text, "size", 8, 1024)
+    return parse_int(text, "size")
 
 
 def condition_for(pipe, prompt=None, class_choice=None) -> dict:
     """The pipeline keyword for the request: {"prompt": str} for text models, {"label": int} for class models.
 
-    Class models accept a class index (int or digit string) or a class name (case-insensitive), given as
-    `class_choice` or, through the API, as `prompt`.
+    A text model gets the prompt box's text, stripped (an empty box is ""; the pipeline refuses an empty
+    or too long prompt). Class models accept a class index (int or digit string) or a class name
+    (case-insensitive) from the class menu, given as `class_choice` or, through the API, as `prompt`.
     """
     if pipe.kind == "text":
-        if prompt is None or not isinstance(prompt, str) or not prompt.strip():
-            raise RequestError("the prompt is empty: describe the video you want "
-                               "(for example 'a red circle moving right on a black background')")
-        if len(prompt) > MAX_PROMPT_CHARS:
-            raise RequestError(f"the prompt is {len(prompt)} characters long; keep it under {MAX_PROMPT_CHARS}")
-        return {"prompt": prompt.strip()}
+        return {"prompt": prompt.strip() if isinstance(prompt, str) else ""}
     choice = class_choice if class_choice not in (None, "") else prompt
     names = pipe.classes
     if not names:
@@ -162,16 +158,16 @@ class StudioService:
 
     def request(self, entry: ModelEntry, prompt, class_choice, steps, guidance, seed, frames=None, size=None,
                 max_steps: int = UI_MAX_STEPS) -> dict:
-        """Check raw inputs against `entry`'s model; returns the pipeline keyword arguments."""
-        pipe = entry.pipe
-        low, high = pipe.guidance_range
-        kwargs = condition_for(pipe, prompt, class_choice)
+        """Raw inputs -> the pipeline's keyword arguments for `entry`'s model (which the pipeline checks).
+
+        Steps stay within the studio's few-step range 1..`max_steps` (its slider); guidance None means the
+        model's default."""
+        kwargs = condition_for(entry.pipe, prompt, class_choice)
         kwargs["steps"] = parse_int(steps, "steps", 1, max_steps)
-        kwargs["guidance"] = parse_float(pipe.default_guidance if guidance is None else guidance,
-                                         "guidance", low, high)
+        kwargs["guidance"] = None if guidance is None else parse_float(guidance, "guidance")
         kwargs["seed"] = parse_seed(seed)
         if frames not in (None, ""):
-            kwargs["num_frames"] = parse_int(frames, "frames", 1, 1024)
+            kwargs["num_frames"] = parse_int(frames, "frames")
         side = parse_size(size)
         if side is not None:
             kwargs["height"] = kwargs["width"] = side

@@ -58,7 +58,7 @@ def write_standin_checkpoint(folder: str | Path, preset: str = "shapes-t2v", see
 
 def shipped_or_standin(folder: str | Path, name: str = "shapes-t2v") -> str:
     """The shipped model `name` when it is in checkpoints/, else a stand-in written to `folder` (its path)."""
-    from eflow_core.pipeline import shipped_models
+    from eflow_core.checkpoint import shipped_models
 
     if name in shipped_models():
         return name

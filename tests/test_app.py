@@ -42,7 +42,7 @@ def _free_port() -> int:
 
 
 def _expected_frames(checkpoint: str) -> int:
-    from eflow_core.pipeline import resolve_model_path
+    from eflow_core.checkpoint import resolve_model_path
 
     card = json.loads((resolve_model_path(checkpoint) / "model_card.json").read_text())
     return int(card["config"]["data"]["num_frames"])

@@ -1,4 +1,7 @@
 """Synthetic worlds: captions agree with the pixels, determinism, held-out templates, the factory, actions on disk."""
+import itertools
+import re
+import string
 import time
 
 import numpy as np
@@ -8,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from eflow_core.config import DataConfig
 from eflow_core.data import KineticsDataset, collate, make_dataset, make_world
+from eflow_core.data import captions as C
 from eflow_core.data import shapes as S
 from eflow_core.data.actions import ACTION_CLASSES, CLASSES, ActionsWorld, make_actions
 from eflow_core.data.scenes import CAMERA_MOTIONS, SUBJECTS, ScenesWorld, render_scene_clip
@@ -17,21 +21,8 @@ from eflow_core.data.scenes import CAMERA_MOTIONS, SUBJECTS, ScenesWorld, render
 
 
 def _words_in_caption(caption: str) -> dict:
-    """Parse the caption (not the attributes dict): which vocabulary words does it name?"""
-    words = caption.replace(",", " ").replace(":", " ").replace(";", " ").split()
-    found = {
-        "shape": [s for s in S.SHAPES if s in words],
-        "color": [c for c in S.COLORS if c in words],
-        "background": [b for b in S.BACKGROUNDS if b in words],
-    }
-    motions = []
-    for m, stems in {"moving left": ("left",), "moving right": ("right",), "moving up": ("up",),
-                     "moving down": ("down",), "growing": ("growing", "grows"),
-                     "shrinking": ("shrinking", "shrinks")}.items():
-        if any(s in words for s in stems):
-            motions.append(m)
-    found["motion"] = motions
-    return found
+    """Parse the caption (not the attributes dict): which values does it name, in any word form?"""
+    return C.named_attributes(caption)
 
 
 def _measure(video: torch.Tensor) -> dict:
@@ -68,9 +59,10 @@ def _measure(video: torch.Tensor) -> dict:
             "displacement": float(np.hypot(dx, dy)), "size": float(np.sqrt(area.max()))}
 
 
-@pytest.mark.parametrize("split,n", [("train", 240), ("eval", 120)])
-def test_shapes_captions_match_pixels(split, n):
-    ds = S.ShapesWorld(num_samples=n, split=split, seed=3)
+@pytest.mark.parametrize("split,n,captions", [("train", 240, None), ("eval", 120, None),
+                                              ("eval", 60, "heldout-vocabulary")])
+def test_shapes_captions_match_pixels(split, n, captions):
+    ds = S.ShapesWorld(num_samples=n, split=split, seed=3, captions=captions)
     for i in range(len(ds)):
         item = ds[i]
         named = _words_in_caption(item["caption"])
@@ -98,18 +90,145 @@ def test_shapes_determinism_and_shapes_of_items():
     assert a[3]["attribute_ids"]["color"] == S.COLORS.index(a[3]["attributes"]["color"])
 
 
-def test_held_out_templates_differ():
-    assert not set(S.TRAIN_TEMPLATES) & set(S.EVAL_TEMPLATES)
-    attrs = {"shape": "circle", "color": "red", "background": "gray", "motion": "growing"}
-    train_caps = {S.caption_for(attrs, t) for t in S.TRAIN_TEMPLATES}
-    eval_caps = {S.caption_for(attrs, t) for t in S.EVAL_TEMPLATES}
-    assert not train_caps & eval_caps
-    ev = S.ShapesWorld(500, split="eval")
-    described = [ev.describe(i)[:2] for i in range(500)]
-    train_all = {S.caption_for(a, t) for a, _ in described for t in S.TRAIN_TEMPLATES}
-    assert not {c for _, c in described} & train_all
+def test_eval_split_draws_held_out_captions_of_the_same_clips():
+    ev = S.ShapesWorld(300, split="eval")
+    assert ev.captions == "heldout-frames" and S.ShapesWorld(5).captions == "train"
+    train = set(C.all_captions("train"))
+    described = [ev.describe(i)[:2] for i in range(300)]
+    assert not {c for _, c in described} & train
     assert ev[3]["caption"] == described[3][1]
-    assert S.caption_for({**attrs, "color": "orange"}, S.TRAIN_TEMPLATES[0]).startswith("an orange")
+    vocab = ev.with_captions("heldout-vocabulary")
+    for i in (0, 5, 17):                                    # same clip and attributes, other wording
+        a, b = ev[i], vocab[i]
+        assert torch.equal(a["video"], b["video"]) and a["attributes"] == b["attributes"]
+        assert a["caption"] != b["caption"] and b["caption"] in C.caption_variants(a["attributes"],
+                                                                                   "heldout-vocabulary")
+    with pytest.raises(ValueError, match="unknown caption set"):
+        S.ShapesWorld(5, captions="heldout")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# shapes captions: frames x words, training and held-out parts (issue 23)
+
+_COMBOS = [dict(zip(S.ATTRIBUTES, values)) for values in itertools.product(*S.ATTRIBUTES.values())]
+
+
+def _forms(entry) -> tuple:
+    return entry if isinstance(entry, tuple) else (entry,)
+
+
+def _all_forms(part: int | None = None) -> dict[str, list[str]]:
+    """slot -> every word form (part 0 training, 1 held-out, None both) of every value."""
+    parts = (0, 1) if part is None else (part,)
+    slots = {key: [f for value in C.VOCABULARY[key].values() for p in parts for w in value[p] for f in _forms(w)]
+             for key in ("shape", "color", "background")}
+    slots["ing"] = [w[0] for value in C.MOTION_WORDS.values() for p in parts for w in value[p]]
+    slots["verb"] = [w[1] for value in C.MOTION_WORDS.values() for p in parts for w in value[p]]
+    slots["noun"] = [w for p in parts for w in C.BACKGROUND_NOUNS[p]]
+    slots["adverb"] = [w for p in parts for w in C.ADVERBS[p]]
+    return slots
+
+
+def _frame_pattern(frame: str) -> re.Pattern:
+    """A frame as a regex over the words of both parts (so a caption matches the frames that could make it)."""
+    slots = _all_forms()
+    alt = {k: "(?:" + "|".join(re.escape(f) for f in sorted(v, key=len, reverse=True)) + ")" for k, v in slots.items()}
+    adverb = f"(?:{alt['adverb']} )?"
+    out = []
+    for literal, slot, _, _ in string.Formatter().parse(frame):
+        out.append(re.sub(r"(?<![\w\\])([Aa]) ", r"\1n? ", re.escape(literal).replace("\\ ", " ")))
+        if slot:
+            out.append(adverb + alt[slot] if slot in ("ing", "verb") else alt[slot])
+    return re.compile("".join(out))
+
+
+def _tokens(text: str) -> list[str]:
+    return re.findall(r"[a-z]+", text.lower())
+
+
+def test_caption_frames_are_split_and_keep_the_old_templates():
+    assert not set(C.TRAIN_FRAMES) & set(C.HELDOUT_FRAMES)
+    assert set(C.TRAIN_TEMPLATES) <= set(C.TRAIN_FRAMES)              # what the shipped model was trained on
+    assert set(C.EVAL_TEMPLATES) <= set(C.HELDOUT_FRAMES) and not set(C.EVAL_TEMPLATES) & set(C.TRAIN_FRAMES)
+    train_re = [_frame_pattern(f) for f in C.TRAIN_FRAMES]
+    held_re = [_frame_pattern(f) for f in C.HELDOUT_FRAMES]
+    # on the generated strings: a caption fits a frame of its own part and none of the other part
+    for name, own, other in (("train", train_re, held_re), ("heldout-frames", held_re, train_re),
+                             ("heldout-vocabulary", train_re, held_re), ("heldout-both", held_re, train_re)):
+        for text in C.all_captions(name):
+            assert any(p.fullmatch(text) for p in own), (name, text)
+            assert not any(p.fullmatch(text) for p in other), (name, text)
+
+
+def test_caption_words_are_split_at_the_word_level():
+    for key, table in C.VOCABULARY.items():
+        assert list(table) == S.ATTRIBUTES[key]                      # the labels stay the canonical values
+        for value, (train, heldout) in table.items():
+            assert len(train) >= 2 and len(heldout) >= 1, (key, value)
+            assert not set(train) & set(heldout)
+    train_tokens = [_tokens(t) for t in C.all_captions("train") + C.all_captions("heldout-frames")]
+    seen = {w for tokens in train_tokens for w in tokens}
+    heldout_forms = [f for forms in _all_forms(1).values() for f in forms]
+    assert len(heldout_forms) > 40
+    for form in heldout_forms:
+        words = _tokens(form)
+        assert set(words) - seen, form                             # brings a word no training caption has
+        n = len(words)
+        assert not any(tokens[i:i + n] == words for tokens in train_tokens for i in range(len(tokens) - n + 1)), form
+    vocab_tokens = {w for t in C.all_captions("heldout-vocabulary") for w in _tokens(t)}
+    assert vocab_tokens - seen                                       # and the held-out sets do use them
+
+
+def test_captions_always_name_their_attributes_unambiguously():
+    for form_list in _all_forms().values():                        # every word names one value of one attribute
+        for form in form_list:
+            named = [v for values in C.named_attributes(form).values() for v in values]
+            assert len(named) <= 1, (form, named)
+    rng = np.random.default_rng(0)
+    for name in C.CAPTION_SETS:
+        table = C.caption_table(name)
+        for attrs in _COMBOS:
+            texts = list(table[tuple(attrs.values())]) + [C.caption(attrs, rng, name) for _ in range(2)]
+            for text in texts:
+                assert C.named_attributes(text) == {k: [v] for k, v in attrs.items()}, (name, text)
+    assert C.caption_for({"shape": "circle", "color": "red", "background": "black", "motion": "moving left"},
+                         C.TRAIN_FRAMES[0]) == "a red circle moving left on a black background"
+    assert C.caption_for({**_COMBOS[0], "color": "orange"}, C.TRAIN_TEMPLATES[0]).startswith("an orange")
+
+
+def test_captions_are_deterministic():
+    attrs = _COMBOS[40]
+    for name in C.CAPTION_SETS:
+        first = [C.caption(attrs, np.random.default_rng(7), name) for _ in range(3)]
+        assert len(set(first)) == 1
+        assert len({C.caption(attrs, np.random.default_rng(k), name) for k in range(20)}) > 5
+    before = {name: C.caption_table(name) for name in C.CAPTION_SETS}
+    C.caption_table.cache_clear()
+    assert {name: C.caption_table(name) for name in C.CAPTION_SETS} == before
+    a, b = S.ShapesWorld(30, seed=4), S.ShapesWorld(30, seed=4)
+    assert [a.describe(i)[1] for i in range(30)] == [b.describe(i)[1] for i in range(30)]
+
+
+def test_train_caption_set_is_finite_and_all_captions_covers_what_the_world_draws():
+    train = C.all_captions("train")
+    assert len(train) == len(set(train)) == len(_COMBOS) * C.VARIANTS["train"] == 324 * 24
+    drawn = [S.ShapesWorld(3000, seed=9).describe(i)[1] for i in range(3000)]
+    assert set(drawn) <= set(train) and len(set(drawn)) > 1500
+    used = {f for f in C.TRAIN_FRAMES if any(_frame_pattern(f).fullmatch(t) for t in drawn[:600])}
+    assert used == set(C.TRAIN_FRAMES)                               # every frame, old and new, is trained on
+    evals = {S.ShapesWorld(300, split="eval", captions=name).describe(i)[1] for name in C.HELDOUT_SETS
+             for i in range(300)}
+    assert evals <= set(C.all_captions("heldout-frames")) | set(C.all_captions("heldout-vocabulary"))
+
+
+def test_caption_docstring_lists_the_split():
+    doc = " ".join(C.__doc__.split())
+    for table in C.VOCABULARY.values():
+        for train, heldout in table.values():
+            for w in train + heldout:
+                assert _forms(w)[-1] in doc, w
+    for frame in C.TRAIN_FRAMES + C.HELDOUT_FRAMES:
+        assert " ".join(frame.split()[:3]) in doc, frame
 
 
 def test_shapes_generation_is_fast():

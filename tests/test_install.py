@@ -146,3 +146,22 @@ def test_package_imports_and_cli_runs_from_another_folder(tmp_path):
     assert all(p.returncode == 0 for p in outputs), [p.stderr[-1000:] for p in outputs]
     assert outputs[0].stdout == outputs[1].stdout and "XXL" in outputs[0].stdout
     assert importlib.util.find_spec("eflow_core").origin.startswith(str(ROOT))
+
+
+def test_codec_and_probe_training_are_cli_commands(tmp_path):
+    """The autoencoder and the probe train through the CLI (`eflow train-codec`, `eflow train-probe`); their
+    cards record the command; the library modules are no scripts."""
+    from eflow_core.cli import main
+
+    codec, probe = tmp_path / "codec", tmp_path / "probe"
+    assert main(["train-codec", "--out", str(codec), "--steps", "2", "--batch-size", "1", "--frames", "5",
+                 "--crop", "16", "--size", "32", "--pca-clips", "0", "--no-progress"]) == 0
+    assert main(["train-probe", "--world", "shapes", "--steps", "2", "--batch-size", "2", "--eval-clips", "8",
+                 "--out", str(probe)]) == 0
+    import json
+
+    assert json.loads((codec / "card.json").read_text())["command"].startswith("eflow train-codec --out ")
+    assert json.loads((probe / "probe.json").read_text())["command"].startswith("eflow train-probe --world shapes")
+    for module in ("eflow_core/codecs/train_ae.py", "eflow_core/metrics/probe.py"):
+        text = (ROOT / module).read_text()
+        assert "__main__" not in text and "argparse" not in text, module

@@ -1,4 +1,4 @@
-"""The Triton kernels (eflow_core/kernels/triton_window.py, eflow_core/kernels/triton_linear.py) run under
+"""The Triton kernels (eflow_core/kernels/triton_window/, eflow_core/kernels/triton_linear.py) run under
 TRITON_INTERPRET=1 on the CPU against the reference definitions.
 
 The interpreter must be switched on before Triton is imported, so one child process (this file

@@ -3,34 +3,28 @@
 - "faithful": renders a fresh real clip of what each prompt asks for -> adherence ~ 100%, FD near the floor;
 - "noise": uniform noise clips -> adherence ~ chance, FD large;
 - "wrong": real clips of random other attributes -> FD small-ish (real-looking) but adherence low.
-Uses the shipped probe in checkpoints/probe-shapes/ (trained by `python -m eflow_core.metrics.probe`).
+Uses the shipped probe in checkpoints/probe-shapes/ (trained by `eflow train-probe`).
 """
 import json
-import re
 
 import numpy as np
 import pytest
 import torch
 
+from eflow_core.data.captions import HELDOUT_SETS, named_attributes
 from eflow_core.data.shapes import ATTRIBUTES, render_shape_clip
-from eflow_core.metrics.evaluate import evaluate, format_table
+from eflow_core.metrics.evaluate import evaluate, evaluate_caption_sets, format_table, format_tables
 from eflow_core.metrics.probe import default_probe_dir, load_probe
 from eflow_core.metrics.video import to_uint8
 
 pytestmark = pytest.mark.skipif(not (default_probe_dir("shapes") / "probe.json").is_file(),
-                                reason="no shipped shapes probe (train: python -m eflow_core.metrics.probe)")
-
-_MOTION_WORDS = {"left": "moving left", "right": "moving right", "up": "moving up", "down": "moving down",
-                 "grow": "growing", "shrink": "shrinking"}
-
+                                reason="no shipped shapes probe (train: eflow train-probe)")
 
 def parse_shapes_caption(caption: str) -> dict[str, str]:
-    words = re.findall(r"[a-z]+", caption.lower())
-    found = {}
-    for key in ("shape", "color", "background"):
-        found[key] = next(w for w in words if w in ATTRIBUTES[key])
-    found["motion"] = next(m for w in words for stem, m in _MOTION_WORDS.items() if w.startswith(stem))
-    return found
+    """The one value of each attribute the caption names (in any word form of any caption set)."""
+    named = named_attributes(caption)
+    assert all(len(values) == 1 for values in named.values()), (caption, named)
+    return {key: values[0] for key, values in named.items()}
 
 
 class FakePipeline:
@@ -71,10 +65,11 @@ def probe():
     return load_probe("shapes")
 
 
-def test_caption_parser_reads_eval_templates():
+@pytest.mark.parametrize("captions", HELDOUT_SETS)
+def test_caption_parser_reads_eval_captions(captions):
     from eflow_core.data.shapes import ShapesWorld
 
-    ds = ShapesWorld(30, split="eval", num_frames=2, size=16)
+    ds = ShapesWorld(30, split="eval", num_frames=2, size=16, captions=captions)
     for i in range(30):
         item = ds[i]
         assert parse_shapes_caption(item["caption"]) == item["attributes"], item["caption"]
@@ -184,8 +179,10 @@ def test_eval_command_takes_sampler_and_guidance(tmp_path):
     model = write_standin_checkpoint(tmp_path / "tiny", preset="tiny")
     out = tmp_path / "eval.json"
     main(["eval", "--checkpoint", str(model), "--steps", "1,2", "--prompts", "2", "--sampler", "ode",
-          "--guidance", "2", "--out", str(out)])
-    results = json.loads(out.read_text())
+          "--guidance", "2", "--captions", "heldout-vocabulary", "--out", str(out)])
+    by_set = json.loads(out.read_text())
+    assert list(by_set) == ["heldout-vocabulary"]
+    results = by_set["heldout-vocabulary"]
     assert results["sampler"] == "ode" and results["guidance"] == 2.0
     assert [row["nfe"] for row in results["rows"]] == [2, 4]     # Euler + CFG: 2 evaluations a step
 
@@ -217,3 +214,60 @@ def test_table_names_the_most_frequent_misreads(probe):
         assert sum(sum(probed.values()) for probed in table.values()) == 24
     table = format_table(results)
     assert "most frequent misreads at 1 step:" in table and " read as " in table
+
+
+def test_caption_sets_show_the_same_clips_in_other_words(probe):
+    pipe = FakePipeline("faithful")
+    by_set = evaluate_caption_sets(pipe, steps=(1,), num_prompts=16, batch_size=8, probe=probe, progress=False)
+    assert list(by_set) == list(HELDOUT_SETS)
+    frames, vocab = (by_set[name] for name in HELDOUT_SETS)
+    assert frames["captions"] == "heldout-frames" and vocab["captions"] == "heldout-vocabulary"
+    assert frames["real_fd_floor"] == vocab["real_fd_floor"]            # the same real clips behind the prompts
+    assert frames["rows"][0]["confusion"] == vocab["rows"][0]["confusion"]   # same attributes, faithfully drawn
+    table = format_tables(by_set)
+    assert table.count("probe-FD: Fréchet") == 2
+    assert table.index("heldout-frames (held-out sentence frames, training words)") < table.index(
+        "heldout-vocabulary (training sentence frames, held-out words)")
+    json.dumps(by_set)
+    with pytest.raises(ValueError, match="unknown caption set"):
+        evaluate_caption_sets(pipe, ["heldout"], steps=(1,), num_prompts=4, probe=probe, progress=False)
+
+
+def test_misreads_are_summarised_per_attribute(probe):
+    results = evaluate(FakePipeline("wrong"), steps=(1,), num_prompts=24, batch_size=12, probe=probe, progress=False,
+                       captions="heldout-vocabulary")
+    lines = format_table(results).splitlines()
+    start = lines.index("most frequent misreads at 1 step:")
+    summary = lines[start + 1:start + 5]
+    # "wrong" draws the next value of every attribute: each attribute's line names its own misreads
+    assert [line.split()[0] for line in summary] == ["colour", "shape", "motion", "bg"]
+    assert all(" read as " in line for line in summary)
+    assert "red read as green" in summary[0] or "green read as blue" in summary[0]
+
+
+def test_eval_command_reports_both_held_out_sets_and_the_card_keeps_them(tmp_path, capsys):
+    """`eflow eval --write-card` on a tiny text stand-in: a table per held-out caption set, JSON keyed by set,
+    both in the model card, and the studio's summary reads the card's prompt fidelity back."""
+    from types import SimpleNamespace
+
+    from eflow_core.cli import main
+    from studio.readout import model_summary
+    from studio.standin import write_standin_checkpoint
+
+    model = write_standin_checkpoint(tmp_path / "tiny-text", preset="tiny", model_overrides={"text_dim": 384})
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--checkpoint", str(model), "--steps", "1,4", "--prompts", "4", "--out", str(out),
+                 "--write-card"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("steps  NFE  probe-FD") == 2 and "heldout-vocabulary (" in printed
+    by_set = json.loads(out.read_text())
+    assert list(by_set) == list(HELDOUT_SETS) and all(len(r["rows"]) == 2 for r in by_set.values())
+    card = json.loads((model / "model_card.json").read_text())
+    assert card["eval"] == by_set and card["eval_table"] in printed
+    pipe = SimpleNamespace(card=card, model=torch.nn.Linear(3, 2), default_size=(4, 16, 16), kind="text",
+                           classes=[], world="shapes", device="cpu")
+    summary = model_summary(pipe, "tiny")
+    assert "Prompt fidelity at 4 steps" in summary
+    shape = 100 * by_set["heldout-vocabulary"]["rows"][1]["adherence"]["shape"]
+    assert f"shape {shape:.0f}%" in summary.split("new words — ")[1].split(";")[0]
+    assert main(["eval", "--checkpoint", str(model), "--steps", "1", "--prompts", "2", "--captions", "nope"]) == 2

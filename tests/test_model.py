@@ -8,10 +8,10 @@ import torch
 
 from eflow_core import kernels
 from eflow_core.conditioning import TextCondition
-from eflow_core.config import MODEL_PRESETS, PAPER_PARAMS, TRAIN_PRESETS, FlowConfig, count_parameters
+from eflow_core.config import MODEL_PRESETS, PAPER_PARAMS, TRAIN_PRESETS, FlowConfig
 from eflow_core.flow import SolutionFlow
 from eflow_core.model.attention import GatedLocalGlobalAttention
-from eflow_core.model.dit import VideoDiT, structured_keep_indices
+from eflow_core.model.dit import VideoDiT, count_parameters, structured_keep_indices
 from eflow_core.model.rope import apply_rope, rope_tables
 from eflow_core.train import Trainer
 

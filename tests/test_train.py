@@ -128,7 +128,7 @@ def test_accelerate_launch_two_processes_on_cpu(tmp_path):
     phases = {row.split(",")[1] for row in (tmp_path / "run" / "metrics.csv").read_text().splitlines()[1:]}
     assert phases == {"0", "1"}, "both phases ran"
     run = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["run"]
-    assert run["command"].startswith("python -m eflow_core train --config tiny") and run["device"] == "cpu"
+    assert run["command"].startswith("eflow train --config tiny") and run["device"] == "cpu"
 
 
 def test_non_finite_steps_are_skipped_then_training_stops(tmp_path, monkeypatch):
@@ -157,7 +157,7 @@ def test_init_from_continues_an_exported_model_and_keeps_its_lineage(tmp_path):
     import torch
 
     from eflow_core.checkpoint import load_tensors
-    from eflow_core.train import export_for_inference
+    from eflow_core.checkpoint import export_for_inference
 
     Trainer(tiny_config(steps=3), tmp_path / "first", progress=False).fit()
     export_for_inference(tmp_path / "first", tmp_path / "shipped", extra_card={"command": "first", "device": "cpu"})
@@ -234,7 +234,7 @@ def test_compiled_blocks_trace_the_whole_training_step(tmp_path):
 def test_init_lineage_through_training_folders_and_restarts(tmp_path):
     """init_from a training folder keeps that folder's own ancestry; a fresh restart without init_from
     drops a stale init.json; a resumed run keeps its lineage and is not re-initialised."""
-    from eflow_core.train import export_for_inference
+    from eflow_core.checkpoint import export_for_inference
 
     for name, steps, init in (("a", 3, ""), ("b", 2, "a"), ("c", 1, "b")):
         trainer = Trainer(tiny_config(steps=steps, init_from=str(tmp_path / init) if init else ""), tmp_path / name,

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from eflow_core.checkpoint import SHIPPED_DIR
+
 from .autoencoder import AutoencoderConfig, VideoAutoencoder
 from .base import LatentCodec
 from .pixel import PixelCodec, depth_to_space, space_to_depth
@@ -27,7 +29,7 @@ SHIPPED_AUTOENCODER = "codec-shapes-ae"
 
 def shipped_autoencoder_path(name: str = SHIPPED_AUTOENCODER) -> Path:
     """checkpoints/<name> in the repository this package lives in."""
-    return Path(__file__).resolve().parents[2] / "checkpoints" / name
+    return SHIPPED_DIR / name
 
 
 def load_codec(spec: str = "pixel", factor: tuple[int, int, int] = (1, 4, 4),

@@ -1,17 +1,15 @@
 """Train the small video autoencoder on a synthetic world and measure it on held-out clips.
 
-    python -m eflow_core.codecs.train_ae --out checkpoints/codec-shapes-ae --steps 3000
+    eflow train-codec --out checkpoints/codec-shapes-ae --steps 3000      # the CLI (eflow_core/cli.py)
 
 `train_autoencoder(...)` is the library entry; the folder it writes loads with
 `VideoAutoencoder.from_pretrained` or `load_codec("autoencoder:FOLDER")`.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import platform
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -81,7 +79,7 @@ def train_autoencoder(out_dir: str | Path, world: str = "shapes", steps: int = 3
                       source_frames: int = 17,
                       config: AutoencoderConfig | None = None, eval_clips: int = 32, eval_frames: int = 17,
                       max_minutes: float | None = None, log_every: int = 50, progress: bool = True,
-                      pca_clips: int = 256) -> dict:
+                      pca_clips: int = 256, command: str = "") -> dict:
     """Train a `VideoAutoencoder` on `world` clips generated on the fly, save it to `out_dir`.
 
     Each training sample is a random window of `num_frames` (= 1 + 4k) frames out of a `source_frames`
@@ -175,39 +173,9 @@ def train_autoencoder(out_dir: str | Path, world: str = "shapes", steps: int = 3
         "parameters": model.num_parameters(),
         "file_bytes": (out / "model.safetensors").stat().st_size,
         "weights_dtype": "float16",
-        "command": " ".join(["python -m eflow_core.codecs.train_ae"] + sys.argv[1:]) if sys.argv else "",
+        "command": command,
         "history": history[-40:],
     }
     (out / "card.json").write_text(json.dumps(card, indent=1))
     return card
 
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Train the small causal video autoencoder on a synthetic world.")
-    p.add_argument("--out", required=True, help="output folder (model.safetensors, config.json, card.json)")
-    p.add_argument("--world", default="shapes", help="shapes | scenes | shapes+scenes")
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--crop", type=int, default=32, help="training crop (multiple of 8); 0 = whole frames")
-    p.add_argument("--frames", type=int, default=9, help="training clip length, 1 + 4k")
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--latent-channels", type=int, default=16)
-    p.add_argument("--enc-width", type=int, default=128)
-    p.add_argument("--dec-width", type=int, default=192)
-    p.add_argument("--dec-layers", type=int, default=2)
-    p.add_argument("--pca-clips", type=int, default=256, help="clips for the PCA initialisation (0: random init)")
-    p.add_argument("--max-minutes", type=float, default=None)
-    p.add_argument("--no-progress", action="store_true")
-    a = p.parse_args(argv)
-    cfg = AutoencoderConfig(latent_channels=a.latent_channels, enc_width=a.enc_width, dec_width=a.dec_width,
-                            dec_layers=a.dec_layers)
-    card = train_autoencoder(a.out, a.world, a.steps, a.batch_size, a.frames, a.size, a.lr, a.seed, a.crop or None,
-                             config=cfg,
-                             max_minutes=a.max_minutes, progress=not a.no_progress, pca_clips=a.pca_clips)
-    print(json.dumps({k: card[k] for k in ("metrics", "parameters", "file_bytes", "train")}, indent=1))
-
-
-if __name__ == "__main__":
-    main()

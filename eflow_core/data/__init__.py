@@ -77,7 +77,8 @@ def make_dataset(data_config: Any, split: str = "train") -> Dataset:
     """The training / evaluation dataset a `DataConfig` describes.
 
     kind shapes | scenes | shapes+scenes: generated on the fly, `num_samples` items (eval splits: held-out
-    caption templates and a separate random stream, min(num_samples, 1000) items).
+    caption templates — for shapes the `heldout-frames` caption set of `eflow_core.data.captions` — and a
+    separate random stream, min(num_samples, 1000) items).
     kind actions | kinetics: `KineticsDataset(root, split, num_frames, size, frame_stride)`; for actions,
     an empty or missing `root` raises a FileNotFoundError that says how to generate it
     (`python -m eflow_core data make-actions --out DIR`) — nothing is generated behind the user's back.

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .shapes import fix_articles
+from .captions import fix_articles
 
 # name -> (skimage.data loader, caption noun phrase)
 SUBJECTS: dict[str, tuple[str, str]] = {

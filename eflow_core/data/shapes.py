@@ -3,12 +3,12 @@
 Deterministic by (seed, split, index), generated on the fly (about a millisecond a 16x64x64 clip).
 Attribute vocabularies are module-level lists (`SHAPES`, `COLORS`, `BACKGROUNDS`, `MOTIONS`, and
 `ATTRIBUTES` mapping name -> list) so probe classifiers and galleries can be built on them.
-Training captions come from `TRAIN_TEMPLATES`; `split="eval"` uses the disjoint `EVAL_TEMPLATES`
-and a separate random stream (held-out clips).
+Captions are surface text over these labels, from `eflow_core.data.captions` (many sentence frames and
+words, split into training and held-out parts): `split="train"` draws the `train` caption set,
+`split="eval"` a held-out one (`captions=`, default `heldout-frames`) and a separate random stream
+(held-out clips).
 """
 from __future__ import annotations
-
-import re
 
 import numpy as np
 import torch
@@ -28,49 +28,7 @@ PALETTE: dict[str, tuple[float, float, float]] = {
 }
 BACKGROUND_RGB: dict[str, float] = {"black": 0.0, "gray": 0.5, "white": 1.0}
 
-# motion -> (-ing form, 3rd person verb); the captions use both
-_MOTION_FORMS = {
-    "moving left": ("moving left", "moves left"), "moving right": ("moving right", "moves right"),
-    "moving up": ("moving up", "moves up"), "moving down": ("moving down", "moves down"),
-    "growing": ("growing", "grows"), "shrinking": ("shrinking", "shrinks"),
-}
-
-TRAIN_TEMPLATES = [
-    "a {color} {shape} {ing} on a {background} background",
-    "on a {background} background, a {color} {shape} {verb}",
-    "a {color} {shape} {verb} against a {background} background",
-    "{color} {shape} {ing}, {background} background",
-    "a {shape}, {color}, {ing} over a {background} background",
-    "the {color} {shape} {verb} on {background}",
-]
-EVAL_TEMPLATES = [
-    "a {background} background with a {color} {shape} that {verb}",
-    "we see a {color} {shape} {ing} in front of a {background} background",
-    "{background} backdrop: one {color} {shape} {ing}",
-]
-
 _SPLIT_CODE = {"train": 0, "eval": 1, "val": 1, "test": 1}
-
-
-def caption_for(attributes: dict[str, str], template: str) -> str:
-    """Fill a caption template with attributes {shape, color, background, motion}."""
-    ing, verb = _MOTION_FORMS[attributes["motion"]]
-    text = template.format(shape=attributes["shape"], color=attributes["color"],
-                           background=attributes["background"], ing=ing, verb=verb)
-    return fix_articles(text)
-
-
-def all_captions(templates: list[str]) -> list[str]:
-    """Every caption the templates can produce over the attribute vocabularies (for embedding caches)."""
-    import itertools
-
-    combos = itertools.product(*ATTRIBUTES.values())
-    return [caption_for(dict(zip(ATTRIBUTES, values)), template) for values in combos for template in templates]
-
-
-def fix_articles(text: str) -> str:
-    """'a orange' -> 'an orange' (and 'A orange' -> 'An orange')."""
-    return re.sub(r"\b([Aa]) (?=[aeiouAEIOU])", r"\1n ", text)
 
 
 def render_shape_clip(shape: str, color: str, background: str, motion: str, num_frames: int = 16,
@@ -128,28 +86,42 @@ class ShapesWorld(Dataset):
     Item: {"video": float (3, num_frames, size, size) in [-1, 1], "caption": str,
     "attributes": {"shape", "color", "background", "motion"} -> str, "attribute_ids": same keys -> int
     (index into the vocabulary lists)}. Deterministic in (seed, split, index).
+    `captions` names the caption set (`eflow_core.data.captions.CAPTION_SETS`; default `train` for the
+    training split, `heldout-frames` for the others): item i's caption is one of the set's variants of
+    its attributes. The attributes and the clip depend on (seed, split, index) only, so worlds that differ
+    in `captions` alone show the same clips under other wording.
     """
 
     def __init__(self, num_samples: int = 20_000, num_frames: int = 16, size: int = 64, split: str = "train",
-                 seed: int = 0, templates: list[str] | None = None):
+                 seed: int = 0, captions: str | None = None):
+        from .captions import EVAL_CAPTIONS, caption_table
+
         if split not in _SPLIT_CODE:
             raise ValueError(f"split must be one of {sorted(_SPLIT_CODE)}, got {split!r}")
         self.num_samples, self.num_frames, self.size = num_samples, num_frames, size
         self.split, self.seed = split, seed
-        self.templates = templates or (TRAIN_TEMPLATES if split == "train" else EVAL_TEMPLATES)
+        self.captions = captions or ("train" if split == "train" else EVAL_CAPTIONS)
+        caption_table(self.captions)       # checks the name; built once per process, before any worker forks
         self.vocab = ATTRIBUTES
+
+    def with_captions(self, captions: str) -> "ShapesWorld":
+        """The same world (clips, attributes) captioned from another caption set."""
+        return ShapesWorld(self.num_samples, self.num_frames, self.size, self.split, self.seed, captions)
 
     def __len__(self) -> int:
         return self.num_samples
 
     def describe(self, index: int) -> tuple[dict[str, str], str, np.random.Generator]:
         """(attributes, caption, the generator that then draws the clip) of item `index`, without rendering."""
+        from .captions import caption_variants
+
         if not 0 <= index < self.num_samples:
             raise IndexError(f"index {index} out of range for {self.num_samples} samples")
         rng = np.random.default_rng((self.seed, _SPLIT_CODE[self.split], 7, index))
         attrs = {key: values[int(rng.integers(len(values)))] for key, values in ATTRIBUTES.items()}
-        template = self.templates[int(rng.integers(len(self.templates)))]
-        return attrs, caption_for(attrs, template), rng
+        variants = caption_variants(attrs, self.captions)
+        pick = rng.random()                # one draw whatever the set's size: the clip is the same for every set
+        return attrs, variants[min(int(pick * len(variants)), len(variants) - 1)], rng
 
     def __getitem__(self, index: int) -> dict:
         attrs, caption, rng = self.describe(index)

@@ -13,7 +13,8 @@ masked score matrix is small (B * H * Nq * Nk <= SDPA_MAX_SCORES: one fused call
 chunked above (O(N * window) memory: never an N x N matrix at large N).
 
 Linear attention backends: reference (fp32 einsum, exact), einsum (torch in the input dtype),
-triton (fused kernels, CUDA). "auto": CUDA -> triton; otherwise reference. Window-only names
+triton (fused kernels, CUDA). "auto": CUDA -> einsum (cuBLAS; faster than the Triton pair where
+benchmarked, docs/BENCHMARKS.md §3); otherwise reference. Window-only names
 (chunked, sdpa, flex, flash) select "reference" so one backend string can drive a whole block.
 """
 from __future__ import annotations

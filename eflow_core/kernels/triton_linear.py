@@ -161,7 +161,7 @@ def _c(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-# Custom ops (see eflow_core/kernels/triton_window.py): torch.compile keeps the launches as opaque nodes.
+# Custom ops (see eflow_core/kernels/triton_window/ops.py): torch.compile keeps the launches as opaque nodes.
 @torch.library.custom_op("eflow::triton_linear_fwd", mutates_args=())
 def _linear_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(o = q S in q's dtype, S = k^T v (B, H, D, Dv) fp32)."""

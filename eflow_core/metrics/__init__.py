@@ -12,7 +12,7 @@ Functions named like their module (`evaluate.evaluate`, `fvd.fvd`) are imported 
 """
 import importlib
 
-# Lazy exports (so `python -m eflow_core.metrics.probe` does not import the module twice).
+# Lazy exports: `import eflow_core.metrics` stays cheap; each module loads when one of its names is used.
 _EXPORTS = {
     "attribute_adherence": "adherence", "class_adherence": "adherence", "confusion_counts": "adherence",
     "score_attributes": "adherence",

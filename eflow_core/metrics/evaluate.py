@@ -1,13 +1,18 @@
 """Evaluate a pipeline at several step counts: probe-FD, prompt adherence, latency.
 
     from eflow_core.pipeline import EFlowPipeline
-    from eflow_core.metrics.evaluate import evaluate, format_table
+    from eflow_core.metrics.evaluate import evaluate, evaluate_caption_sets, format_table, format_tables
     pipe = EFlowPipeline.from_pretrained("shapes-t2v")
     results = evaluate(pipe, steps=(1, 2, 4, 8), num_prompts=300)
     print(format_table(results))
+    by_set = evaluate_caption_sets(pipe, steps=(1, 4))   # {"heldout-frames": ..., "heldout-vocabulary": ...}
+    print(format_tables(by_set))
 
 Protocol. Text worlds (`shapes`): `num_prompts` captions and their attributes from the world's `eval`
-split (held-out caption templates, a random stream the training set never saw). Class worlds
+split (a random stream the training set never saw), worded from one caption set of
+`eflow_core.data.captions` (`captions`: `heldout-frames`, sentence frames the model never saw with its
+training words, or `heldout-vocabulary`, its training frames with words it never saw; both sets show
+the same clips, so their tables differ by wording alone). `evaluate_caption_sets` runs several. Class worlds
 (`actions`): `num_prompts` labels, balanced over the classes, shuffled by `seed`. At every step count
 the pipeline generates one clip per prompt (noise seeds seed + i, so all step counts start from the
 same noise); the probe embeds them; probe-FD is the Fréchet distance to as many real clips of the
@@ -48,14 +53,17 @@ def _pipeline_stride(pipeline) -> int:
 
 
 def _requests(spec: MetricWorld, pipeline, num_prompts: int, seed: int, size: tuple[int, int, int],
-              frame_stride: int = 1):
+              frame_stride: int = 1, captions: str | None = None):
     """Prompts / labels to generate, what each asks for, and the real clips behind the prompts.
 
-    Returns (prompts | None, labels | None, requested: list[dict[str, str]], real clips (N, 3, T, H, W)).
+    `captions`: the caption set of text worlds' prompts (default: the eval split's). Returns
+    (prompts | None, labels | None, requested: list[dict[str, str]], real clips (N, 3, T, H, W)).
     """
     t, h, _ = size
     if spec.conditioning == "text":
         ds = spec.dataset(split="eval", num_samples=num_prompts, seed=seed, num_frames=t, size=h)
+        if captions is not None:
+            ds = ds.with_captions(captions)
         items = [ds[i] for i in range(num_prompts)]
         prompts = [it["caption"] for it in items]
         requested = [{k: it["attributes"][k] for k in spec.heads} for it in items]
@@ -133,10 +141,13 @@ def _generate(pipeline, prompts, labels, steps: int, guidance, seed: int, sample
 
 def evaluate(pipeline, world: str | None = None, steps: Sequence[int] = (1, 2, 4, 8), num_prompts: int = 300,
              seed: int = 0, batch_size: int = 16, guidance: float | None = None, probe: VideoProbe | None = None,
-             sampler: str = "solution", frame_stride: int | None = None, progress: bool = True) -> dict:
+             sampler: str = "solution", frame_stride: int | None = None, progress: bool = True,
+             captions: str | None = None) -> dict:
     """Generate `num_prompts` clips at each step count and score them with the world's probe.
 
-    Returns a JSON-ready dict: {world, num_prompts, seed, guidance, sampler, batch_size, size (T, H, W),
+    `captions` (text worlds): the prompts' caption set, default `heldout-frames`.
+    Returns a JSON-ready dict: {world, captions (text worlds), num_prompts, seed, guidance, sampler, batch_size,
+    size (T, H, W),
     frame_stride, probe {path, heldout_accuracy}, real_fd_floor, rows: [{steps, nfe, probe_fd, adherence {...},
     confusion {head: {requested: {probed: clips}}}, latency_s_per_clip, clips_per_s}]}. For class worlds
     `adherence` is {action: top-1, all, count}.
@@ -156,17 +167,24 @@ def evaluate(pipeline, world: str | None = None, steps: Sequence[int] = (1, 2, 4
     missing = [h for h in spec.heads if h not in probe.vocabularies]
     if missing:
         raise ValueError(f"the probe has no head for {missing}; it was trained on a different world")
+    if spec.conditioning == "text":
+        from eflow_core.data.captions import EVAL_CAPTIONS, check_caption_set
+
+        captions = check_caption_set(captions or EVAL_CAPTIONS)
+    elif captions is not None:
+        raise ValueError(f"caption sets are for text worlds; {spec.name} is conditioned on class labels")
     size = _pipeline_size(pipeline)
     if guidance is None:
         guidance = getattr(pipeline, "default_guidance", None)
 
     stride = int(frame_stride) if frame_stride else _pipeline_stride(pipeline)
-    prompts, labels, requested, prompt_clips = _requests(spec, pipeline, num_prompts, seed, size, stride)
+    prompts, labels, requested, prompt_clips = _requests(spec, pipeline, num_prompts, seed, size, stride, captions)
     real = _real_clips(spec, num_prompts, seed, size, stride)
     real_feats, _ = _embed(probe, real, batch_size)
     prompt_feats, prompt_preds = _embed(probe, prompt_clips, batch_size)
     results: dict = {
         "world": spec.name,
+        **({"captions": captions} if captions else {}),
         "num_prompts": num_prompts,
         "seed": seed,
         "guidance": guidance,
@@ -193,7 +211,8 @@ def evaluate(pipeline, world: str | None = None, steps: Sequence[int] = (1, 2, 4
               seed, sampler)
 
     total_batches = len(steps) * ((num_prompts + batch_size - 1) // batch_size)
-    bar = tqdm(total=total_batches, desc=f"evaluate {spec.name}", disable=not progress)
+    desc = f"evaluate {spec.name}" + (f" ({captions})" if captions else "")
+    bar = tqdm(total=total_batches, desc=desc, disable=not progress)
     for n in steps:
         n = int(n)
         feats, preds, seconds = [], {name: [] for name in probe.heads}, 0.0
@@ -223,8 +242,33 @@ def evaluate(pipeline, world: str | None = None, steps: Sequence[int] = (1, 2, 4
     return results
 
 
+def evaluate_caption_sets(pipeline, captions: Sequence[str] | None = None, probe: VideoProbe | None = None,
+                          **kwargs) -> dict[str, dict]:
+    """`evaluate` once per caption set of a text world: {caption set: evaluate's results}.
+
+    `captions` defaults to `HELDOUT_SETS` (held-out sentence frames; held-out words); the other keyword
+    arguments go to `evaluate`. Every set shows the same clips (same attributes, noise seeds and real
+    clips), so the tables differ by the prompts' wording alone."""
+    from eflow_core.data.captions import HELDOUT_SETS, check_caption_set
+
+    names = [check_caption_set(name) for name in (captions or HELDOUT_SETS)]
+    if not names:
+        raise ValueError("name at least one caption set")
+    if probe is None:
+        probe = load_probe(get_world(kwargs.get("world") or getattr(pipeline, "world", None) or "shapes").name)
+    return {name: evaluate(pipeline, probe=probe, captions=name, **kwargs) for name in names}
+
+
+def format_tables(results: dict) -> str:
+    """`format_table` of evaluate's results, or of each set of `evaluate_caption_sets`' {set: results}."""
+    if "rows" in results:
+        return format_table(results)
+    return "\n\n".join(format_table(r) for r in results.values())
+
+
 def format_table(results: dict) -> str:
-    """A plain-text table: steps, NFE, probe-FD, adherence per attribute (or top-1), latency per clip."""
+    """A plain-text table: steps, NFE, probe-FD, adherence per attribute (or top-1), latency per clip; the caption
+    set in the title (text worlds); under it the most frequent misreads of each attribute at the last step count."""
     rows = results["rows"]
     if not rows:
         return "(no rows)"
@@ -252,23 +296,35 @@ def format_table(results: dict) -> str:
     fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
     title = (f"{results['world']}: {results['num_prompts']} prompts, seed {results['seed']}, guidance "
              f"{results['guidance']}, sampler {results['sampler']}, device {results.get('device', '?')}")
+    if results.get("captions"):
+        from eflow_core.data.captions import CAPTION_TITLES
+
+        name = results["captions"]
+        title = f"{name} ({CAPTION_TITLES.get(name, 'caption set')}) · {title}"
     out = [title, fmt(head), fmt(["-" * w for w in widths])] + [fmt(c) for c in lines] + [fmt(ref)]
-    misses = largest_misses(rows[-1])
-    if misses:
-        n = rows[-1]["steps"]
-        out.append(f"most frequent misreads at {n} step{'s' if n != 1 else ''}: " + "; ".join(misses))
+    n = rows[-1]["steps"]
+    at = f"most frequent misreads at {n} step{'s' if n != 1 else ''}:"
+    per_head = {a: largest_misses(rows[-1], top=2, head=a) for a in attrs}
+    if len(attrs) == 1 and any(per_head.values()):       # class worlds: one line, the four largest
+        out.append(f"{at} " + "; ".join(largest_misses(rows[-1])))
+    elif any(per_head.values()):                          # attributes: a line each, its two largest
+        out += [at] + [f"  {short.get(a, a):<7} " + "; ".join(misses) for a, misses in per_head.items() if misses]
     out.append("probe-FD: Fréchet distance of probe features to real clips (lower is better); the `real` row "
                "scores real clips of the same prompts (noise floor).")
     return "\n".join(out)
 
 
-def largest_misses(row: dict, top: int = 4) -> list[str]:
+def largest_misses(row: dict, top: int = 4, head: str | None = None) -> list[str]:
     """The `top` most frequent (requested -> probed) misreads of one evaluate() row, from its `confusion`,
-    e.g. "shape square read as circle: 79 of 101"; [] for rows without misreads (or without confusion)."""
+    e.g. "shape square read as circle: 79 of 101" (with `head`: that attribute's only, without the head's
+    name: "square read as circle: 79 of 101"); [] for rows without misreads (or without confusion)."""
     found = []
-    for head, table in (row.get("confusion") or {}).items():
+    for name, table in (row.get("confusion") or {}).items():
+        if head is not None and name != head:
+            continue
+        prefix = "" if head is not None else f"{name} "
         for wanted, probed in table.items():
             asked = sum(probed.values())
-            found += [(n, f"{head} {wanted} read as {got}: {n} of {asked}")
+            found += [(n, f"{prefix}{wanted} read as {got}: {n} of {asked}")
                       for got, n in probed.items() if got != wanted]
     return [text for _, text in sorted(found, key=lambda item: -item[0])[:top]]

@@ -12,7 +12,6 @@ their vocabularies, architecture, held-out accuracy per head, steps, wall time, 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from eflow_core.checkpoint import SHIPPED_DIR
 from eflow_core.metrics.video import to_model_input
 
 PROBE_WEIGHTS = "probe.safetensors"
@@ -158,7 +158,7 @@ def save_probe(probe: VideoProbe, directory: str | Path, card: dict | None = Non
 
 def default_probe_dir(world: str) -> Path:
     """`checkpoints/probe-<world>` at the repository root."""
-    return Path(__file__).resolve().parents[2] / "checkpoints" / f"probe-{world}"
+    return SHIPPED_DIR / f"probe-{world}"
 
 
 def load_probe(path_or_world: str | Path, device: str | torch.device | None = None) -> VideoProbe:
@@ -175,7 +175,7 @@ def load_probe(path_or_world: str | Path, device: str | torch.device | None = No
     card_path, weights_path = directory / PROBE_CARD, directory / PROBE_WEIGHTS
     if not card_path.is_file() or not weights_path.is_file():
         raise FileNotFoundError(f"no probe at {str(directory)!r} (expected {PROBE_WEIGHTS} and {PROBE_CARD}); "
-                                f"train one with `python -m eflow_core.metrics.probe --world <world>`.")
+                                f"train one with `eflow train-probe --world <world>`.")
     card = json.loads(card_path.read_text())
     cfg = card["config"]
     probe = VideoProbe(cfg["heads"], channels=tuple(cfg["channels"]), feature_dim=cfg["feature_dim"],
@@ -290,8 +290,7 @@ def train_probe(world: str = "shapes", steps: int = 800, batch_size: int = 32, l
         "train": {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "noise_augment": noise_augment,
                   "clips_seen": steps * batch_size, "wall_seconds": round(train_seconds, 1),
                   "threads": torch.get_num_threads()},
-        "command": command or f"python -m eflow_core.metrics.probe --world {world} --steps {steps} "
-                              f"--batch-size {batch_size}",
+        "command": command or f"eflow train-probe --world {world} --steps {steps} --batch-size {batch_size}",
     }
     probe.card = card
     if out_dir is not None:
@@ -299,34 +298,3 @@ def train_probe(world: str = "shapes", steps: int = 800, batch_size: int = 32, l
         probe.card = json.loads((Path(out_dir) / PROBE_CARD).read_text())
     return probe, card
 
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m eflow_core.metrics.probe --world shapes --steps 800`: train and save a probe."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m eflow_core.metrics.probe", description=main.__doc__)
-    ap.add_argument("--world", default="shapes")
-    ap.add_argument("--steps", type=int, default=800)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--eval-clips", type=int, default=600)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--out", default=None, help="output folder (default checkpoints/probe-<world>)")
-    args = ap.parse_args(argv)
-    out = args.out or default_probe_dir(args.world)
-    command = "python -m eflow_core.metrics.probe " + " ".join(argv if argv is not None else sys.argv[1:])
-    try:
-        _, card = train_probe(args.world, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                              eval_clips=args.eval_clips, seed=args.seed, out_dir=out, threads=args.threads,
-                              command=command.strip())
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps({"out": str(out), "heldout_accuracy": card["heldout_accuracy"],
-                      "wall_seconds": card["train"]["wall_seconds"]}, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

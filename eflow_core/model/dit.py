@@ -240,3 +240,10 @@ class VideoDiT(nn.Module):
         for block in self.blocks:
             block.compile(dynamic=dynamic, backend=backend)
         return self
+
+
+def count_parameters(config: ModelConfig) -> int:
+    """Parameters of the VideoDiT that `config` describes (built on the meta device: no memory, no init)."""
+    with torch.device("meta"):
+        model = VideoDiT(config)
+    return sum(p.numel() for p in model.parameters())

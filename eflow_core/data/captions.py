@@ -1,0 +1,283 @@
+"""Captions of the `shapes` world: many sentence frames and several words for every attribute value, each
+split into a training part and a held-out part, so that evaluation can measure how well a model follows
+wording it never saw (issue 23: prompts phrased as a person would dropped shape adherence from 95% to 67%).
+
+A caption is surface text over four labels, the canonical values of `eflow_core.data.shapes` (`SHAPES`,
+`COLORS`, `BACKGROUNDS`, `MOTIONS`), which stay the labels. It is a *frame*, a sentence with slots, filled
+with one word form per slot:
+
+    {color} {shape}   colour and shape words                 "crimson", "disc"
+    {ing} / {verb}    motion: -ing form / 3rd-person form    "drifting to the left" / "drifts to the left"
+    {background}      background word                        "dark"
+    {noun}            background noun                        "backdrop"
+    adverb            optional, before the motion (1 in 3)   "slowly"
+
+The split. The first training word of every value is the canonical one; the six frames marked * are the
+`TRAIN_TEMPLATES` the shipped `shapes-t2v` was trained on, the three marked + its old held-out templates.
+
+    value          training words                            held-out words
+    circle         circle, disc                              ball, dot
+    square         square, box                               block
+    triangle       triangle, triangular shape                pyramid
+    red            red, crimson                              scarlet
+    green          green, emerald                            jade
+    blue           blue, azure                               sapphire
+    yellow         yellow, lemon                             golden
+    purple         purple, plum                              violet
+    orange         orange, pumpkin-orange                    tangerine
+    black          black, dark                               pitch-black, inky
+    gray           gray, grey                                slate, medium grey
+    white          white, light                              snow-white, pale
+    moving left    moves left, drifts to the left,           heads left, travels toward the left side
+                   slides leftward
+    moving right   moves right, drifts to the right,         heads right, travels toward the right side
+                   slides rightward
+    moving up      moves up, rises, climbs upward            floats upward, ascends
+    moving down    moves down, sinks, drops downward         falls, descends
+    growing        grows, gets bigger, expands               swells, increases in size
+    shrinking      shrinks, gets smaller, contracts          dwindles, decreases in size
+    (noun)         background, backdrop                      canvas, screen
+    (adverb)       slowly, smoothly                          steadily, gradually
+
+    training frames                                               held-out frames
+    * a {color} {shape} {ing} on a {background} background        + a {background} background with a {color}
+    * on a {background} background, a {color} {shape} {verb}          {shape} that {verb}
+    * a {color} {shape} {verb} against a {background} background  + we see a {color} {shape} {ing} in front of
+    * {color} {shape} {ing}, {background} background                  a {background} background
+    * a {shape}, {color}, {ing} over a {background} background    + {background} backdrop: one {color} {shape} {ing}
+    * the {color} {shape} {verb} on {background}                    a clip showing a {color} {shape} {ing}; the
+      a video of a {color} {shape} {ing} on a {background} {noun}     {noun} is {background}
+      there is a {color} {shape} on a {background} {noun}, and    here a {color} {shape} {verb} while the {noun}
+          it {verb}                                                   stays {background}
+      footage of a {color} {shape} that {verb}, {background}      in this video, a {shape} coloured {color} {verb}
+          {noun}                                                      on a {background} {noun}
+      A {color} {shape} {verb} in front of a {background} {noun}. watch the {color} {shape} as it {verb} against
+      a {background} {noun} where a {color} {shape} {verb}            a {background} {noun}
+      {color} {shape} on {background}, {ing}                      {color} {shape}. {background} {noun}. it {verb}.
+      an animation: a {color} {shape} {ing} over a {background}
+          {noun}
+      the {shape} is {color} and {verb} on a {background} {noun}
+
+Frames and words are disjoint between the parts, and every held-out word brings at least one word that
+no training caption contains. Every word names one value only (`named_attributes` reads a caption back),
+so a caption can never be ambiguous.
+
+Caption sets (`CAPTION_SETS`): which frames x which words.
+
+    train               training frames x training words    what a model is trained on
+    heldout-frames      held-out frames x training words    new sentences, known words (`ShapesWorld` eval)
+    heldout-vocabulary  training frames x held-out words    known sentences, new words
+    heldout-both        held-out frames x held-out words
+
+Each set is finite: `VARIANTS[set]` captions for each of the 3 x 6 x 3 x 6 = 324 attribute combinations,
+chosen deterministically from `CAPTION_SEED` (`caption_variants`; frames taken in turn, so every frame is
+used about equally); `all_captions(set)` lists them all (what the text-embedding cache must hold) and
+`ShapesWorld` draws among them. `caption(attributes, rng, set)` draws one caption freely from a set.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import re
+
+import numpy as np
+
+from .shapes import ATTRIBUTES
+
+# value -> (training words, held-out words); the first training word is the canonical one
+SHAPE_WORDS: dict[str, tuple[list[str], list[str]]] = {
+    "circle": (["circle", "disc"], ["ball", "dot"]),
+    "square": (["square", "box"], ["block"]),
+    "triangle": (["triangle", "triangular shape"], ["pyramid"]),
+}
+COLOR_WORDS: dict[str, tuple[list[str], list[str]]] = {
+    "red": (["red", "crimson"], ["scarlet"]),
+    "green": (["green", "emerald"], ["jade"]),
+    "blue": (["blue", "azure"], ["sapphire"]),
+    "yellow": (["yellow", "lemon"], ["golden"]),
+    "purple": (["purple", "plum"], ["violet"]),
+    "orange": (["orange", "pumpkin-orange"], ["tangerine"]),
+}
+BACKGROUND_WORDS: dict[str, tuple[list[str], list[str]]] = {
+    "black": (["black", "dark"], ["pitch-black", "inky"]),
+    "gray": (["gray", "grey"], ["slate", "medium grey"]),
+    "white": (["white", "light"], ["snow-white", "pale"]),
+}
+# motion: (-ing form, 3rd-person form) pairs, frames use either
+MOTION_WORDS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
+    "moving left": ([("moving left", "moves left"), ("drifting to the left", "drifts to the left"),
+                     ("sliding leftward", "slides leftward")],
+                    [("heading left", "heads left"),
+                     ("travelling toward the left side", "travels toward the left side")]),
+    "moving right": ([("moving right", "moves right"), ("drifting to the right", "drifts to the right"),
+                      ("sliding rightward", "slides rightward")],
+                     [("heading right", "heads right"),
+                      ("travelling toward the right side", "travels toward the right side")]),
+    "moving up": ([("moving up", "moves up"), ("rising", "rises"), ("climbing upward", "climbs upward")],
+                  [("floating upward", "floats upward"), ("ascending", "ascends")]),
+    "moving down": ([("moving down", "moves down"), ("sinking", "sinks"), ("dropping downward", "drops downward")],
+                    [("falling", "falls"), ("descending", "descends")]),
+    "growing": ([("growing", "grows"), ("getting bigger", "gets bigger"), ("expanding", "expands")],
+                [("swelling", "swells"), ("increasing in size", "increases in size")]),
+    "shrinking": ([("shrinking", "shrinks"), ("getting smaller", "gets smaller"), ("contracting", "contracts")],
+                  [("dwindling", "dwindles"), ("decreasing in size", "decreases in size")]),
+}
+VOCABULARY: dict[str, dict] = {"shape": SHAPE_WORDS, "color": COLOR_WORDS, "background": BACKGROUND_WORDS,
+                               "motion": MOTION_WORDS}
+# filler words, not attributes: (training, held-out)
+BACKGROUND_NOUNS: tuple[list[str], list[str]] = (["background", "backdrop"], ["canvas", "screen"])
+ADVERBS: tuple[list[str], list[str]] = (["slowly", "smoothly"], ["steadily", "gradually"])
+ADVERB_RATE = 1 / 3
+
+# The frames the shipped shapes-t2v was trained on / evaluated with (kept: the first are training frames,
+# the second held-out ones).
+TRAIN_TEMPLATES = [
+    "a {color} {shape} {ing} on a {background} background",
+    "on a {background} background, a {color} {shape} {verb}",
+    "a {color} {shape} {verb} against a {background} background",
+    "{color} {shape} {ing}, {background} background",
+    "a {shape}, {color}, {ing} over a {background} background",
+    "the {color} {shape} {verb} on {background}",
+]
+EVAL_TEMPLATES = [
+    "a {background} background with a {color} {shape} that {verb}",
+    "we see a {color} {shape} {ing} in front of a {background} background",
+    "{background} backdrop: one {color} {shape} {ing}",
+]
+TRAIN_FRAMES = TRAIN_TEMPLATES + [
+    "a video of a {color} {shape} {ing} on a {background} {noun}",
+    "there is a {color} {shape} on a {background} {noun}, and it {verb}",
+    "footage of a {color} {shape} that {verb}, {background} {noun}",
+    "A {color} {shape} {verb} in front of a {background} {noun}.",
+    "a {background} {noun} where a {color} {shape} {verb}",
+    "{color} {shape} on {background}, {ing}",
+    "an animation: a {color} {shape} {ing} over a {background} {noun}",
+    "the {shape} is {color} and {verb} on a {background} {noun}",
+]
+HELDOUT_FRAMES = EVAL_TEMPLATES + [
+    "a clip showing a {color} {shape} {ing}; the {noun} is {background}",
+    "here a {color} {shape} {verb} while the {noun} stays {background}",
+    "in this video, a {shape} coloured {color} {verb} on a {background} {noun}",
+    "watch the {color} {shape} as it {verb} against a {background} {noun}",
+    "{color} {shape}. {background} {noun}. it {verb}.",
+]
+
+# caption set -> (which frames, which words): 0 = training part, 1 = held-out part
+CAPTION_SETS: dict[str, tuple[int, int]] = {"train": (0, 0), "heldout-frames": (1, 0), "heldout-vocabulary": (0, 1),
+                                            "heldout-both": (1, 1)}
+HELDOUT_SETS = ("heldout-frames", "heldout-vocabulary")   # what `eflow eval` reports by default
+EVAL_CAPTIONS = "heldout-frames"                          # a ShapesWorld eval split's default
+CAPTION_TITLES = {"train": "training frames and words", "heldout-frames": "held-out sentence frames, training words",
+                  "heldout-vocabulary": "training sentence frames, held-out words",
+                  "heldout-both": "held-out sentence frames and words"}
+VARIANTS = {"train": 24, "heldout-frames": 8, "heldout-vocabulary": 8, "heldout-both": 8}
+CAPTION_SEED = 23
+
+
+def check_caption_set(name: str) -> str:
+    """`name` when it is a caption set, else ValueError listing them."""
+    if name not in CAPTION_SETS:
+        raise ValueError(f"unknown caption set {name!r}: choose from {', '.join(CAPTION_SETS)}")
+    return name
+
+
+def frames(split: str = "train") -> list[str]:
+    """The sentence frames of caption set `split`."""
+    return (TRAIN_FRAMES, HELDOUT_FRAMES)[CAPTION_SETS[check_caption_set(split)][0]]
+
+
+def words(attribute: str, value: str, split: str = "train") -> list:
+    """The word forms of one attribute value in caption set `split` (motion: (-ing, 3rd-person) pairs)."""
+    return VOCABULARY[attribute][value][CAPTION_SETS[check_caption_set(split)][1]]
+
+
+def _fill(frame: str, attributes: dict[str, str], pick, part: int, adverb: str = "") -> str:
+    """Fill `frame` with one word per slot; `pick(options)` chooses among the word forms of `part`."""
+    chosen = {key: pick(VOCABULARY[key][attributes[key]][part]) for key in ("shape", "color", "background")}
+    ing, verb = pick(MOTION_WORDS[attributes["motion"]][part])
+    noun = pick(BACKGROUND_NOUNS[part])
+    if adverb:
+        ing, verb = f"{adverb} {ing}", f"{adverb} {verb}"
+    return fix_articles(frame.format(noun=noun, ing=ing, verb=verb, **chosen))
+
+
+def caption(attributes: dict[str, str], rng: np.random.Generator, split: str = "train",
+            frame: str | None = None) -> str:
+    """One caption of `attributes` ({shape, color, background, motion} -> canonical value) from caption set
+    `split`: a random frame of the set (or `frame`), a random word form per slot, an adverb one time in
+    three. Deterministic given the generator's state."""
+    frame_part, part = CAPTION_SETS[check_caption_set(split)]
+    if frame is None:
+        options = (TRAIN_FRAMES, HELDOUT_FRAMES)[frame_part]
+        frame = options[int(rng.integers(len(options)))]
+
+    def pick(options):
+        return options[int(rng.integers(len(options)))]
+
+    adverb = pick(ADVERBS[part]) if rng.random() < ADVERB_RATE else ""
+    return _fill(frame, attributes, pick, part, adverb)
+
+
+def caption_for(attributes: dict[str, str], frame: str) -> str:
+    """`frame` filled with the canonical words ("a red circle moving left on a black background")."""
+    return _fill(frame, attributes, lambda options: options[0], 0)
+
+
+@functools.cache
+def caption_table(split: str = "train") -> dict[tuple[str, ...], tuple[str, ...]]:
+    """{attribute values in `ATTRIBUTES` order: `VARIANTS[split]` distinct captions} for every combination.
+
+    Deterministic (`CAPTION_SEED`); the frames of the set are taken in turn, starting one further for
+    each combination, so every frame is used about equally."""
+    set_frames, count = frames(split), VARIANTS[split]
+    table = {}
+    for i, values in enumerate(itertools.product(*ATTRIBUTES.values())):
+        attributes = dict(zip(ATTRIBUTES, values))
+        rng = np.random.default_rng((CAPTION_SEED, list(CAPTION_SETS).index(split), i))
+        variants: list[str] = []
+        for j in range(count):
+            frame = set_frames[(i + j) % len(set_frames)]
+            for _ in range(1000):
+                text = caption(attributes, rng, split, frame)
+                if text not in variants:
+                    break
+            else:
+                raise RuntimeError(f"could not find {count} distinct {split} captions of {attributes}")
+            variants.append(text)
+        table[values] = tuple(variants)
+    return table
+
+
+def caption_variants(attributes: dict[str, str], split: str = "train") -> tuple[str, ...]:
+    """The `VARIANTS[split]` captions of one attribute combination in caption set `split`."""
+    return caption_table(split)[tuple(attributes[key] for key in ATTRIBUTES)]
+
+
+def all_captions(split: str = "train") -> list[str]:
+    """Every caption of caption set `split` (what a `ShapesWorld` with these captions can draw)."""
+    return [text for variants in caption_table(split).values() for text in variants]
+
+
+@functools.lru_cache(maxsize=1)
+def _word_patterns() -> dict[str, list[tuple[str, re.Pattern]]]:
+    """attribute -> [(value, regex matching any of its word forms, both parts, as whole words)]."""
+    patterns = {}
+    for attribute, table in VOCABULARY.items():
+        patterns[attribute] = []
+        for value, (train, heldout) in table.items():
+            forms = [f for w in train + heldout for f in (w if isinstance(w, tuple) else (w,))]
+            alternatives = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
+            patterns[attribute].append((value, re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])", re.IGNORECASE)))
+    return patterns
+
+
+def named_attributes(text: str) -> dict[str, list[str]]:
+    """Which values of each attribute `text` names, by every word form of both parts (whole words;
+    hyphenated words count whole: "pitch-black" names black once). A caption names exactly one each."""
+    return {attribute: [value for value, pattern in patterns if pattern.search(text)]
+            for attribute, patterns in _word_patterns().items()}
+
+
+def fix_articles(text: str) -> str:
+    """'a orange' -> 'an orange' (and 'A orange' -> 'An orange')."""
+    return re.sub(r"\b([Aa]) (?=[aeiouAEIOU])", r"\1n ", text)
