@@ -167,6 +167,12 @@ class FlowConfig:
     mva_weighting: str = "none"
     # inference schedule (Algorithm 2): N points uniform in [0, 1], shifted
     inference_shift: float = 3.0
+    # Algorithm 2 feeds the guidance w to the steps that start at t_n >= guidance_t_min and w = 1 (the plain
+    # conditional map) to the later, re-noised steps (`SolutionFlow.sample`). 0.0 = w at every step, Algorithm 2
+    # as App. B.3 prints it. With shift 3 the steps below 0.8 are t_n = 0.75 (2 steps), 0.75, 0.5 (4 steps) and
+    # 0.75 ... 0.3 (8 steps): issue 23 measured that the PDG-guided map from these noise levels is what made
+    # more steps worse (see the sampler's docstring).
+    guidance_t_min: float = 0.8
 
     def replace(self, **changes: Any) -> "FlowConfig":
         return dataclasses.replace(self, **changes)

@@ -6,7 +6,8 @@
 # Both are universal uv resolutions (markers for other platforms and Pythons >= 3.11). torch is pinned
 # (2.13.0) but not its CUDA-only dependencies (nvidia-*, cuda-*; and triton in the app's set, where only
 # torch's CUDA build asks for it): the CPU wheel has none, and the CUDA wheel pins its own exactly, so a
-# GPU user installing the same lock gets the same set plus torch's CUDA libraries. Needs uv (`pip install uv`); reaches only the package index.
+# GPU user installing the same lock gets the same set plus torch's CUDA libraries.
+# Needs uv (`pip install uv`); reaches only the package index.
 #   bash scripts/lock.sh            # after changing a requirements file, or to take new releases
 set -euo pipefail
 cd "$(dirname "$0")/.."

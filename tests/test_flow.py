@@ -426,17 +426,25 @@ def test_loss_is_deterministic_with_generator():
     assert l1.item() == l2.item() and logs1 == logs2 and l1.item() != l3.item()
 
 
-def test_sample_nfe_and_algorithm2():
+@pytest.mark.parametrize("t_min, guided_steps", [(None, 2), (0.0, 4), (0.95, 1), (0.5, 4)])
+def test_sample_nfe_and_algorithm2(t_min, guided_steps):
+    """Algorithm 2 with the guidance across steps: w for the steps starting at t_n >= guidance_t_min
+    (default config.guidance_t_min = 0.8: t_n = 1, 0.9 of the 4-step shift-3 schedule 1, 0.9, 0.75, 0.5)
+    and 1 below; guidance_t_min=0 is Algorithm 2 as printed (w at every step). The first step is always
+    guided."""
     net = RecordingNet()
     flow = SolutionFlow(net, FlowConfig(guidance="pdg", inference_shift=3.0))
+    assert flow.config.guidance_t_min == 0.8
     noise = torch.randn(6, 2, 3)
     seen = []
     out = flow.sample(noise, torch.zeros(6, dtype=torch.long), steps=4, guidance=3.0,
-                      generator=torch.Generator().manual_seed(0), callback=lambda i, n, x: seen.append((i, n)))
+                      generator=torch.Generator().manual_seed(0), callback=lambda i, n, x: seen.append((i, n)),
+                      guidance_t_min=t_min)
     assert len(net.calls) == 4 and seen == [(i, 4) for i in range(4)]
     sched = inference_schedule(4, 3.0)
+    ws = [3.0 if i < guided_steps else 1.0 for i in range(4)]
     for i, c in enumerate(net.calls):
-        assert torch.allclose(c["t"], sched[i].expand(6)) and (c["s"] == 0).all() and (c["g"] == 3.0).all()
+        assert torch.allclose(c["t"], sched[i].expand(6)) and (c["s"] == 0).all() and (c["g"] == ws[i]).all()
         assert not c["weak"] and not c["grad"]
     # reproduce Algorithm 2 by hand with the same generator
     g = torch.Generator().manual_seed(0)
@@ -444,10 +452,19 @@ def test_sample_nfe_and_algorithm2():
     a, b, c = net.a.item(), net.b.item(), net.c.item()
     for i in range(4):
         t, t_next = sched[i].item(), sched[i + 1].item()
-        x0 = x + (0 - t) * (a * x + b * (1 + t) + c * 3.0)
+        x0 = x + (0 - t) * (a * x + b * (1 + t) + c * ws[i])
         x = t_next * torch.randn(noise.shape, generator=g) + (1 - t_next) * x0 if t_next > 0 else x0
     torch.testing.assert_close(out, x)
     assert out.shape == noise.shape and out.dtype == noise.dtype
+
+
+def test_sample_guidance_t_min_from_config():
+    """The config's guidance_t_min is the default; 0 in the config gives w at every step."""
+    net = RecordingNet()
+    flow = SolutionFlow(net, FlowConfig(guidance="pdg", inference_shift=3.0, guidance_t_min=0.0))
+    flow.sample(torch.randn(3, 2, 3), torch.zeros(3, dtype=torch.long), steps=4, guidance=2.5,
+                generator=torch.Generator().manual_seed(0))
+    assert [c["g"][0].item() for c in net.calls] == [2.5] * 4
 
 
 def test_sample_ode_nfe_and_cfg_combination():

@@ -67,7 +67,8 @@ def test_no_sys_path_edits():
     """The package is installed (`pip install -e .`): nothing edits sys.path to find it."""
     places = [*ROOT.glob("*.py"), *(ROOT / "eflow_core").rglob("*.py"), *(ROOT / "studio").rglob("*.py"),
               *(ROOT / "benchmarks").rglob("*.py"), *(ROOT / "scripts").rglob("*.py"),
-              *(ROOT / "notebooks").glob("*.py"), *(ROOT / "notebooks").glob("*.ipynb"), *(ROOT / "tests").rglob("*.py")]
+              *(ROOT / "notebooks").glob("*.py"), *(ROOT / "notebooks").glob("*.ipynb"),
+              *(ROOT / "tests").rglob("*.py")]
     patterns = ["sys.path." + verb for verb in ("insert", "append")]      # split: this file must not match itself
     offenders = [str(p.relative_to(ROOT)) for p in places if any(x in p.read_text() for x in patterns)]
     assert not offenders, offenders
