@@ -108,8 +108,8 @@ def prompt_fidelity(card: Mapping, steps: int = 4) -> str | None:
         row = _card_row(ev, steps)
         return row and (f"Prompt fidelity: measured only on prompts that use its training words (new sentence "
                         f"frames, the same words for shape, colour, motion and background): "
-                        f"{_adherence_words(row)} at {row['steps']} steps. Other wording (synonyms, other "
-                        f"verbs) was not measured.")
+                        f"{_adherence_words(row)} at {row['steps']} steps. Other wording (synonyms, other verbs) "
+                        f"is not part of this evaluation.")
     sets = {ev["captions"]: ev} if "rows" in ev else ev
     rows = {name: _card_row(r, steps) for name, r in sets.items() if isinstance(r, Mapping)}
     rows = {name: row for name, row in rows.items() if row}

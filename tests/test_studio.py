@@ -377,7 +377,7 @@ def test_model_summary_says_how_prompt_wording_was_evaluated():
     # a card evaluated before caption sets existed: prompts that reuse the training words, and it says so
     old = {"eval": {"rows": [row(1, 0.9), row(4, 0.99)]}}
     assert prompt_fidelity(old).startswith("Prompt fidelity: measured only on prompts that use its training words")
-    assert "shape 99%" in prompt_fidelity(old) and "was not measured" in prompt_fidelity(old)
+    assert "shape 99%" in prompt_fidelity(old) and "is not part of this evaluation" in prompt_fidelity(old)
     shipped = REPO / "checkpoints" / "shapes-t2v" / "model_card.json"
     if shipped.is_file():
         card = json.loads(shipped.read_text())
