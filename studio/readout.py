@@ -80,6 +80,7 @@ def model_summary(pipe, name: str) -> str:
 _SET_WORDING = {"heldout-frames": "new sentence frames, training words", "heldout-vocabulary": "new words",
                 "heldout-both": "new sentence frames and new words", "train": "its training wording"}
 _ATTRIBUTE_ORDER = ("color", "shape", "motion", "background")
+_ATTRIBUTE_WORD = {"color": "colour"}          # the attribute as the summary spells it
 
 
 def _card_row(results: Mapping, steps: int) -> Mapping | None:
@@ -91,7 +92,7 @@ def _card_row(results: Mapping, steps: int) -> Mapping | None:
 
 def _adherence_words(row: Mapping) -> str:
     """"colour 100%, shape 67%, motion 84%, background 97%" of one evaluate() row."""
-    return ", ".join(f"{'colour' if k == 'color' else k} {100 * row['adherence'][k]:.0f}%" for k in _ATTRIBUTE_ORDER
+    return ", ".join(f"{_ATTRIBUTE_WORD.get(k, k)} {100 * row['adherence'][k]:.0f}%" for k in _ATTRIBUTE_ORDER
                      if k in row["adherence"])
 
 
@@ -124,7 +125,7 @@ def prompt_fidelity(card: Mapping, steps: int = 4) -> str | None:
            if k in row["adherence"]]
     if new and min(new)[0] < 0.9:
         value, key = min(new)
-        text += f" Wording it never trained on is followed least well for {'colour' if key == 'color' else key} " \
+        text += f" Wording it never trained on is followed least well for {_ATTRIBUTE_WORD.get(key, key)} " \
                 f"({100 * value:.0f}%)."
     return text
 
