@@ -6,6 +6,9 @@ that a truncated or corrupt file is refused with one clear sentence (`Checkpoint
 Training directory layout (`python -m eflow_core train --output DIR`):
     DIR/config.json                 the TrainConfig
     DIR/checkpoint/model.safetensors, ema.safetensors, optimizer.safetensors, state.json
+    DIR/checkpoint/sharded-<step>/, state.json   instead, for fsdp=true: model, optimizer and EMA shards written
+                                    by every process through torch.distributed.checkpoint (`save_sharded_state`);
+                                    state.json names the folder ("sharded") and holds step, scheduler, counters
     DIR/metrics.csv                 one row per logged step
     DIR/init.json                   the lineage of the weights it started from (config.init_from), if any
 Inference directory layout (shipped under checkpoints/NAME/, written by `export_for_inference`):
@@ -14,14 +17,17 @@ Inference directory layout (shipped under checkpoints/NAME/, written by `export_
 
 `resolve_model_path` turns a shipped name or a folder of either layout into the folder, `load_model_folder`
 reads (config, card, EMA weights) from it; `load_init_weights` starts a model from them (init_from) and
-`export_for_inference` turns a training directory into a shipped folder.
+`export_for_inference` turns a training directory into a shipped folder. Both read a sharded (fsdp) run's
+EMA through `read_sharded_ema`, in one process, so `eflow export` converts it to the single file too.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -117,6 +123,75 @@ def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], rest: dict) -> d
     return {"state": state, "param_groups": rest["param_groups"]}
 
 
+# ------------------------------------------------------------------------- sharded (FSDP) checkpoints
+SHARDED_PREFIX = "sharded-"
+
+
+def save_sharded_state(folder: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                       ema_shadow: dict[str, torch.Tensor]) -> str:
+    """Write a sharded model's training state with torch.distributed.checkpoint: every process writes its own
+    shards of the weights, the AdamW state and the EMA shadow (DTensors) to folder/sharded-<step>.
+    Call on every process. Returns the subfolder's name, for state.json: written after it, state.json
+    names the last complete folder (`remove_stale_sharded` then deletes the older ones)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    name = f"{SHARDED_PREFIX}{step:08d}"
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optimizer": optimizer_state, "ema": ema_shadow},
+             checkpoint_id=str(Path(folder) / name))
+    return name
+
+
+def load_sharded_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                       ema_shadow: dict[str, torch.Tensor]) -> None:
+    """Read `save_sharded_state`'s folder `path` into the sharded model, optimizer and EMA shadow (in place),
+    each process reading the shards it holds. Call on every process; CheckpointError for a missing or
+    unreadable folder."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    _require_sharded(path)
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optimizer": optimizer_state, "ema": ema_shadow}
+    try:
+        dcp.load(state, checkpoint_id=str(path))
+    except Exception as err:  # DCP wraps each process's failure in a CheckpointException
+        raise CheckpointError(f"sharded checkpoint {path} cannot be read ({type(err).__name__}: {err})") from None
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+
+def read_sharded_ema(path: Path) -> dict[str, torch.Tensor]:
+    """The EMA weights in `save_sharded_state`'s folder `path` as whole tensors on the CPU,
+    {name: float32 tensor of the parameter's shape}, read in this one process (no process group needed):
+    what `export_for_inference` and `init_from` take from an fsdp run."""
+    import torch.distributed.checkpoint as dcp
+
+    _require_sharded(path)
+    entries = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
+    ema = {key[len("ema."):]: torch.empty(entry.size, dtype=entry.properties.dtype)
+           for key, entry in entries.items() if key.startswith("ema.")}
+    try:
+        with warnings.catch_warnings():     # that no process group is used is the intent here
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            dcp.load({"ema": ema}, checkpoint_id=str(path), no_dist=True)
+    except Exception as err:
+        raise CheckpointError(f"sharded checkpoint {path} cannot be read ({type(err).__name__}: {err})") from None
+    return ema
+
+
+def remove_stale_sharded(folder: Path, keep: str) -> None:
+    """Delete the sharded-<step> subfolders of `folder` other than `keep` (the one state.json names)."""
+    for path in Path(folder).glob(f"{SHARDED_PREFIX}*"):
+        if path.name != keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _require_sharded(path: Path) -> None:
+    if not (Path(path) / ".metadata").is_file():
+        raise CheckpointError(f"sharded checkpoint {path} is missing or incomplete (it has no .metadata)")
+
+
 # ---------------------------------------------------------------------------------- model folders
 def shipped_models() -> list[str]:
     """Names of the models that ship in checkpoints/ (folders with a model card and weights)."""
@@ -151,7 +226,10 @@ def load_model_folder(folder: Path) -> tuple[TrainConfig, dict, dict[str, torch.
         else:
             card = {"config": json.loads((folder / "config.json").read_text())}
             state = json.loads((folder / "checkpoint" / "state.json").read_text())
-            weights = load_tensors(folder / "checkpoint" / "ema.safetensors", state["manifest"]["ema.safetensors"])
+            if "sharded" in state:      # an fsdp run: its EMA shards, joined here
+                weights = read_sharded_ema(folder / "checkpoint" / state["sharded"])
+            else:
+                weights = load_tensors(folder / "checkpoint" / "ema.safetensors", state["manifest"]["ema.safetensors"])
             card.update(state.get("run", {}))     # command, device, date of the run (the lineage's record)
             card["steps"] = state["step"]
             card["world"] = card["config"]["data"]["kind"]

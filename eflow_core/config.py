@@ -232,6 +232,10 @@ class TrainConfig:
     mixed_precision: str = "auto"   # auto: bf16 on GPU, fp32 on CPU
     max_bad_steps: int = 5          # stop after this many non-finite steps in a row
     compile: bool = False           # GPU: torch.compile each DiT block (VideoDiT.compile_blocks)
+    # Several processes: shard weights, Adam state and EMA per DiT block (FSDP2, eflow_core/parallel.py) instead
+    # of DDP's full copy per process; checkpoints become torch.distributed.checkpoint folders. For the presets
+    # whose training state does not fit one GPU (README, "Several GPUs").
+    fsdp: bool = False
     # Start from these weights instead of a fresh init (a shipped name such as "shapes-t2v", a shipped
     # folder, or a training folder: its EMA). The optimizer starts fresh; the exported model card adds
     # the earlier runs to its lineage and counts their steps. Lets a model grow over short GPU leases.

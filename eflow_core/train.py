@@ -10,7 +10,8 @@ whether the run was interrupted or not. A checkpoint holds model, EMA, optimizer
 step; the RNG and data position follow from the step.
 
 The same command runs on one GPU, many GPUs (`accelerate launch --num_processes N -m eflow_core train
-...`) or the CPU (gloo).
+...`) or the CPU (gloo). Across processes the model is replicated (DDP) or, with `fsdp=true`, sharded
+per DiT block (eflow_core/parallel.py: FSDP2, sharded EMA, torch.distributed.checkpoint checkpoints).
 """
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ from accelerate.utils import DistributedDataParallelKwargs
 from tqdm.auto import tqdm
 
 from eflow_core.checkpoint import (CheckpointError, atomic_save_tensors, atomic_write_json,
-                                   flatten_optimizer_state, load_init_weights, load_tensors,
-                                   unflatten_optimizer_state)
+                                   flatten_optimizer_state, load_init_weights, load_sharded_state, load_tensors,
+                                   remove_stale_sharded, save_sharded_state, unflatten_optimizer_state)
 from eflow_core.codecs import load_codec
 from eflow_core.conditioning import encode_condition
 from eflow_core.config import Phase, TrainConfig
@@ -141,14 +142,21 @@ class Trainer:
         self.init_card = load_init_weights(model, config.init_from) if config.init_from and fresh else None
         if config.compile and not use_cpu:
             model.compile_blocks(dynamic=True)   # batch shares and kept-token counts change every step
+        if config.fsdp:                          # parameters become DTensor shards; so do EMA and Adam state
+            from eflow_core.parallel import shard_model
+            shard_model(model, self.device, self.accelerator.mixed_precision)
         self.ema = EMA(model, config.ema_decay, warmup=True)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.99),
                                       weight_decay=config.weight_decay)
         warmup = max(config.warmup_steps, 1)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
         self.flow = SolutionFlow(model, config.flow)      # its passes run the bare network ...
-        self.objective, self.optimizer, self.scheduler = self.accelerator.prepare(   # ... DDP wraps the step
-            FlowObjective(model, self.flow), optimizer, scheduler)
+        if config.fsdp:                                   # ... sharded: parallel.py runs its collectives
+            self.objective = FlowObjective(model, self.flow)
+            self.optimizer, self.scheduler = self.accelerator.prepare(optimizer, scheduler)
+        else:                                             # ... DDP wraps the step
+            self.objective, self.optimizer, self.scheduler = self.accelerator.prepare(
+                FlowObjective(model, self.flow), optimizer, scheduler)
         self.step = 0
         self.bad_steps = 0
         self.train_seconds = 0.0         # seconds of training in earlier calls of this run (time budgets)
@@ -165,21 +173,30 @@ class Trainer:
         return self.accelerator.unwrap_model(self.objective).model
 
     def save(self) -> None:
-        """Write the checkpoint atomically (every file temp + rename; state.json last, with the manifest)."""
+        """Write the checkpoint atomically (every file temp + rename; state.json last, with the manifest).
+        fsdp=true: every process first writes its shards to a new sharded-<step> folder, which state.json
+        then names; the folder it named before is removed after."""
         self.accelerator.wait_for_everyone()
+        folder = self.output / "checkpoint"
+        state = {"step": self.step, "bad_steps": self.bad_steps,
+                 "train_seconds": self.train_seconds + time.perf_counter() - self.call_start,
+                 "fitted_steps": self.fitted_steps, "ema_updates": self.ema.num_updates, "run": self.run_record,
+                 "scheduler": self.scheduler.state_dict()}
+        if self.config.fsdp:
+            state["sharded"] = save_sharded_state(folder, self.step, self.raw_model, self.optimizer.optimizer,
+                                                  self.ema.shadow)
         if not self.accelerator.is_main_process:
             return
-        folder = self.output / "checkpoint"
-        manifest = {"model.safetensors": atomic_save_tensors(folder / "model.safetensors", self.raw_model.state_dict()),
-                    "ema.safetensors": atomic_save_tensors(folder / "ema.safetensors", self.ema.shadow)}
-        tensors, rest = flatten_optimizer_state(self.optimizer.state_dict())
-        manifest["optimizer.safetensors"] = atomic_save_tensors(folder / "optimizer.safetensors", tensors)
-        atomic_write_json(folder / "state.json", {"step": self.step, "bad_steps": self.bad_steps,
-                                                  "train_seconds": self.train_seconds + time.perf_counter()
-                                                  - self.call_start, "fitted_steps": self.fitted_steps,
-                                                  "ema_updates": self.ema.num_updates, "run": self.run_record,
-                                                  "scheduler": self.scheduler.state_dict(), "optimizer": rest,
-                                                  "manifest": manifest})
+        if not self.config.fsdp:
+            manifest = {"model.safetensors": atomic_save_tensors(folder / "model.safetensors",
+                                                                 self.raw_model.state_dict()),
+                        "ema.safetensors": atomic_save_tensors(folder / "ema.safetensors", self.ema.shadow)}
+            tensors, state["optimizer"] = flatten_optimizer_state(self.optimizer.state_dict())
+            manifest["optimizer.safetensors"] = atomic_save_tensors(folder / "optimizer.safetensors", tensors)
+            state["manifest"] = manifest
+        atomic_write_json(folder / "state.json", state)
+        if self.config.fsdp:
+            remove_stale_sharded(folder, keep=state["sharded"])
 
     def resume(self) -> bool:
         """Load the checkpoint in the output directory if there is one; refuse a damaged one clearly."""
@@ -191,13 +208,20 @@ class Trainer:
             state = json.loads(state_path.read_text())
         except json.JSONDecodeError:
             raise CheckpointError(f"checkpoint {state_path} is truncated or corrupt (not valid JSON)") from None
-        manifest = state["manifest"]
-        model_sd = load_tensors(folder / "model.safetensors", manifest["model.safetensors"])
-        ema_sd = load_tensors(folder / "ema.safetensors", manifest["ema.safetensors"])
-        opt_tensors = load_tensors(folder / "optimizer.safetensors", manifest["optimizer.safetensors"])
-        self.raw_model.load_state_dict(model_sd)
-        self.ema.load_state_dict({"shadow": ema_sd, "num_updates": state["ema_updates"]})
-        self.optimizer.load_state_dict(unflatten_optimizer_state(opt_tensors, state["optimizer"]))
+        if ("sharded" in state) != self.config.fsdp:
+            raise CheckpointError(f"checkpoint {folder} was written with fsdp={str('sharded' in state).lower()}: "
+                                  f"resume with the same setting, or start a new run from it with init_from")
+        if self.config.fsdp:
+            load_sharded_state(folder / state["sharded"], self.raw_model, self.optimizer.optimizer, self.ema.shadow)
+            self.ema.num_updates = state["ema_updates"]
+        else:
+            manifest = state["manifest"]
+            model_sd = load_tensors(folder / "model.safetensors", manifest["model.safetensors"])
+            ema_sd = load_tensors(folder / "ema.safetensors", manifest["ema.safetensors"])
+            opt_tensors = load_tensors(folder / "optimizer.safetensors", manifest["optimizer.safetensors"])
+            self.raw_model.load_state_dict(model_sd)
+            self.ema.load_state_dict({"shadow": ema_sd, "num_updates": state["ema_updates"]})
+            self.optimizer.load_state_dict(unflatten_optimizer_state(opt_tensors, state["optimizer"]))
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.bad_steps = state["step"], state["bad_steps"]
         self.train_seconds, self.fitted_steps = state.get("train_seconds", 0.0), state.get("fitted_steps")
@@ -224,12 +248,18 @@ class Trainer:
         unless the loss or gradient is non-finite (skipped; stop after `max_bad_steps` in a row).
         x0: (B, C, T', H', W') latents; cond: their Condition. Returns (loss terms, grad norm)."""
         cfg = self.config
+        if cfg.fsdp:       # sharded: every block gathered once for all of the step's passes (parallel.py)
+            from eflow_core.parallel import gather_for_step, reduce_gradients
+            gather_for_step(self.raw_model)
         # One autocast region around the whole loss (accelerate also wraps each forward): the weight
         # casts to bf16 are cached for all of the step's network passes instead of redone per pass.
         with self.accelerator.autocast():
             loss, logs = self.objective(x0, cond, self.step)
         self.optimizer.zero_grad(set_to_none=True)
         self.accelerator.backward(loss)
+        if cfg.fsdp:       # ... and each block's gradient reduce-scattered once
+            with self.accelerator.autocast():
+                reduce_gradients(self.raw_model, x0, cond)
         grad_norm = self.accelerator.clip_grad_norm_(self.objective.parameters(), cfg.grad_clip)
         if not (torch.isfinite(loss) and torch.isfinite(torch.as_tensor(grad_norm))):
             self.bad_steps += 1           # skip the update; stop after several in a row

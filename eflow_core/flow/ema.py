@@ -4,6 +4,9 @@ shadow <- decay * shadow + (1 - decay) * param after every optimiser step. The s
 float32 whatever the parameters' dtype (a bf16 shadow cannot move by (1 - decay) = 1e-3 steps).
 Buffers are not averaged: they stay the model's own (as in SoFlow's and DiT's training code,
 which copy buffers).
+
+A sharded model (FSDP2, `eflow_core.parallel`) has DTensor parameters: the shadow then holds DTensors
+of the same placement, and `update` works on each process's own shard (no gather).
 """
 from __future__ import annotations
 
@@ -49,7 +52,7 @@ class EMA:
             sh = self.shadow[name]
             if sh.device != p.device:
                 sh = self.shadow[name] = sh.to(p.device)
-            sh.lerp_(p.detach().float(), 1.0 - d)
+            _local(sh).lerp_(_local(p.detach()).float(), 1.0 - d)
         self.num_updates += 1
 
     @torch.no_grad()
@@ -88,6 +91,12 @@ class EMA:
             with torch.no_grad():
                 for name, p in self._params(model):
                     p.copy_(backup[name])
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """This process's shard of a sharded (DTensor) tensor, sharing its storage; any other tensor itself.
+    (Duck-typed: importing torch.distributed.tensor would add half a second to every pipeline start.)"""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
 
 
 def bias_corrected(shadow: dict[str, torch.Tensor], initial: dict[str, torch.Tensor], decay: float,
