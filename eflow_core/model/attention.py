@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from eflow_core import kernels
 from eflow_core.model.rope import apply_rope
@@ -15,18 +16,26 @@ from eflow_core.model.rope import apply_rope
 RMS_EPS = 1e-6
 
 
-def glga_mix(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor, radius: int,
-             gate_logits: torch.Tensor, norm_global_weight: torch.Tensor | None = None,
-             norm_local_weight: torch.Tensor | None = None, backend: str = "auto",
-             branches: str = "glga") -> torch.Tensor:
-    """The attention core of GLGA (projections excluded): Eq. 5-8.
+def glga_window(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor, radius: int,
+                backend: str = "auto", branches: str = "glga") -> torch.Tensor | None:
+    """GLGA's local branch before its RMSNorm (Eq. 6): window softmax attention of q, k, v (B, H, N, D)
+    over the original positions (B, N) -> (B, H, N, D); None when `branches` == "linear"."""
+    if branches not in ("glga", "window"):
+        return None
+    return kernels.window_attention(q, k, v, positions, positions, radius, backend=backend)
 
-    q, k, v: (B, H, N, D), RoPE already applied to q and k; positions: (B, N) int64 original raster
-    positions (ascending); radius: local window radius |W|/2 in raster positions;
-    gate_logits: (B, H or 1, N, 2) pre-sigmoid [global, local] gates (Eq. 7).
-    O = sigmoid(g_global) * RMSNorm(Q (K^T V)) + sigmoid(g_local) * RMSNorm(window softmax attention).
-    `branches` = "linear" or "window" keeps one branch (ablations; its gate still applies).
-    Returns (B, H, N, D) in q's dtype.
+
+def glga_combine(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o_local: torch.Tensor | None,
+                 gate_logits: torch.Tensor, norm_global_weight: torch.Tensor | None = None,
+                 norm_local_weight: torch.Tensor | None = None, backend: str = "auto",
+                 branches: str = "glga") -> torch.Tensor:
+    """GLGA after the window softmax: the linear branch, both RMSNorms and the gates (Eq. 5, 7, 8).
+
+    q, k, v: (B, H, N, D), RoPE already applied to q and k; o_local: (B, H, N, D) the raw window
+    attention output (Eq. 6; None when `branches` == "linear"); gate_logits: (B, H or 1, N, 2)
+    pre-sigmoid [global, local] gates. Every operation here costs O(N D^2) or less per head, so
+    `GatedLocalGlobalAttention` recomputes this function in the backward instead of saving its
+    intermediates. Returns (B, H, N, D) in q's dtype.
     """
     gates = torch.sigmoid(gate_logits.to(torch.promote_types(gate_logits.dtype, torch.float32))).to(q.dtype)
     out = 0
@@ -35,10 +44,27 @@ def glga_mix(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: torch
         o_global = F.rms_norm(o_global, (q.shape[-1],), norm_global_weight, RMS_EPS)
         out = out + gates[..., 0:1] * o_global
     if branches in ("glga", "window"):
-        o_local = kernels.window_attention(q, k, v, positions, positions, radius, backend=backend)  # Eq. 6
         o_local = F.rms_norm(o_local, (q.shape[-1],), norm_local_weight, RMS_EPS)
         out = out + gates[..., 1:2] * o_local                                          # Eq. 8
     return out
+
+
+def glga_mix(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor, radius: int,
+             gate_logits: torch.Tensor, norm_global_weight: torch.Tensor | None = None,
+             norm_local_weight: torch.Tensor | None = None, backend: str = "auto",
+             branches: str = "glga") -> torch.Tensor:
+    """The attention core of GLGA (projections excluded): Eq. 5-8, as one plain composition.
+
+    q, k, v: (B, H, N, D), RoPE already applied to q and k; positions: (B, N) int64 original raster
+    positions (ascending); radius: local window radius |W|/2 in raster positions;
+    gate_logits: (B, H or 1, N, 2) pre-sigmoid [global, local] gates (Eq. 7).
+    O = sigmoid(g_global) * RMSNorm(Q (K^T V)) + sigmoid(g_local) * RMSNorm(window softmax attention).
+    `branches` = "linear" or "window" keeps one branch (ablations; its gate still applies).
+    Returns (B, H, N, D) in q's dtype. Autograd saves every intermediate here; the module recomputes
+    the `glga_combine` part instead (same values).
+    """
+    o_local = glga_window(q, k, v, positions, radius, backend, branches)
+    return glga_combine(q, k, v, o_local, gate_logits, norm_global_weight, norm_local_weight, backend, branches)
 
 
 class QKVProjection(nn.Module):
@@ -65,6 +91,13 @@ class GatedLocalGlobalAttention(nn.Module):
     forward(x (B, N, C), rope, positions (B, N), radius) -> (B, N, C). With `capture` set, the last
     forward's gates are kept in `self.captured` as (B, N, H_g, 2) floats in [0, 1] ([global, local]).
     `branches` selects "glga" (both), "linear" or "window" for the attention ablations.
+
+    Activation memory: with `recompute` (the default) and grad enabled, the gate projection and
+    `glga_combine` (linear branch, RMSNorms, gates) run under a non-reentrant `torch.utils.checkpoint`:
+    autograd keeps only their inputs (x, q, k, v and the window output, which the QKV projection and
+    the window attention save anyway) and recomputes the O(N D^2) rest in the backward, so a GLGA block
+    saves no more than a softmax block of the same width (docs/DESIGN.md, Network). `recompute = False`
+    saves every intermediate (the plain composition `glga_mix`; same values and gradients).
     """
 
     def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, gate_per_head: bool = True,
@@ -80,17 +113,35 @@ class GatedLocalGlobalAttention(nn.Module):
         self.norm_local_weight = nn.Parameter(torch.ones(head_dim))
         self.proj_out = nn.Linear(dim, dim)
         self.backend, self.branches = backend, branches
+        self.recompute = True
         self.capture = False
         self.captured: torch.Tensor | None = None
 
+    def gate_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-sigmoid gates (Eq. 7): x (B, N, C) -> (B, H_g, N, 2), [global, local]."""
+        b, n, _ = x.shape
+        return self.gate(x).view(b, n, self.gate_heads, 2).transpose(1, 2)
+
+    def _combine(self, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                 o_local: torch.Tensor | None) -> torch.Tensor:
+        """Gates from x (B, N, C), then `glga_combine` of q, k, v, o_local (B, H, N, D) -> (B, H, N, D)."""
+        return glga_combine(q, k, v, o_local, self.gate_logits(x), self.norm_global_weight, self.norm_local_weight,
+                            self.backend, self.branches)
+
     def forward(self, x: torch.Tensor, rope, positions: torch.Tensor, radius: int) -> torch.Tensor:
         b, n, c = x.shape
+        if torch.is_autocast_enabled(x.device.type) and x.dtype != torch.float64:
+            # the cast autocast gives each projection, made once: the QKV and gate projections (and the
+            # recomputed part) then share one saved copy of x
+            x = x.to(torch.get_autocast_dtype(x.device.type))
         q, k, v = self.proj_in(x, rope)
-        gate_logits = self.gate(x).view(b, n, self.gate_heads, 2).transpose(1, 2)   # (B, H_g, N, 2)
-        if self.capture:
-            self.captured = torch.sigmoid(gate_logits.detach().float()).transpose(1, 2)
-        o = glga_mix(q, k, v, positions, radius, gate_logits, self.norm_global_weight, self.norm_local_weight,
-                     self.backend, self.branches)
+        if self.capture:                                        # inspection only: computes the gates once more
+            self.captured = torch.sigmoid(self.gate_logits(x).detach().float()).transpose(1, 2)
+        o_local = glga_window(q, k, v, positions, radius, self.backend, self.branches)
+        if self.recompute and torch.is_grad_enabled():          # nothing random inside: no RNG state to keep
+            o = checkpoint(self._combine, x, q, k, v, o_local, use_reentrant=False, preserve_rng_state=False)
+        else:
+            o = self._combine(x, q, k, v, o_local)
         return self.proj_out(o.transpose(1, 2).reshape(b, n, c))
 
 
