@@ -6,6 +6,7 @@
     python -m eflow_core data make-actions --out data/actions --classes 10 --per-class 200
     python -m eflow_core eval --checkpoint shapes-t2v --steps 1,2,4,8 --out eval.json
     python -m eflow_core bench --checkpoint shapes-t2v --steps 1,4 --baseline-steps 50
+    eflow choose-defaults --checkpoint shapes-t2v --write-card           # the card's default steps and guidance
     eflow train-codec --out checkpoints/codec-shapes-ae --steps 3000     # the small video autoencoder
     eflow train-probe --world shapes --steps 800                          # the evaluation probe
 """
@@ -28,6 +29,13 @@ def _int_list(text: str) -> list[int]:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def cmd_train(args) -> None:
@@ -107,6 +115,26 @@ def cmd_eval(args) -> None:
         sample_sheet(pipe, steps=sorted(args.steps, reverse=True), num_prompts=args.sheet_prompts, seed=args.seed,
                      guidance=args.guidance, sampler=args.sampler).save(args.sheet)
         print(f"wrote {args.sheet} (the first {args.sheet_prompts} prompts: each step count, then the real clip)")
+
+
+def cmd_choose_defaults(args) -> None:
+    from eflow_core.metrics.defaults import SELECTION_SEED, choose_defaults, format_defaults
+    from eflow_core.pipeline import EFlowPipeline
+
+    pipe = EFlowPipeline.from_pretrained(args.checkpoint, device=args.device, text_cache=args.text_cache)
+    defaults = choose_defaults(pipe, steps=args.steps, guidances=args.guidance, t_mins=args.t_min,
+                               num_prompts=args.prompts, seed=SELECTION_SEED if args.seed is None else args.seed)
+    print(format_defaults(defaults))
+    if args.out:
+        Path(args.out).write_text(json.dumps(defaults, indent=2))
+        print(f"wrote {args.out}")
+    if args.write_card:
+        from eflow_core.checkpoint import atomic_write_json
+        card_path = pipe.path / "model_card.json"
+        card = json.loads(card_path.read_text())
+        card["defaults"] = defaults
+        atomic_write_json(card_path, card)
+        print(f"updated {card_path}")
 
 
 def cmd_bench(args) -> None:
@@ -208,8 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--prompt")
     group.add_argument("--label", type=int)
-    p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--steps", type=int, default=None, help="default: the model card's (`choose-defaults`), else 4")
+    p.add_argument("--guidance", type=float, default=None, help="default: the model card's")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sampler", choices=["solution", "ode"], default="solution")
     p.add_argument("--device", default=None)
@@ -255,6 +283,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="caption cache (`data text-cache --include-eval`): no text-encoder package needed")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("choose-defaults", help="choose the card's default steps, guidance and guidance interval "
+                       "by evaluation on selection prompts (not the ones `eval` reports)")
+    p.add_argument("--checkpoint", default="shapes-t2v")
+    p.add_argument("--steps", type=_int_list, default=[1, 2, 4])
+    p.add_argument("--guidance", type=_float_list, default=[3.0, 4.0, 5.0], metavar="W,W")
+    p.add_argument("--t-min", type=_float_list, default=[0.0, 0.8], metavar="T,T",
+                   help="guidance intervals to try (flow.guidance_t_min: guide the steps starting at t >= T)")
+    p.add_argument("--prompts", type=int, default=100)
+    p.add_argument("--seed", type=int, default=None, help="default: metrics.defaults.SELECTION_SEED (not 0)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--text-cache", default=None, metavar="DIR")
+    p.add_argument("--out", default=None, help="write the defaults and their grid as JSON here")
+    p.add_argument("--write-card", action="store_true", help="store them in the checkpoint's card (`defaults`)")
+    p.set_defaults(func=cmd_choose_defaults)
+
     p = sub.add_parser("bench", help="latency of the few-step sampler against the 50-step CFG baseline")
     p.add_argument("--checkpoint", default="shapes-t2v")
     p.add_argument("--steps", type=_int_list, default=[1, 2, 4])
@@ -265,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("export", help="turn a training folder into a shipped model (EMA weights + card)")
-    p.add_argument("--train-dir", required=True)
+    p.add_argument("--train-dir", required=True,
+                   help="a training output folder; of an fsdp=true run, its sharded EMA is joined into the one file")
     p.add_argument("--out", required=True)
     p.add_argument("--card", default=None, help="JSON file with extra model-card fields")
     p.set_defaults(func=cmd_export)

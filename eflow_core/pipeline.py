@@ -26,6 +26,7 @@ from eflow_core.model.dit import VideoDiT
 DEFAULT_MODEL = "shapes-t2v"
 MAX_PROMPT_CHARS = 300
 MAX_STEPS = 64
+DEFAULT_STEPS = 4           # when the card chose none
 MAX_SEED = 2 ** 63 - 1
 FPS = 8
 
@@ -65,6 +66,9 @@ class EFlowPipeline:
         from eflow_core.codecs import load_codec
 
         self.model, self.config, self.card, self.device = model.eval(), config, card, device
+        defaults = card.get("defaults") or {}
+        if "guidance_t_min" in defaults:    # the guidance interval chosen with the card's default guidance
+            config.flow.guidance_t_min = float(defaults["guidance_t_min"])
         self.flow = SolutionFlow(model, config.flow)
         try:
             self.codec = load_codec(config.data.codec, config.data.codec_factor, device=device)
@@ -128,7 +132,14 @@ class EFlowPipeline:
 
     @property
     def default_guidance(self) -> float:
-        return float(self.card.get("guidance", self.config.flow.guidance_inference))
+        """The card's chosen guidance (`eflow choose-defaults`), else its training recipe's."""
+        defaults = self.card.get("defaults") or {}
+        return float(defaults.get("guidance", self.card.get("guidance", self.config.flow.guidance_inference)))
+
+    @property
+    def default_steps(self) -> int:
+        """The card's chosen step count (`eflow choose-defaults`), else 4."""
+        return int((self.card.get("defaults") or {}).get("steps", DEFAULT_STEPS))
 
     @property
     def guidance_range(self) -> tuple[float, float]:
@@ -179,7 +190,7 @@ class EFlowPipeline:
 
     # --------------------------------------------------------- generation
     @torch.no_grad()
-    def generate_batch(self, prompts: list[str] | None = None, labels: list[int] | None = None, steps: int = 4,
+    def generate_batch(self, prompts: list[str] | None = None, labels: list[int] | None = None, steps: int | None = None,
                        guidance: float | None = None, seed: int = 0, sampler: str = "solution",
                        num_frames: int | None = None, height: int | None = None, width: int | None = None,
                        step_callback=None, capture_gates: bool = False):
@@ -189,6 +200,7 @@ class EFlowPipeline:
         clip is the same whether generated alone or in a batch.
         """
         guidance = self.default_guidance if guidance is None else guidance
+        steps = self.default_steps if steps is None else steps
         frames, h, w = self.default_size
         frames, h, w = num_frames or frames, height or h, width or w
         latent = self._check_request(prompts, labels, steps, guidance, frames, h, w, sampler)
@@ -250,13 +262,14 @@ class EFlowPipeline:
         grid = self.model.token_grid(tuple(self.codec.latent_shape(num_frames, height, width)[1:]))
         return grid[0] * grid[1] * grid[2]
 
-    def __call__(self, prompt: str | None = None, label: int | None = None, steps: int = 4,
+    def __call__(self, prompt: str | None = None, label: int | None = None, steps: int | None = None,
                  guidance: float | None = None, seed: int = 0, num_frames: int | None = None,
                  height: int | None = None, width: int | None = None, sampler: str = "solution",
                  capture_gates: bool = False, step_callback=None) -> GenerationResult:
         """One clip. step_callback(index, total) is called after every sampler step (progress bars)."""
         check_seed(seed)
         guidance = self.default_guidance if guidance is None else guidance
+        steps = self.default_steps if steps is None else steps
         video, timings, gates = self.generate_batch(
             prompts=None if prompt is None else [prompt], labels=None if label is None else [label],
             steps=steps, guidance=guidance, seed=seed, sampler=sampler, num_frames=num_frames, height=height,

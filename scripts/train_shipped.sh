@@ -13,8 +13,9 @@
 # compared before one ships (2026-11-30: shapes-t2v:p1, 1x1x1 patches, beside the shipped 1x2x2).
 # INIT=shipped starts a candidate from its MODEL's shipped weights too; INIT_<RUN> overrides INIT for
 # one run (a candidate with another architecture cannot start from them: INIT_shapes_t2v_p1=none).
-# EVAL=STEPS (e.g. 1,4) evaluates each exported run on its
-# GPU (`eval --steps STEPS`, 300 prompts) into RUN-eval.json inside the run's tgz; for shapes-t2v the
+# EVAL=STEPS (e.g. 1,4) chooses each exported run's default steps and guidance (`choose-defaults`, into
+# its card and RUN-defaults.json) and evaluates it at those on its GPU (`eval --steps STEPS`, 300 prompts)
+# into RUN-eval.json inside the run's tgz; for shapes-t2v the
 # caption cache must then hold the held-out captions too (`data text-cache --include-eval`): the GPU
 # image lacks the MiniLM package.
 #
@@ -43,7 +44,7 @@ CALL=${CALL:-$BUDGET}
 OUT=${OUT:-out}
 BATCH=${BATCH:-256}
 EVAL=${EVAL:-}
-MARGIN=${MARGIN:-$([ -n "$EVAL" ] && echo 120 || echo 60)}  # seconds of a call kept for start-up and export (+ eval)
+MARGIN=${MARGIN:-$([ -n "$EVAL" ] && echo 180 || echo 60)}  # seconds of a call kept for start-up and export (+ eval)
 INIT=${INIT:-none}
 run_name() { echo "${1/:/-}"; }                       # shapes-t2v:p1 -> shapes-t2v-p1
 run_var() { local name; name=$(run_name "$2"); local v="$1_${name//-/_}"; echo "${!v:-}"; }  # PREFIX RUN
@@ -114,13 +115,18 @@ PY
     CUDA_VISIBLE_DEVICES=$gpu python3 -m eflow_core export --train-dir "runs/$name" --out "runs/export/$name" \
       --card "runs/$name/card_extra.json"
     split -b 15m "runs/export/$name/model.safetensors" "$OUT/$name.part."
+    # EVAL: first the card's default steps / guidance / guidance interval, on selection prompts (seed 1,
+    # heldout-both), then the report at those defaults (seed 0, the held-out frames and words)
+    [ -z "$EVAL" ] || CUDA_VISIBLE_DEVICES=$gpu python3 -m eflow_core choose-defaults --checkpoint "runs/export/$name" \
+      --device "$EVAL_DEVICE" $eval_args --write-card --out "runs/$name-defaults.json" >> "runs/$name.log" 2>&1 \
+      || echo "choose-defaults of $name failed" >> "runs/$name.log"
     [ -z "$EVAL" ] || CUDA_VISIBLE_DEVICES=$gpu python3 -m eflow_core eval --checkpoint "runs/export/$name" \
       --steps "$EVAL" --prompts 300 --device "$EVAL_DEVICE" \
       $eval_args --out "runs/$name-eval.json" >> "runs/$name.log" 2>&1 \
       || echo "eval of $name failed" >> "runs/$name.log"
   fi
   tar czf "$OUT/$name-run.tgz" runs/$name.log runs/$name/metrics.csv runs/$name/config.json \
-    $(ls runs/$name/init.json runs/$name/classes.json runs/export/$name/model_card.json runs/$model-data.log runs/$name-eval.json \
+    $(ls runs/$name/init.json runs/$name/classes.json runs/export/$name/model_card.json runs/$model-data.log runs/$name-eval.json runs/$name-defaults.json \
       2>/dev/null) || true
 }
 

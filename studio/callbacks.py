@@ -19,7 +19,7 @@ from studio import plots
 from studio.examples import VOCABULARY_HINT
 from studio.readout import defect_readout, latency_readout, model_summary, speedup_readout
 from studio.registry import model_key
-from studio.service import StudioService, frame_for_latent, size_options
+from studio.service import UI_MAX_STEPS, StudioService, frame_for_latent, size_options
 
 log = logging.getLogger("studio")
 
@@ -167,7 +167,8 @@ class Callbacks:
         return (entry.key, gr.update(choices=choices, value=entry.key), *self.controls_for(entry))
 
     def controls_for(self, entry):
-        """Updates for (summary, prompt, class dropdown, examples, guidance, frames, size) fitting `entry`."""
+        """Updates for (summary, prompt, class dropdown, examples, steps, guidance, frames, size) fitting `entry`:
+        steps and guidance start at the model card's defaults."""
         pipe = entry.pipe
         low, high = pipe.guidance_range
         frames, sizes = size_options(pipe)
@@ -180,6 +181,7 @@ class Callbacks:
                 gr.update(visible=is_text, info=hint),
                 gr.update(visible=not is_text, choices=classes, value=0 if classes else None),
                 gr.update(visible=shapes),
+                gr.update(value=min(pipe.default_steps, UI_MAX_STEPS)),
                 gr.update(minimum=low, maximum=high, value=pipe.default_guidance),
                 gr.update(choices=frames, value=f0),
                 gr.update(choices=[_size_label(s) for s in sizes], value=_size_label(h0)))

@@ -53,7 +53,7 @@ COMPARE_NOTE = (f"Runs the same prompt and seed twice on the **same network**: E
 def build_demo(callbacks: Callbacks, entry: ModelEntry) -> gr.Blocks:
     """The whole page for the default model `entry` (already loaded)."""
     pipe = entry.pipe
-    summary_md, prompt_upd, class_upd, examples_upd, _, frames_upd, size_upd = callbacks.controls_for(entry)
+    summary_md, prompt_upd, class_upd, examples_upd, steps_upd, _, frames_upd, size_upd = callbacks.controls_for(entry)
     low, high = pipe.guidance_range
     is_text = pipe.kind == "text"
 
@@ -71,7 +71,7 @@ def build_demo(callbacks: Callbacks, entry: ModelEntry) -> gr.Blocks:
                                     info=prompt_upd["info"], visible=is_text, elem_id="prompt")
                 class_choice = gr.Dropdown(label="Class", choices=class_upd.get("choices") or [],
                                            value=class_upd.get("value"), visible=not is_text)
-                steps = gr.Slider(1, UI_MAX_STEPS, value=4, step=1, label="Steps (= network evaluations)",
+                steps = gr.Slider(1, UI_MAX_STEPS, value=steps_upd["value"], step=1, label="Steps (= network evaluations)",
                                   info="EFlow's few-step sampler: 1 to 8 jumps from noise to video")
                 guidance = gr.Slider(low, high, value=pipe.default_guidance, step=0.1, label="Guidance",
                                      info="Strength of the prompt (PDG, one pass per step)")
@@ -142,7 +142,7 @@ def build_demo(callbacks: Callbacks, entry: ModelEntry) -> gr.Blocks:
         # ---------------------------------------------------- the API (hidden controls)
         with gr.Group(visible=False):
             api_prompt = gr.Textbox(label="prompt")
-            api_steps = gr.Number(label="steps", value=4)
+            api_steps = gr.Number(label="steps", value=steps_upd["value"])
             api_guidance = gr.Number(label="guidance", value=pipe.default_guidance)
             api_seed = gr.Number(label="seed", value=0)
             api_video = gr.File(label="video")
@@ -164,8 +164,8 @@ def build_demo(callbacks: Callbacks, entry: ModelEntry) -> gr.Blocks:
               [heatmap, strip, frame_image, mean_plot], queue=False, api_visibility="private",
               trigger_mode="always_last")
         dice.click(callbacks.roll_seed, None, seed, queue=False, api_visibility="private")
-        model_outputs = [model_state, model_choice, summary, prompt, class_choice, examples_box, guidance, frames,
-                         size]
+        model_outputs = [model_state, model_choice, summary, prompt, class_choice, examples_box, steps, guidance,
+                         frames, size]
         load.click(callbacks.load_model, [model_choice, model_path], model_outputs, api_visibility="private",
                    show_progress_on=[summary])
         model_choice.input(callbacks.load_model, [model_choice, gr.State("")], model_outputs,

@@ -13,31 +13,51 @@ with one word form per slot:
     adverb            optional, before the motion (1 in 3)   "slowly"
 
 The split. The first training word of every value is the canonical one; the six frames marked * are the
-`TRAIN_TEMPLATES` the shipped `shapes-t2v` was trained on, the three marked + its old held-out templates.
+`TRAIN_TEMPLATES` the shipped `shapes-t2v` was trained on until 2026-12-06, the three marked + its old
+held-out templates. The training part is wide (6-8 words a value since 2026-12-07): with 2-3 words a value,
+motion words never seen were read right 90% of the time by a probe on the token states, with 7-8, 96%
+(benchmarks/text_side.py, docs/RESULTS.md); the held-out part is the one of 2026-12-06, unchanged.
 
-    value          training words                            held-out words
-    circle         circle, disc                              ball, dot
-    square         square, box                               block
-    triangle       triangle, triangular shape                pyramid
-    red            red, crimson                              scarlet
-    green          green, emerald                            jade
-    blue           blue, azure                               sapphire
-    yellow         yellow, lemon                             golden
-    purple         purple, plum                              violet
-    orange         orange, pumpkin-orange                    tangerine
-    black          black, dark                               pitch-black, inky
-    gray           gray, grey                                slate, medium grey
-    white          white, light                              snow-white, pale
-    moving left    moves left, drifts to the left,           heads left, travels toward the left side
-                   slides leftward
-    moving right   moves right, drifts to the right,         heads right, travels toward the right side
-                   slides rightward
-    moving up      moves up, rises, climbs upward            floats upward, ascends
-    moving down    moves down, sinks, drops downward         falls, descends
-    growing        grows, gets bigger, expands               swells, increases in size
-    shrinking      shrinks, gets smaller, contracts          dwindles, decreases in size
-    (noun)         background, backdrop                      canvas, screen
-    (adverb)       slowly, smoothly                          steadily, gradually
+    value          training words                                       held-out words
+    circle         circle, disc, orb, round shape, circular shape, coin ball, dot
+    square         square, box, cube, tile, square shape,               block
+                   four-sided shape
+    triangle       triangle, triangular shape, wedge,                   pyramid
+                   three-sided shape, arrowhead, delta
+    red            red, crimson, ruby, cherry-red, vermilion,           scarlet
+                   blood-red, brick-red, carmine
+    green          green, emerald, lime, grass-green, forest-green,     jade
+                   mint, leaf-green, kelly-green
+    blue           blue, azure, navy, cobalt, sky-blue, royal blue,     sapphire
+                   cerulean, ultramarine
+    yellow         yellow, lemon, canary, sunflower-yellow,             golden
+                   butter-yellow, banana-yellow, daffodil, mustard
+    purple         purple, plum, lavender, lilac, amethyst, mauve,      violet
+                   grape, orchid
+    orange         orange, pumpkin-orange, carrot-orange, apricot,      tangerine
+                   amber, marigold, rust-orange, mandarin
+    black          black, dark, jet-black, ebony, coal-black, onyx,     pitch-black, inky
+                   raven, midnight
+    gray           gray, grey, silver, ash-grey, gunmetal, stone-grey,  slate, medium grey
+                   pewter, smoky
+    white          white, light, ivory, milky, chalk-white,             snow-white, pale
+                   bright white, pearl, cream
+    moving left    moves left, drifts to the left, slides leftward,     heads left, travels toward the left side
+                   glides to the left, shifts left, goes leftward,
+                   crosses from right to left
+    moving right   moves right, drifts to the right, slides rightward,  heads right, travels toward the right side
+                   glides to the right, shifts right, goes rightward,
+                   crosses from left to right
+    moving up      moves up, rises, climbs upward, goes up,             floats upward, ascends
+                   soars upward, lifts up, moves toward the top
+    moving down    moves down, sinks, drops downward, goes down,        falls, descends
+                   plunges, dives downward, moves toward the bottom
+    growing        grows, gets bigger, expands, enlarges, gets larger,  swells, increases in size
+                   inflates, scales up, balloons
+    shrinking      shrinks, gets smaller, contracts, gets tinier,       dwindles, decreases in size
+                   deflates, scales down, diminishes, becomes small
+    (noun)         background, backdrop, field, surface, setting        canvas, screen
+    (adverb)       slowly, smoothly, gently, calmly, evenly             steadily, gradually
 
     training frames                                               held-out frames
     * a {color} {shape} {ing} on a {background} background        + a {background} background with a {color}
@@ -84,49 +104,70 @@ import numpy as np
 
 from .shapes import ATTRIBUTES
 
-# value -> (training words, held-out words); the first training word is the canonical one
+# value -> (training words, held-out words); the first training word is the canonical one. The training part
+# is wide on purpose: the text encoder places a word it was never shown beside its value only if the
+# generator learned the value's direction from many words, not a point from one (benchmarks/text_side.py).
 SHAPE_WORDS: dict[str, tuple[list[str], list[str]]] = {
-    "circle": (["circle", "disc"], ["ball", "dot"]),
-    "square": (["square", "box"], ["block"]),
-    "triangle": (["triangle", "triangular shape"], ["pyramid"]),
+    "circle": (["circle", "disc", "orb", "round shape", "circular shape", "coin"], ["ball", "dot"]),
+    "square": (["square", "box", "cube", "tile", "square shape", "four-sided shape"], ["block"]),
+    "triangle": (["triangle", "triangular shape", "wedge", "three-sided shape", "arrowhead", "delta"], ["pyramid"]),
 }
 COLOR_WORDS: dict[str, tuple[list[str], list[str]]] = {
-    "red": (["red", "crimson"], ["scarlet"]),
-    "green": (["green", "emerald"], ["jade"]),
-    "blue": (["blue", "azure"], ["sapphire"]),
-    "yellow": (["yellow", "lemon"], ["golden"]),
-    "purple": (["purple", "plum"], ["violet"]),
-    "orange": (["orange", "pumpkin-orange"], ["tangerine"]),
+    "red": (["red", "crimson", "ruby", "cherry-red", "vermilion", "blood-red", "brick-red", "carmine"], ["scarlet"]),
+    "green": (["green", "emerald", "lime", "grass-green", "forest-green", "mint", "leaf-green", "kelly-green"],
+              ["jade"]),
+    "blue": (["blue", "azure", "navy", "cobalt", "sky-blue", "royal blue", "cerulean", "ultramarine"], ["sapphire"]),
+    "yellow": (["yellow", "lemon", "canary", "sunflower-yellow", "butter-yellow", "banana-yellow", "daffodil",
+                "mustard"], ["golden"]),
+    "purple": (["purple", "plum", "lavender", "lilac", "amethyst", "mauve", "grape", "orchid"], ["violet"]),
+    "orange": (["orange", "pumpkin-orange", "carrot-orange", "apricot", "amber", "marigold", "rust-orange",
+                "mandarin"], ["tangerine"]),
 }
 BACKGROUND_WORDS: dict[str, tuple[list[str], list[str]]] = {
-    "black": (["black", "dark"], ["pitch-black", "inky"]),
-    "gray": (["gray", "grey"], ["slate", "medium grey"]),
-    "white": (["white", "light"], ["snow-white", "pale"]),
+    "black": (["black", "dark", "jet-black", "ebony", "coal-black", "onyx", "raven", "midnight"],
+              ["pitch-black", "inky"]),
+    "gray": (["gray", "grey", "silver", "ash-grey", "gunmetal", "stone-grey", "pewter", "smoky"],
+             ["slate", "medium grey"]),
+    "white": (["white", "light", "ivory", "milky", "chalk-white", "bright white", "pearl", "cream"],
+              ["snow-white", "pale"]),
 }
 # motion: (-ing form, 3rd-person form) pairs, frames use either
 MOTION_WORDS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
     "moving left": ([("moving left", "moves left"), ("drifting to the left", "drifts to the left"),
-                     ("sliding leftward", "slides leftward")],
+                     ("sliding leftward", "slides leftward"), ("gliding to the left", "glides to the left"),
+                     ("shifting left", "shifts left"), ("going leftward", "goes leftward"),
+                     ("crossing from right to left", "crosses from right to left")],
                     [("heading left", "heads left"),
                      ("travelling toward the left side", "travels toward the left side")]),
     "moving right": ([("moving right", "moves right"), ("drifting to the right", "drifts to the right"),
-                      ("sliding rightward", "slides rightward")],
+                      ("sliding rightward", "slides rightward"), ("gliding to the right", "glides to the right"),
+                      ("shifting right", "shifts right"), ("going rightward", "goes rightward"),
+                      ("crossing from left to right", "crosses from left to right")],
                      [("heading right", "heads right"),
                       ("travelling toward the right side", "travels toward the right side")]),
-    "moving up": ([("moving up", "moves up"), ("rising", "rises"), ("climbing upward", "climbs upward")],
+    "moving up": ([("moving up", "moves up"), ("rising", "rises"), ("climbing upward", "climbs upward"),
+                   ("going up", "goes up"), ("soaring upward", "soars upward"), ("lifting up", "lifts up"),
+                   ("moving toward the top", "moves toward the top")],
                   [("floating upward", "floats upward"), ("ascending", "ascends")]),
-    "moving down": ([("moving down", "moves down"), ("sinking", "sinks"), ("dropping downward", "drops downward")],
+    "moving down": ([("moving down", "moves down"), ("sinking", "sinks"), ("dropping downward", "drops downward"),
+                     ("going down", "goes down"), ("plunging", "plunges"), ("diving downward", "dives downward"),
+                     ("moving toward the bottom", "moves toward the bottom")],
                     [("falling", "falls"), ("descending", "descends")]),
-    "growing": ([("growing", "grows"), ("getting bigger", "gets bigger"), ("expanding", "expands")],
+    "growing": ([("growing", "grows"), ("getting bigger", "gets bigger"), ("expanding", "expands"),
+                 ("enlarging", "enlarges"), ("getting larger", "gets larger"), ("inflating", "inflates"),
+                 ("scaling up", "scales up"), ("ballooning", "balloons")],
                 [("swelling", "swells"), ("increasing in size", "increases in size")]),
-    "shrinking": ([("shrinking", "shrinks"), ("getting smaller", "gets smaller"), ("contracting", "contracts")],
+    "shrinking": ([("shrinking", "shrinks"), ("getting smaller", "gets smaller"), ("contracting", "contracts"),
+                   ("getting tinier", "gets tinier"), ("deflating", "deflates"), ("scaling down", "scales down"),
+                   ("diminishing", "diminishes"), ("becoming small", "becomes small")],
                   [("dwindling", "dwindles"), ("decreasing in size", "decreases in size")]),
 }
 VOCABULARY: dict[str, dict] = {"shape": SHAPE_WORDS, "color": COLOR_WORDS, "background": BACKGROUND_WORDS,
                                "motion": MOTION_WORDS}
 # filler words, not attributes: (training, held-out)
-BACKGROUND_NOUNS: tuple[list[str], list[str]] = (["background", "backdrop"], ["canvas", "screen"])
-ADVERBS: tuple[list[str], list[str]] = (["slowly", "smoothly"], ["steadily", "gradually"])
+BACKGROUND_NOUNS: tuple[list[str], list[str]] = (["background", "backdrop", "field", "surface", "setting"],
+                                                  ["canvas", "screen"])
+ADVERBS: tuple[list[str], list[str]] = (["slowly", "smoothly", "gently", "calmly", "evenly"], ["steadily", "gradually"])
 ADVERB_RATE = 1 / 3
 
 # The frames the shipped shapes-t2v was trained on / evaluated with (kept: the first are training frames,
