@@ -83,6 +83,18 @@ def cmd_data(args) -> None:
         print(f"wrote the actions set in the Kinetics-700 layout under {args.out} ({written} clips)")
 
 
+def _store(args, pipe, results, card_fields: dict) -> None:
+    """`--out`: `results` as JSON; `--write-card`: `card_fields` into the checkpoint's model card."""
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+        print(f"wrote {args.out}")
+    if args.write_card:
+        from eflow_core.checkpoint import atomic_write_json
+        card_path = pipe.path / "model_card.json"
+        atomic_write_json(card_path, {**json.loads(card_path.read_text()), **card_fields})
+        print(f"updated {card_path}")
+
+
 def cmd_eval(args) -> None:
     from eflow_core.metrics.evaluate import evaluate, evaluate_caption_sets, format_tables
     from eflow_core.metrics.worlds import get_world
@@ -99,17 +111,7 @@ def cmd_eval(args) -> None:
         results = evaluate(pipe, **kwargs)
     table = format_tables(results)
     print(table)
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2))
-        print(f"wrote {args.out}")
-    if args.write_card:
-        from eflow_core.checkpoint import atomic_write_json
-        card_path = pipe.path / "model_card.json"
-        card = json.loads(card_path.read_text())
-        card["eval"] = results
-        card["eval_table"] = table
-        atomic_write_json(card_path, card)
-        print(f"updated {card_path}")
+    _store(args, pipe, results, {"eval": results, "eval_table": table})
     if args.sheet:
         from eflow_core.metrics.sheet import sample_sheet
         sample_sheet(pipe, steps=sorted(args.steps, reverse=True), num_prompts=args.sheet_prompts, seed=args.seed,
@@ -125,16 +127,7 @@ def cmd_choose_defaults(args) -> None:
     defaults = choose_defaults(pipe, steps=args.steps, guidances=args.guidance, t_mins=args.t_min,
                                num_prompts=args.prompts, seed=SELECTION_SEED if args.seed is None else args.seed)
     print(format_defaults(defaults))
-    if args.out:
-        Path(args.out).write_text(json.dumps(defaults, indent=2))
-        print(f"wrote {args.out}")
-    if args.write_card:
-        from eflow_core.checkpoint import atomic_write_json
-        card_path = pipe.path / "model_card.json"
-        card = json.loads(card_path.read_text())
-        card["defaults"] = defaults
-        atomic_write_json(card_path, card)
-        print(f"updated {card_path}")
+    _store(args, pipe, defaults, {"defaults": defaults})
 
 
 def cmd_bench(args) -> None:

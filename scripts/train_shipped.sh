@@ -116,7 +116,7 @@ PY
       --card "runs/$name/card_extra.json"
     split -b 15m "runs/export/$name/model.safetensors" "$OUT/$name.part."
     # EVAL: first the card's default steps / guidance / guidance interval, on selection prompts (seed 1,
-    # heldout-both), then the report at those defaults (seed 0, the held-out frames and words)
+    # heldout-frames), then the report at those defaults (seed 0, the held-out frames and words)
     [ -z "$EVAL" ] || CUDA_VISIBLE_DEVICES=$gpu python3 -m eflow_core choose-defaults --checkpoint "runs/export/$name" \
       --device "$EVAL_DEVICE" $eval_args --write-card --out "runs/$name-defaults.json" >> "runs/$name.log" 2>&1 \
       || echo "choose-defaults of $name failed" >> "runs/$name.log"

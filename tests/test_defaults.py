@@ -90,3 +90,19 @@ def test_pipeline_cli_and_studio_start_at_the_card_defaults(tmp_path):
     entry = service.model(str(folder))
     summary, prompt, classes, examples, steps, guidance, *_ = Callbacks(service).controls_for(entry)
     assert steps["value"] == 2 and guidance["value"] == 3.0
+
+
+def test_adherence_differences_within_the_noise_go_to_the_lower_probe_fd():
+    from eflow_core.metrics.defaults import pick_default, tie_margin
+
+    def row(steps, adherence, fd):
+        return {"steps": steps, "guidance": 4.0, "guidance_t_min": 0.8, "adherence": {"all": adherence}, "probe_fd": fd}
+
+    assert abs(tie_margin(0.9, 100) - 0.06) < 1e-9 and tie_margin(1.0, 300) == 1 / 300
+    # 2 of 100 prompts apart: noise, the lower probe-FD wins; 20 apart: adherence wins
+    assert pick_default([row(2, 0.90, 10.0), row(4, 0.88, 5.0)], 100)["steps"] == 4
+    assert pick_default([row(2, 0.90, 10.0), row(4, 0.70, 5.0)], 100)["steps"] == 2
+    # the same 2 points over 3,000 prompts are a real difference
+    assert pick_default([row(2, 0.90, 10.0), row(4, 0.88, 5.0)], 3000)["steps"] == 2
+    # equal scores: fewer steps
+    assert pick_default([row(4, 0.9, 5.0), row(1, 0.9, 5.0)], 100)["steps"] == 1
