@@ -44,3 +44,20 @@ def test_ladder_refuses_a_batch_that_starves_a_term():
     args = types.SimpleNamespace(preset="tiny", latent=(4, 8, 8), batch=2, warmup=1, iters=1)
     name, model_changes, flow_changes, drop = next(row for row in LADDER if row[0] == "+ MVA")
     assert "no sample to MVA" in measure(name, model_changes, flow_changes, drop, args, torch.device("cpu"))["error"]
+
+
+@pytest.mark.slow
+def test_time_to_quality_evaluates_at_intervals_of_training_time(tmp_path):
+    """A small shapes-t2v from scratch on the CPU: two evaluations, 8 and 16 s of training, a JSON row each
+    (training seconds increase, adherence per attribute) and the plotly page (about 30 s)."""
+    from benchmarks.time_to_quality import main
+
+    main(["--config", "shapes-t2v", "model.dim=64", "model.num_heads=2", "model.ffn_dim=128", "batch_size=4",
+          "data.num_workers=0", "--budget", "16", "--every", "8", "--prompts", "4", "--device", "cpu",
+          "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "time_to_quality.json").read_text())
+    seconds = [row["train_seconds"] for row in result["rows"]]
+    assert len(seconds) == 2 and 8 <= seconds[0] < seconds[1] and result["rows"][1]["step"] > result["rows"][0]["step"]
+    assert set(result["rows"][0]["adherence"]) == {"color", "shape", "motion", "background", "all"}
+    assert result["reached"] is None            # 16 s of a 64-wide model is far from 95%
+    assert "plotly" in (tmp_path / "time_to_quality.html").read_text().lower()

@@ -212,9 +212,10 @@ def _check_bf16_run(trainer):
     assert seen and all(dtype == torch.bfloat16 for dtype in seen)
 
 
+@pytest.mark.slow
 def test_compiled_blocks_trace_the_whole_training_step(tmp_path):
     """What `compile=true` does on a GPU, traced on the CPU (torch.compile's aot_eager backend: no code
-    generation): both phases (token drop; dense + MVA), every pass of the loss (PDG weak path, SCM and
+    generation; about 55 s, so `-m slow`): both phases (token drop; dense + MVA), every pass of the loss (PDG weak path, SCM and
     MVA targets without grad), no graph break, and the same losses as eager."""
     import torch._dynamo
     from torch._dynamo.utils import counters
