@@ -69,7 +69,7 @@ def model_summary(pipe, name: str) -> str:
     text = " · ".join(parts)
     if card.get("standin"):
         text += "  \n⚠️ untrained stand-in weights: the videos show the pipeline working, not a trained model"
-    fidelity = prompt_fidelity(card, steps=int((card.get("defaults") or {}).get("steps", 4)))
+    fidelity = prompt_fidelity(card, steps=pipe.default_steps)   # at the steps a user starts with
     if fidelity:
         text += f"  \n{fidelity}"
     if card.get("limitations"):                 # what the model card says the model cannot do

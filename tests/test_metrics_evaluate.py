@@ -265,7 +265,7 @@ def test_eval_command_reports_both_held_out_sets_and_the_card_keeps_them(tmp_pat
     card = json.loads((model / "model_card.json").read_text())
     assert card["eval"] == by_set and card["eval_table"] in printed
     pipe = SimpleNamespace(card=card, model=torch.nn.Linear(3, 2), default_size=(4, 16, 16), kind="text",
-                           classes=[], world="shapes", device="cpu")
+                           classes=[], world="shapes", device="cpu", default_steps=4)
     summary = model_summary(pipe, "tiny")
     assert "Prompt fidelity at 4 steps" in summary
     shape = 100 * by_set["heldout-vocabulary"]["rows"][1]["adherence"]["shape"]

@@ -340,7 +340,7 @@ def test_model_summary_shows_the_cards_limitations():
     from studio.readout import model_summary
 
     pipe = SimpleNamespace(card={"steps": 12}, model=torch.nn.Linear(3, 2), default_size=(17, 64, 64), kind="text",
-                           classes=[], world="shapes", device="cpu")
+                           classes=[], world="shapes", device="cpu", default_steps=4)
     assert "⚠️" not in model_summary(pipe, "m") and "12 training steps" in model_summary(pipe, "m")
     pipe.card["limitations"] = "shape and motion are at chance"
     assert model_summary(pipe, "m").endswith("⚠️ shape and motion are at chance")
@@ -362,7 +362,7 @@ def test_model_summary_says_how_prompt_wording_was_evaluated():
               "heldout-vocabulary": {"captions": "heldout-vocabulary", "rows": [row(1, 0.5), row(4, 0.67)]}}
     pipe = SimpleNamespace(card={"steps": 12, "eval": by_set, "limitations": "see the card"},
                            model=torch.nn.Linear(3, 2), default_size=(17, 64, 64), kind="text", classes=[],
-                           world="shapes", device="cpu")
+                           world="shapes", device="cpu", default_steps=4)
     text = model_summary(pipe, "m")
     line = next(part for part in text.split("  \n") if part.startswith("Prompt fidelity"))
     assert line.startswith("Prompt fidelity at 4 steps")
