@@ -113,6 +113,10 @@ def _worker(out: Path) -> None:
     results["xxl"] = per_process
     if torch.distributed.get_rank() == 0:
         (out / "results.json").write_text(json.dumps(results))
+    # leave with gloo's threads joined: an exit that finds them running can abort the process ("terminate
+    # called without an active exception", seen once in a fresh-clone CI run on 2026-12-07)
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
