@@ -61,3 +61,65 @@ def test_time_to_quality_evaluates_at_intervals_of_training_time(tmp_path):
     assert set(result["rows"][0]["adherence"]) == {"color", "shape", "motion", "background", "all"}
     assert result["reached"] is None            # 16 s of a 64-wide model is far from 95%
     assert "plotly" in (tmp_path / "time_to_quality.html").read_text().lower()
+
+
+def test_end_to_end_script_tiny_cpu_run(tmp_path, benchmark_env):
+    """benchmarks/end_to_end.py (issue 26): text encoder, diffusion, VAE decode in both layouts, end to end,
+    the FP8 row with its error against the unquantised latent, and the per-step profile, on tiny models."""
+    pytest.importorskip("diffusers")
+    pytest.importorskip("transformers")
+    out = tmp_path / "end_to_end.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.end_to_end", "--tiny", "--device", "cpu",
+                           "--out", str(out)], check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env=benchmark_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert [row["part"].split(" (")[0] for row in result["rows"]] == [
+        "text encoder", "diffusion, 4 steps", "VAE decode, eager, contiguous", "VAE decode, eager, channels_last_3d",
+        "end-to-end", "diffusion, 4 steps, FP8 linears"]
+    assert all(row["median_s"] > 0 and len(row["all_s"]) >= 1 for row in result["rows"]), result["rows"]
+    fp8 = result["rows"][-1]
+    assert fp8["fp8_backend"] == "emulated" and 1e-4 < fp8["rel_l2_vs_bf16"] < 0.1, fp8
+    info = result["info"]
+    assert info["fp8"]["swapped_layers"] == 24 and info["video_shape"] == [1, 3, 13, 64, 64]
+    text, diffusion, vae = result["rows"][0], result["rows"][1], result["rows"][2:4]
+    assert info["sum_of_parts_s"] == pytest.approx(text["median_s"] + diffusion["median_s"]
+                                                   + min(r["median_s"] for r in vae))
+    assert result["references"]["paper_end_to_end_s"] == 10.09 and result["references"]["turbodiffusion_end_to_end_s"] == 1.9
+    profile = result["profile"]
+    assert len(profile["step_s"]) == 4 and profile["categories_ms"]["matmul"] > 0
+    assert profile["categories_ms"]["attention"] > 0
+
+
+def test_end_to_end_network_flops_match_the_flop_counter():
+    """benchmarks/step_profile.network_flops counts what torch's FlopCounterMode counts for a model whose
+    attention all decomposes into matmuls (softmax blocks, the math SDPA backend), exactly; the window
+    pairs match a brute-force count; and the 1.5B preset at 480p comes to 137 TFLOP per evaluation
+    (issue 26's 123 took a 4-frame window: the preset's is 6 frames)."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from benchmarks.step_profile import network_flops, window_pairs
+    from eflow_core.conditioning import TextCondition
+    from eflow_core.config import MODEL_PRESETS
+    from eflow_core.model.dit import VideoDiT
+
+    config = MODEL_PRESETS["tiny"].replace(text_dim=16, attention="softmax")
+    model = VideoDiT(config).eval()
+    cond = TextCondition(torch.randn(1, 6, 16), torch.ones(1, 6, dtype=torch.bool))
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(torch.randn(1, 4, 4, 8, 8), torch.rand(1), torch.zeros(1), cond, torch.ones(1))
+    flops = network_flops(config, model.token_grid((4, 8, 8)), text_tokens=6)
+    assert flops["total"] == counter.get_total_flops()
+    assert flops["window_attention"] == 0 and flops["softmax_attention"] > 0
+
+    for n, radius in ((37, 5), (10, 0), (5, 100)):
+        assert window_pairs(n, radius) == sum(abs(i - j) <= radius for i in range(n) for j in range(n))
+
+    preset = MODEL_PRESETS["1.5B"]
+    full = network_flops(preset, (21, 30, 52), text_tokens=512)
+    assert full["total"] / 1e12 == pytest.approx(136.8, abs=0.1)
+    assert full["linear"] / 1e12 == pytest.approx(69.8, abs=0.1)
+    assert full["softmax_attention"] / 1e12 == pytest.approx(19.8, abs=0.1)     # issue 26: 20
+    assert network_flops(preset.replace(window_frames=4), (21, 30, 52), 512)["total"] / 1e12 == pytest.approx(123.0, abs=0.1)
