@@ -112,7 +112,9 @@ def flatten_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], 
                 tensors[f"{pid}.{key}"] = value
             else:
                 scalars[f"{pid}.{key}"] = value
-    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+    groups = [{k: (float(v) if torch.is_tensor(v) else v) for k, v in group.items()}   # a tensor lr (capture)
+              for group in state_dict["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
 
 
 def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], rest: dict) -> dict:

@@ -7,10 +7,11 @@ EMA shadow (`EMA` built from the sharded model) are DTensors of the same placeme
 takes 1/N of its unsharded size on every process. Checkpoints go through torch.distributed.checkpoint
 (`eflow_core.checkpoint.save_sharded_state`).
 
-One all-gather and one reduce-scatter per block and step. FSDP issues its collectives per module call,
-and the SolutionFlow loss calls the network a data-dependent number of times per process: the PDG weak
-path only when the process drew a dropped sample, the guided target only when it drew a guided one, so
-one process can run a pass that another skips. With FSDP's default (re-gather a block for every pass,
+One all-gather and one reduce-scatter per block and step. FSDP issues its collectives per module call.
+Until 2026-12-07 the SolutionFlow loss called the network a data-dependent number of times per process
+(the PDG weak path only when the process drew a dropped sample), so one process could run a pass that
+another skipped; the loss now makes the same calls on every process with a batch of the same size
+(static counts, `SolutionFlow.loss_tensors`), which would allow per-pass resharding, not yet done here. With FSDP's default (re-gather a block for every pass,
 reduce its gradient after every backward through it) the processes would then pair different
 all-gathers (two gloo processes on the tiny preset stop at once: "Received data size doesn't match
 expected size. Is there a distributed collective mismatch"), as DDP paired different parameters before

@@ -32,7 +32,7 @@ from eflow_core.codecs import load_codec
 from eflow_core.conditioning import encode_condition
 from eflow_core.config import Phase, TrainConfig
 from eflow_core.data import collate, make_dataset
-from eflow_core.flow import EMA, SolutionFlow
+from eflow_core.flow import EMA, SolutionFlow, intermediate_ratio, logs_to_floats
 from eflow_core.model.dit import VideoDiT
 
 LOSS_TERMS = ("loss", "fm", "scm", "mva", "weak_fm")
@@ -62,9 +62,10 @@ class FlowObjective(torch.nn.Module):
         super().__init__()
         self.model, self.flow = model, flow
 
-    def forward(self, x0: torch.Tensor, cond, step: int):
-        """x0: (B, C, T', H', W') latents; cond: their Condition -> (scalar loss, logs) of SolutionFlow.loss."""
-        return self.flow.loss(x0, cond, step)
+    def forward(self, x0: torch.Tensor, cond, ratio: float | torch.Tensor):
+        """x0: (B, C, T', H', W') latents; cond: their Condition; ratio: the SCM r of this step -> (scalar
+        loss, logs as tensors) of SolutionFlow.loss_tensors."""
+        return self.flow.loss_tensors(x0, cond, ratio)
 
 
 class StepBatches(torch.utils.data.Sampler):
@@ -146,8 +147,12 @@ class Trainer:
             from eflow_core.parallel import shard_model
             shard_model(model, self.device, self.accelerator.mixed_precision)
         self.ema = EMA(model, config.ema_decay, warmup=True)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.99),
-                                      weight_decay=config.weight_decay)
+        # fused AdamW skips a non-finite step on the device (`found_inf`), so no step waits on the host;
+        # a captured step reads the learning rate from a device tensor, which the scheduler fills
+        capture = self._check_capture(config, use_cpu)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=torch.tensor(config.lr, device=self.device)
+                                      if capture else config.lr, betas=(0.9, 0.99),
+                                      weight_decay=config.weight_decay, fused=True, capturable=capture)
         warmup = max(config.warmup_steps, 1)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
         self.flow = SolutionFlow(model, config.flow)      # its passes run the bare network ...
@@ -157,6 +162,10 @@ class Trainer:
         else:                                             # ... DDP wraps the step
             self.objective, self.optimizer, self.scheduler = self.accelerator.prepare(
                 FlowObjective(model, self.flow), optimizer, scheduler)
+        self.captured, self.phase_index = None, 0
+        if capture:
+            from eflow_core.captured_step import CapturedStep
+            self.captured = CapturedStep(self._update, text_length=getattr(self.text_encoder, "max_length", None))
         self.step = 0
         self.bad_steps = 0
         self.train_seconds = 0.0         # seconds of training in earlier calls of this run (time budgets)
@@ -222,6 +231,9 @@ class Trainer:
             self.raw_model.load_state_dict(model_sd)
             self.ema.load_state_dict({"shadow": ema_sd, "num_updates": state["ema_updates"]})
             self.optimizer.load_state_dict(unflatten_optimizer_state(opt_tensors, state["optimizer"]))
+            if self.captured is not None:                 # the graph reads the learning rate on the device
+                for group in self.optimizer.param_groups:
+                    group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.bad_steps = state["step"], state["bad_steps"]
         self.train_seconds, self.fitted_steps = state.get("train_seconds", 0.0), state.get("fitted_steps")
@@ -232,6 +244,7 @@ class Trainer:
         """Set the token drop ratio and the batch shares of the phase in force at `step` (App. C)."""
         cfg = self.config
         phase_index, phase = phase_at(cfg, step)
+        self.phase_index = phase_index                # the captured step keeps one graph per phase
         self.raw_model.drop_ratio = phase.drop_ratio
         self.flow.config = cfg.flow.replace(fm_ratio=phase.fm_ratio, scm_ratio=phase.scm_ratio,
                                             mva_ratio=phase.mva_ratio, r_steps=cfg.steps)
@@ -243,10 +256,28 @@ class Trainer:
             x0 = self.codec.encode(batch["video"].to(self.device, non_blocking=True))
         return x0, encode_condition(self.text_encoder, batch.get("caption"), batch.get("label"), self.device)
 
-    def train_step(self, x0: torch.Tensor, cond) -> tuple[dict[str, float], float]:
-        """One update (Algorithm 1): SolutionFlow loss, backward, clip, then optimizer, scheduler and EMA,
-        unless the loss or gradient is non-finite (skipped; stop after `max_bad_steps` in a row).
-        x0: (B, C, T', H', W') latents; cond: their Condition. Returns (loss terms, grad norm)."""
+    def train_step(self, x0: torch.Tensor, cond) -> dict[str, torch.Tensor | int]:
+        """One update (Algorithm 1) at `self.step`: the update of `_update`, eager or replayed from the
+        phase's CUDA graph (capture=true), then the learning-rate schedule. Nothing here waits for
+        the device. x0: (B, C, T', H', W') latents; cond: their Condition. Returns the step's logs: loss
+        terms, grad_norm and skipped (1 where the loss or gradient was not finite and the update was
+        skipped) as 0-d device tensors, counts as ints; `logs_to_floats` reads them back."""
+        cfg = self.config
+        ratio = intermediate_ratio(self.step, cfg.flow.r_start, cfg.flow.r_end, self.flow.config.r_steps)
+        decay = self.ema.current_decay()
+        if self.captured is not None:
+            logs = self.captured(self.phase_index, x0, cond, ratio, decay)
+        else:
+            logs = self._update(x0, cond, ratio, decay)
+        self.ema.num_updates += 1          # the EMA's warm-up schedule, kept here (decay given explicitly)
+        self.scheduler.step()
+        return logs
+
+    def _update(self, x0: torch.Tensor, cond, ratio: float | torch.Tensor,
+                decay: float | torch.Tensor) -> dict[str, torch.Tensor | int]:
+        """The update without a host sync: SolutionFlow loss, backward, clip, fused AdamW (which skips
+        the step on the device when the loss or the gradient norm is not finite) and the EMA (decay
+        `decay`, or 1 on a skipped step). ratio, decay: floats, or 0-d device tensors (captured)."""
         cfg = self.config
         if cfg.fsdp:       # sharded: every block gathered once for all of the step's passes (parallel.py)
             from eflow_core.parallel import gather_for_step, reduce_gradients
@@ -254,25 +285,50 @@ class Trainer:
         # One autocast region around the whole loss (accelerate also wraps each forward): the weight
         # casts to bf16 are cached for all of the step's network passes instead of redone per pass.
         with self.accelerator.autocast():
-            loss, logs = self.objective(x0, cond, self.step)
+            loss, logs = self.objective(x0, cond, ratio)
         self.optimizer.zero_grad(set_to_none=True)
         self.accelerator.backward(loss)
         if cfg.fsdp:       # ... and each block's gradient reduce-scattered once
             with self.accelerator.autocast():
                 reduce_gradients(self.raw_model, x0, cond)
         grad_norm = self.accelerator.clip_grad_norm_(self.objective.parameters(), cfg.grad_clip)
-        if not (torch.isfinite(loss) and torch.isfinite(torch.as_tensor(grad_norm))):
-            self.bad_steps += 1           # skip the update; stop after several in a row
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.bad_steps >= cfg.max_bad_steps:
-                raise FloatingPointError(f"{self.bad_steps} non-finite steps in a row at step {self.step}; "
+        grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+        bad = ~(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm))
+        adamw = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
+        adamw.found_inf = bad.float()
+        self.optimizer.step()
+        if not isinstance(decay, torch.Tensor):          # a fill, not a host-to-device copy (no sync)
+            decay = torch.full((), decay, device=bad.device)
+        self.ema.update(self.raw_model, decay=torch.where(bad, torch.ones_like(decay), decay))
+        logs.update(grad_norm=grad_norm.detach().float(), skipped=bad.float())
+        return logs
+
+    @staticmethod
+    def _check_capture(config: TrainConfig, cpu: bool) -> bool:
+        """capture=true: CUDA and one process, no FSDP (a clear error otherwise)."""
+        if not config.capture:
+            return False
+        import os
+        if cpu or not torch.cuda.is_available():
+            raise ValueError("capture=true records CUDA graphs: it needs a GPU (train without it on the CPU)")
+        if config.fsdp or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError("capture=true runs in one process without fsdp (several processes: leave it off)")
+        return True
+
+    def _read_back(self, pending: list[dict]) -> list[dict]:
+        """The rows of the steps in `pending` (emptied), their logs read from the device as floats;
+        counts the non-finite steps in a row and stops the run at `max_bad_steps` (so a run stops at
+        most `log_every` steps after that)."""
+        rows = []
+        for entry in pending:
+            values = logs_to_floats(entry.pop("logs"))
+            self.bad_steps = self.bad_steps + 1 if values["skipped"] else 0
+            rows.append({**entry, **values, "lr": float(entry["lr"]), "skipped": int(values["skipped"])})
+            if self.bad_steps >= self.config.max_bad_steps:
+                raise FloatingPointError(f"{self.bad_steps} non-finite steps in a row at step {entry['step'] - 1}; "
                                          f"stopping (lower the learning rate or check the data)")
-        else:
-            self.bad_steps = 0
-            self.optimizer.step()
-            self.scheduler.step()
-            self.ema.update(self.raw_model)
-        return logs, float(grad_norm)
+        pending.clear()
+        return rows
 
     # ----------------------------------------------------------------- loop
     def fit(self, stop_at: int | None = None, time_budget: float | None = None,
@@ -315,6 +371,7 @@ class Trainer:
         self.call_start = time.perf_counter()
         budget = StepBudget(time_budget, self.train_seconds, self.step) if time_budget is not None else None
         history: list[dict] = []
+        pending: list[dict] = []        # steps whose logs are still on the device
         tick, ticks = time.perf_counter(), 0
         waited, ready = 0.0, time.perf_counter()    # seconds spent waiting for the data loader
         saved_at = self.step
@@ -328,7 +385,7 @@ class Trainer:
             torch.manual_seed(cfg.seed * 1_000_003 + self.step * acc.num_processes + acc.process_index)
             phase_index, phase = self.apply_phase(self.step)
             x0, cond = self.encode_batch(batch)
-            logs, grad_norm = self.train_step(x0, cond)
+            logs = self.train_step(x0, cond)
             self.step += 1
             ticks += 1
             bar.update(1)
@@ -339,12 +396,14 @@ class Trainer:
                 bar.total = end
                 if acc.is_main_process:
                     atomic_write_json(self.output / "config.json", cfg.to_dict())
-
-            row = {"step": self.step, "phase": phase_index, "grad_norm": float(grad_norm),
-                   "lr": self.scheduler.get_last_lr()[0], "drop_ratio": phase.drop_ratio,
-                   "skipped": int(self.bad_steps > 0), **{k: float(v) for k, v in logs.items()}}
-            history.append(row)
-            if self.step % cfg.log_every == 0 or self.step == end:
+            # the step's logs stay on the device until a log or checkpoint step reads them all back
+            pending.append({"step": self.step, "phase": phase_index, "lr": self.scheduler.get_last_lr()[0],
+                            "drop_ratio": phase.drop_ratio, "logs": logs})
+            log_now = self.step % cfg.log_every == 0 or self.step == end
+            if log_now or self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                history += self._read_back(pending)
+            if log_now:
+                row = history[-1]
                 elapsed = time.perf_counter() - tick
                 row.update(_mean_over_processes(row))
                 row["it_per_s"] = ticks / elapsed
@@ -360,6 +419,7 @@ class Trainer:
                 saved_at = self.step
             ready = time.perf_counter()
         bar.close()
+        history += self._read_back(pending)
         if self.step != saved_at:
             self.save()   # stopped early: keep the state so a resume continues from here
         return history

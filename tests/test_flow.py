@@ -191,11 +191,11 @@ def test_scm_times_ordering_and_schedule():
     cfg = FlowConfig(r_steps=100)
     g = torch.Generator().manual_seed(0)
     for step in (0, 50, 100):
-        t, l, s = sample_scm_times(50000, cfg, step, generator=g)
+        r = intermediate_ratio(step, cfg.r_start, cfg.r_end, cfg.r_steps)
+        t, l, s = sample_scm_times(50000, cfg, r, generator=g)
         assert (t <= 1).all() and (s >= 0).all()
         assert (t - l >= cfg.min_gap * (1 - 1e-4)).all() and (l - s >= cfg.min_gap * (1 - 1e-4)).all()
         assert (t > l).all() and (l > s).all()
-        r = intermediate_ratio(step, cfg.r_start, cfg.r_end, cfg.r_steps)
         free = (t - s) * r > 2 * cfg.min_gap  # where no clamp applies, l = t + (s - t) r exactly
         assert free.float().mean() > 0.5 or step == 100
         torch.testing.assert_close(l[free], (t + (s - t) * r)[free])
@@ -266,6 +266,10 @@ def test_split_batch(batch, ratios, expected):
 
 
 def test_pdg_drop_routes_to_weak_path():
+    """PDG: round(p_drop n_fm) FM rows train the weak path (null condition, guidance 0, plain FM); of
+    the rest round(p_unguided n) train unguided (guidance 1), the others guided (w). Stage by stage the
+    network is called once per path: stage 1 (no grad) full path for SCM's own velocity, weak path for
+    every guided row's v_uncond; stage 2 the SCM target; stage 3 (grad) full path, then weak path."""
     net = RecordingNet()
     cfg = FlowConfig(guidance="pdg", fm_ratio=0.75, scm_ratio=0.25, p_drop=0.2, p_unguided=0.1)
     flow = SolutionFlow(net, cfg)
@@ -274,34 +278,26 @@ def test_pdg_drop_routes_to_weak_path():
     loss, logs = flow.loss(x0, labels, step=0, generator=torch.Generator().manual_seed(0))
     loss.backward()
     assert torch.isfinite(loss) and net.a.grad is not None
-    n_fm, n_scm = 3000, 1000
-    weak_grad = [c for c in net.calls if c["weak"] and c["grad"]]
-    assert len(weak_grad) == 1
-    wc = weak_grad[0]
-    # ~20% of the FM share is dropped (binomial: 600 +- 22), nulled, guidance 0, plain FM at (t, t)
-    assert abs(wc["n"] - 0.2 * n_fm) < 4 * math.sqrt(n_fm * 0.2 * 0.8)
-    assert (wc["cond"] == NULL_LABEL).all() and (wc["g"] == 0).all() and torch.equal(wc["t"], wc["s"])
-    assert logs["n_weak"] == wc["n"] and "weak_fm" in logs
-    # the FM full-path grad call holds the rest of the FM share, conditional, w or 1 (unguided)
-    full_grad = [c for c in net.calls if not c["weak"] and c["grad"]]
-    fm_call = full_grad[0]
-    assert fm_call["n"] == n_fm - wc["n"] and (fm_call["cond"] >= 0).all()
+    n_fm, n_scm, n_weak, n_ung = 3000, 1000, 600, 240
+    assert [(c["weak"], c["grad"]) for c in net.calls] == [(False, False), (True, False), (False, False),
+                                                            (False, True), (True, True)]
+    scm_pred, weak_target, scm_target, full_grad, weak_grad = net.calls
+    assert (weak_grad["n"], logs["n_weak"], logs["n_unguided"]) == (n_weak, n_weak, n_ung) and "weak_fm" in logs
+    assert (weak_grad["cond"] == NULL_LABEL).all() and (weak_grad["g"] == 0).all()
+    assert torch.equal(weak_grad["t"], weak_grad["s"])
+    # the full-path grad call: the FM rows left (conditional; 1 for the unguided, w for the rest), then SCM
     w = logs["guidance"]
-    assert 2.5 <= w <= 4.5
-    ones = fm_call["g"] == 1.0
-    assert torch.all(ones | (fm_call["g"] == torch.tensor(w)))
-    assert abs(ones.sum().item() - 0.1 * fm_call["n"]) < 4 * math.sqrt(fm_call["n"] * 0.09)
-    assert ones.sum().item() == logs["n_unguided"]
-    # weak no_grad calls (PDG targets): null condition, guidance 0, at (t, t); FM guided rows + SCM rows
-    weak_target = [c for c in net.calls if c["weak"] and not c["grad"]]
-    assert sum(c["n"] for c in weak_target) == fm_call["n"] - ones.sum().item() + n_scm
-    for c in weak_target:
-        assert (c["cond"] == NULL_LABEL).all() and (c["g"] == 0).all() and torch.equal(c["t"], c["s"])
+    assert 2.5 <= w <= 4.5 and full_grad["n"] == n_fm - n_weak + n_scm and (full_grad["cond"] >= 0).all()
+    fm_g, scm_g = full_grad["g"][: n_fm - n_weak], full_grad["g"][n_fm - n_weak:]
+    assert (fm_g[:n_ung] == 1).all() and torch.allclose(fm_g[n_ung:], torch.tensor(w))
+    assert torch.equal(full_grad["t"][: n_fm - n_weak], full_grad["s"][: n_fm - n_weak])
     # SCM: no drops with PDG (Algorithm 1 drops only in the FM share), grad pass at (t, s) with t > s
-    scm_call = full_grad[1]
-    assert scm_call["n"] == n_scm and (scm_call["cond"] >= 0).all() and (scm_call["g"] == w).all()
-    assert (scm_call["t"] > scm_call["s"]).all()
-    assert len(full_grad) == 2
+    assert torch.allclose(scm_g, torch.tensor(w)) and (full_grad["t"][n_fm - n_weak:] > full_grad["s"][n_fm - n_weak:]).all()
+    # weak no_grad call (PDG targets): null condition, guidance 0, at (t, t): FM guided rows + SCM rows
+    assert weak_target["n"] == n_fm - n_weak - n_ung + n_scm
+    assert (weak_target["cond"] == NULL_LABEL).all() and (weak_target["g"] == 0).all()
+    assert torch.equal(weak_target["t"], weak_target["s"])
+    assert scm_pred["n"] == scm_target["n"] == n_scm
 
 
 def test_guided_targets_fm_and_scm():
@@ -315,9 +311,11 @@ def test_guided_targets_fm_and_scm():
     labels = torch.arange(8)
     loss, logs = flow.loss(x0, labels, step=0, generator=torch.Generator().manual_seed(4))
     w, m = logs["guidance"], 0.25
-    fm, fm_weak, scm_weak, scm_pred, scm_grad, scm_target = net.calls
-    assert (fm["grad"], fm_weak["weak"], scm_weak["weak"], scm_pred["grad"], scm_grad["grad"], scm_target["grad"]) \
-        == (True, True, True, False, True, False)
+    scm_pred, weak, scm_target, grad = net.calls
+    assert (scm_pred["grad"], weak["weak"], scm_target["grad"], grad["grad"]) == (False, True, False, True)
+    rows = lambda call, a, b: {k: (v[a:b] if isinstance(v, torch.Tensor) else v) for k, v in call.items()}  # noqa: E731
+    fm, scm_grad = rows(grad, 0, 4), rows(grad, 4, 8)
+    fm_weak, scm_weak = rows(weak, 0, 4), rows(weak, 4, 8)
 
     def velocity(call, x0_rows):  # x_t = (1 - t) x0 + t x1  =>  v = x1 - x0 = (x_t - x0) / t
         return (call["x"] - x0_rows) / call["t"][:, None]
@@ -332,7 +330,7 @@ def test_guided_targets_fm_and_scm():
     t, l = scm_grad["t"], scm_target["t"]
     torch.testing.assert_close(scm_target["x"], scm_grad["x"] + v_tgt * (l - t)[:, None])
     assert torch.equal(scm_target["s"], scm_grad["s"]) and (l < t).all() and (l > scm_grad["s"]).all()
-    assert (scm_pred["g"] == w).all() and torch.equal(scm_pred["t"], scm_pred["s"])
+    assert torch.allclose(scm_pred["g"], torch.tensor(w)) and torch.equal(scm_pred["t"], scm_pred["s"])
     # total: sum of per-sample weighted losses / B (SoFlow's share means weighted by n_k / B)
     f_t = scm_grad["x"] + (scm_grad["s"] - t)[:, None] * scm_grad["out"]
     f_l = scm_target["x"] + (scm_target["s"] - l)[:, None] * scm_target["out"]
@@ -349,7 +347,8 @@ def test_scm_adaptive_p_sets_only_the_scm_weight(scm_p):
     flow = SolutionFlow(net, FlowConfig(guidance="none", fm_ratio=0.5, scm_ratio=0.5, adaptive_p=0.0,
                                         scm_adaptive_p=scm_p))
     loss, logs = flow.loss(torch.randn(8, 3), None, step=0, generator=torch.Generator().manual_seed(3))
-    fm, scm_grad, scm_target = net.calls
+    scm_target, grad = net.calls
+    scm_grad = {k: (v[4:] if isinstance(v, torch.Tensor) else v) for k, v in grad.items()}
     t, l, s = scm_grad["t"], scm_target["t"], scm_grad["s"]
     f_t = scm_grad["x"] + (s - t)[:, None] * scm_grad["out"]
     f_l = scm_target["x"] + (s - l)[:, None] * scm_target["out"]
@@ -365,13 +364,18 @@ def test_cfg_mode_uses_full_path_null_pass():
     flow = SolutionFlow(net, FlowConfig(guidance="cfg", p_drop=0.2))
     x0 = torch.randn(2000, 4)
     labels = torch.randint(0, 5, (2000,))
-    flow.loss(x0, labels, step=0, generator=torch.Generator().manual_seed(1))
+    _, logs = flow.loss(x0, labels, step=0, generator=torch.Generator().manual_seed(1))
     assert not any(c["weak"] for c in net.calls)
-    uncond = [c for c in net.calls if not c["grad"] and (c["cond"] == NULL_LABEL).all()]
-    assert uncond and all((c["g"] == 1).all() for c in uncond)
-    fm_call = [c for c in net.calls if c["grad"]][0]
-    dropped = fm_call["cond"] == NULL_LABEL  # CFG drops stay on the full path, guidance input 1
-    assert abs(dropped.float().mean().item() - 0.2) < 0.05 and (fm_call["g"][dropped] == 1).all()
+    # stage 1: one full-path call; v_uncond of the guided FM rows comes first (null condition, guidance 1)
+    stage1 = net.calls[0]
+    n_fm, n_drop, n_ung = 1500, 300, round(0.1 * 1200)
+    uncond = stage1["cond"][: n_fm - n_drop - n_ung]
+    assert not stage1["grad"] and (uncond == NULL_LABEL).all() and (stage1["g"][: uncond.numel()] == 1).all()
+    grad = [c for c in net.calls if c["grad"]]
+    assert len(grad) == 1
+    dropped = grad[0]["cond"] == NULL_LABEL  # CFG drops stay on the full path, guidance input 1
+    assert dropped[:n_fm].sum() == n_drop == logs["n_dropped"] and dropped[n_fm:].sum() == round(0.2 * 500)
+    assert (grad[0]["g"][dropped] == 1).all()
 
 
 def test_none_mode_plain_targets():
@@ -380,8 +384,8 @@ def test_none_mode_plain_targets():
     x0 = torch.randn(64, 4)
     loss, logs = flow.loss(x0, None, step=0, generator=torch.Generator().manual_seed(1))
     assert all(not c["weak"] for c in net.calls) and all((c["g"] == 1).all() for c in net.calls)
-    # FM grad + SCM grad + SCM target: no guidance passes at all
-    assert [c["grad"] for c in net.calls] == [True, True, False]
+    # the SCM target, then FM and SCM in one gradient pass: no guidance passes at all
+    assert [c["grad"] for c in net.calls] == [False, True] and net.calls[1]["n"] == 64
     assert logs["guidance"] == 1.0 and logs["n_fm"] == 48 and logs["n_scm"] == 16
 
 
@@ -403,10 +407,10 @@ def test_mva_share_uses_grid_and_stop_gradient_passes():
     flow = SolutionFlow(net, cfg)
     loss, logs = flow.loss(torch.randn(32, 2), None, step=0, generator=torch.Generator().manual_seed(0))
     assert "mva" in logs and logs["n_mva"] == 8
-    mva_calls = net.calls[-3:]
-    assert [c["grad"] for c in mva_calls] == [True, False, False] and all(c["n"] == 8 for c in mva_calls)
+    first, targets, grad = net.calls               # MVA's rows are the last 8 of each call
+    assert [c["grad"] for c in net.calls] == [False, False, True] and [c["n"] for c in net.calls] == [8, 16, 32]
     grid = mva_grid(64, 3.0)
-    (ts, ss), (t1, l1), (l2, s2) = [(c["t"], c["s"]) for c in mva_calls]
+    (ts, ss), (t1, l1), (l2, s2) = [(c["t"][-8:], c["s"][-8:]) for c in (grad, first, targets)]
     assert torch.equal(ts, t1) and torch.equal(l1, l2) and torch.equal(ss, s2)  # f(x,t,s) vs f(f(x,t,l),l,s)
     assert (ts > l1).all() and (l1 > ss).all() and torch.isin(torch.cat([ts, l1, ss]), grid).all()
     # ratios are read from flow.config at every call (a trainer swaps it per phase)

@@ -138,13 +138,13 @@ def test_non_finite_steps_are_skipped_then_training_stops(tmp_path, monkeypatch)
     config = tiny_config(steps=6, max_bad_steps=3)
     trainer = Trainer(config, tmp_path, progress=False)
     before = {k: v.clone() for k, v in trainer.raw_model.state_dict().items()}
-    real_loss = trainer.flow.loss
+    real_loss = trainer.flow.loss_tensors
 
     def poisoned(*args, **kwargs):
         loss, logs = real_loss(*args, **kwargs)
         return loss * float("nan"), logs
 
-    monkeypatch.setattr(trainer.flow, "loss", poisoned)
+    monkeypatch.setattr(trainer.flow, "loss_tensors", poisoned)
     with pytest.raises(FloatingPointError, match="3 non-finite steps in a row"):
         trainer.fit()
     after = trainer.raw_model.state_dict()

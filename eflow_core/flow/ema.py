@@ -42,18 +42,33 @@ class EMA:
             if name in self.shadow:
                 yield name, p
 
+    def current_decay(self) -> float:
+        """The d of the next update: `decay`, or with `warmup` min(decay, (1 + n) / (10 + n)) after n
+        updates, so a short run's average is not dominated by the initial weights (0.999^1000 still
+        leaves 37% of them)."""
+        return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates)) if self.warmup else self.decay
+
     @torch.no_grad()
-    def update(self, model: nn.Module | None = None) -> None:
-        """shadow <- d * shadow + (1 - d) * param, for every tracked parameter; d = decay, or with
-        `warmup` d = min(decay, (1 + n) / (10 + n)) after n updates, so a short run's average is not
-        dominated by the initial weights (0.999^1000 still leaves 37% of them)."""
-        d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates)) if self.warmup else self.decay
+    def update(self, model: nn.Module | None = None, decay: float | torch.Tensor | None = None) -> None:
+        """shadow <- d * shadow + (1 - d) * param for every tracked parameter, d = `current_decay()`
+        unless `decay` is given: a float, or a 0-d tensor on the parameters' device (a captured training
+        step reads it there; d = 1 keeps the shadow, for a skipped step), in which case the caller owns
+        the schedule and counts `num_updates` (a replayed graph runs no Python). One foreach call for all."""
+        d = self.current_decay() if decay is None else decay
+        shadows, params = [], []
         for name, p in self._params(model):
             sh = self.shadow[name]
             if sh.device != p.device:
                 sh = self.shadow[name] = sh.to(p.device)
-            _local(sh).lerp_(_local(p.detach()).float(), 1.0 - d)
-        self.num_updates += 1
+            shadows.append(_local(sh))
+            params.append(_local(p.detach()).float())
+        if shadows and isinstance(d, torch.Tensor):
+            torch._foreach_mul_(shadows, d)
+            torch._foreach_add_(shadows, torch._foreach_mul(params, 1.0 - d))
+        elif shadows:
+            torch._foreach_lerp_(shadows, params, 1.0 - d)
+        if decay is None:
+            self.num_updates += 1
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module | None = None) -> None:

@@ -118,9 +118,9 @@ def mva_loss(f_ts: torch.Tensor, f_ls: torch.Tensor) -> torch.Tensor:
 
 def guided_velocity(v: torch.Tensor, v_uncond: torch.Tensor, w: torch.Tensor | float) -> torch.Tensor:
     """CFG / PDG target (Eq. 9, Eq. 11): w v + (1 - w) v_uncond = v + (w - 1)(v - v_uncond).
-    v, v_uncond: (B, ...); w: float or (B,). For PDG, v_uncond is the weak path's null prediction."""
+    v, v_uncond: (B, ...); w: float, 0-d tensor or (B,). For PDG, v_uncond is the weak path's null prediction."""
     if isinstance(w, torch.Tensor):
-        w = expand_like(w.float(), v)
+        w = expand_like(w.float(), v) if w.ndim else w.float()
     return v + (w - 1.0) * (v - v_uncond)
 
 

@@ -32,20 +32,32 @@ Our addition: with probability p_unguided a non-dropped FM sample gets guidance 
 plain conditional velocity as target (no mix), so the network also knows its unguided conditional
 velocity for the 2-NFE CFG baseline `sample_ode(cfg=True)`. With PDG this is just Eq. 11 at w = 1.
 
-Token dropping and other randomness inside the network: the SCM target pass f(x_l, l, s) and the MVA
-passes replay the global RNG state (CPU and the current CUDA device) of the gradient pass, as SoFlow
-does for dropout, so a model that draws its keep pattern from the global RNG uses the same pattern
-in the prediction and in its target (otherwise the SCM difference quotient (f_t - f_l)/(t - l) would
-divide the drop-pattern noise by t - l ~ 1e-3).
+Shapes and passes (issue 24): every count is fixed by the batch size and the config, so a step has
+the same shapes every time and no host sync (a CUDA graph records it, `eflow_core/captured_step.py`):
+- drops and unguided rows are exact counts, round(p n), taken as the first rows of their share (the
+  rows of a share are an i.i.d. shuffle of the data, so this is a random choice of rows; its expected
+  count is Algorithm 1's, without the binomial spread);
+- the guidance scale w is a 0-d tensor; logs are tensors (`loss` reads them back once).
+The network is evaluated in three stages, each one call per path (full, weak) on the concatenated
+rows of its passes: (1) no grad: v_uncond of the guided FM and SCM rows, the SCM rows' own guided
+velocity (the velocity mix), MVA's first jump f(x_t, t, l); (2) no grad: the targets f(x_l, l, s) of
+SCM and MVA; (3) with grad: the full-path FM rows, SCM's and MVA's f(x_t, t, s), and the weak-path FM
+rows. That is 5 calls with PDG (4 with CFG) where pass-per-term makes up to 10.
+
+Token dropping: when the network has a `keep_pattern(x0, generator)` (VideoDiT in training mode),
+each row draws its kept tokens once and every pass of that row uses them (`keep_indices`), so the
+SCM target pass drops the same tokens as the gradient pass (otherwise the difference quotient
+(f_t - f_l)/(t - l) would divide the drop-pattern noise by t - l ~ 1e-3).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
 
-from eflow_core.conditioning import Condition, index_condition, null_condition
+from eflow_core.conditioning import Condition, cat_conditions, index_condition, null_condition
 from eflow_core.config import FlowConfig
 from eflow_core.flow.losses import (
     adaptive_weight,
@@ -67,7 +79,7 @@ from eflow_core.flow.times import (
     uniform,
 )
 
-__all__ = ["SolutionFlow", "split_batch"]
+__all__ = ["SolutionFlow", "logs_to_floats", "split_batch"]
 
 GUIDANCE_MODES = ("pdg", "cfg", "none")
 
@@ -98,16 +110,70 @@ def split_batch(batch: int, fm_ratio: float, scm_ratio: float, mva_ratio: float)
     return counts[0], counts[1], counts[2]
 
 
-def _rng_snapshot(device: torch.device):
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return torch.get_rng_state(), cuda
+def logs_to_floats(logs: dict[str, torch.Tensor | float]) -> dict[str, float]:
+    """`SolutionFlow.loss_tensors` logs (0-d tensors and numbers) as floats, read back with one sync."""
+    keys = list(logs)
+    device = next((v.device for v in logs.values() if isinstance(v, torch.Tensor)), torch.device("cpu"))
+    values = torch.stack([torch.as_tensor(logs[k], dtype=torch.float32, device=device).detach().reshape(())
+                          for k in keys])
+    return dict(zip(keys, values.cpu().tolist()))
 
 
-def _rng_restore(snapshot, device: torch.device) -> None:
-    cpu, cuda = snapshot
-    torch.set_rng_state(cpu)
-    if cuda is not None:
-        torch.cuda.set_rng_state(cuda, device)
+@dataclass
+class _Pass:
+    """The rows of one network evaluation F(x, t, s, cond, guidance) on the full or the weak path;
+    x (n, ...) float32, t / s / guidance (n,), keep (n, n_keep) or None."""
+    x: torch.Tensor
+    t: torch.Tensor
+    s: torch.Tensor
+    cond: Condition
+    guidance: torch.Tensor
+    keep: torch.Tensor | None
+    weak: bool = False
+
+
+@dataclass
+class _Rows:
+    """Rows of the batch with what the objective knows of them: clean x0 and noise x1 (n, ...) float32,
+    the condition, the kept tokens (n, n_keep) or None; then per row (n,) times t / l / s and guidance
+    input, and x = x_t, v = x1 - x0 once `noise_to` ran."""
+    x0: torch.Tensor
+    x1: torch.Tensor
+    cond: Condition
+    keep: torch.Tensor | None
+    t: torch.Tensor | None = None
+    l: torch.Tensor | None = None          # noqa: E741 (the paper's name for the intermediate time)
+    s: torch.Tensor | None = None
+    guidance: torch.Tensor | None = None
+    x: torch.Tensor | None = None
+    v: torch.Tensor | None = None
+
+    @property
+    def size(self) -> int:
+        return self.x0.shape[0]
+
+    def take(self, start: int, stop: int) -> "_Rows":
+        """Rows [start, stop) (a static slice: no copy, no sync)."""
+        cut = lambda value: None if value is None else value[start:stop]       # noqa: E731
+        return _Rows(cut(self.x0), cut(self.x1), index_condition(self.cond, slice(start, stop)), cut(self.keep),
+                     *(cut(getattr(self, k)) for k in ("t", "l", "s", "guidance", "x", "v")))
+
+    def noise_to(self, t: torch.Tensor) -> None:
+        """x_t = (1 - t) x0 + t x1 and v = x1 - x0 (Sec. 3.1)."""
+        te = expand_like(t, self.x0)
+        self.t, self.x, self.v = t, (1 - te) * self.x0 + te * self.x1, self.x1 - self.x0
+
+    def null_first(self, count: int) -> None:
+        """The null condition for the first `count` rows."""
+        drop = torch.arange(self.size, device=self.x0.device) < count
+        self.cond = null_condition(self.cond, drop)
+
+    def moved(self, x: torch.Tensor) -> "_Rows":
+        """The same rows at another state x (n, ...)."""
+        return replace(self, x=x)
+
+    def pass_at(self, t: torch.Tensor, s: torch.Tensor, weak: bool = False) -> _Pass:
+        return _Pass(self.x, t, s, self.cond, self.guidance, self.keep, weak)
 
 
 class SolutionFlow:
@@ -126,11 +192,14 @@ class SolutionFlow:
     # the solution map
     # ------------------------------------------------------------------------------------------
     def _forward(self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor, cond: Condition,
-                 guidance: torch.Tensor, weak: bool = False, dtype: torch.dtype | None = None) -> torch.Tensor:
+                 guidance: torch.Tensor, weak: bool = False, dtype: torch.dtype | None = None,
+                 keep: torch.Tensor | None = None) -> torch.Tensor:
         """F = net(x, t, s, cond, guidance, weak) with x cast to `dtype` (the caller's data dtype)
-        and t, s, guidance as float32 (B,)."""
+        and t, s, guidance as float32 (B,); `keep` (B, n_keep), when given, goes to the network as
+        `keep_indices` (the tokens its dropping middle keeps)."""
         x_in = x if dtype is None else x.to(dtype)
-        return self.net(x_in, t.float(), s.float(), cond, guidance.float(), weak=weak)
+        extra = {} if keep is None else {"keep_indices": keep}
+        return self.net(x_in, t.float(), s.float(), cond, guidance.float(), weak=weak, **extra)
 
     def _solution(self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor, cond: Condition,
                   guidance: torch.Tensor, weak: bool = False, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -168,15 +237,13 @@ class SolutionFlow:
         1 for the CFG null-condition full path."""
         return 0.0 if self._mode() == "pdg" else 1.0
 
-    @torch.no_grad()
-    def _uncond_velocity(self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition,
-                         dtype: torch.dtype) -> torch.Tensor:
-        """v_uncond(x_t, t) for the guided target, under no_grad: PDG -> weak path, CFG -> full path,
-        both on the null condition at (t, t). Returns (n, ...) float32."""
-        n = x_t.shape[0]
-        null = null_condition(cond, torch.ones(n, dtype=torch.bool, device=x_t.device))
-        g = torch.full((n,), self._null_guidance(), device=x_t.device)
-        return self._forward(x_t, t, t, null, g, weak=self._mode() == "pdg", dtype=dtype).float()
+    def _uncond(self, rows: "_Rows") -> "_Pass":
+        """The pass that gives v_uncond(x_t, t) of the guided target for `rows`: PDG -> weak path, CFG ->
+        full path, both on the null condition at (t, t)."""
+        n = rows.x.shape[0]
+        null = null_condition(rows.cond, torch.ones(n, dtype=torch.bool, device=rows.x.device))
+        g = torch.full((n,), self._null_guidance(), device=rows.x.device)
+        return _Pass(rows.x, rows.t, rows.t, null, g, rows.keep, weak=self._mode() == "pdg")
 
     # ------------------------------------------------------------------------------------------
     # training objective (Algorithm 1)
@@ -187,164 +254,185 @@ class SolutionFlow:
 
         x0: (B, ...) clean data (latents); cond: Condition for B rows; step: training step (drives
         the SCM r schedule); generator: optional torch.Generator for every random draw here.
-        Returns (loss: scalar tensor with grad, logs: dict of floats). Logs: loss, fm (raw MSE of the
-        full-path FM rows), weak_fm (raw MSE of the dropped weak-path rows, if any), scm (squared
-        difference quotient, SoFlow's "Con_MSE"), mva (squared semigroup defect, if active), fm_w /
-        scm_w (mean adaptive weights), t_fm, t_scm, s_scm, t_mva, r, guidance, n_fm, n_scm, n_mva,
-        n_weak, n_unguided.
-        """
+        Returns (loss: scalar tensor with grad, logs: dict of floats), `loss_tensors`'s logs read
+        back with one device sync."""
         cfg = self.config
-        mode = self._mode()
+        ratio = intermediate_ratio(step, cfg.r_start, cfg.r_end, cfg.r_steps)
+        loss, logs = self.loss_tensors(x0, cond, ratio, generator)
+        return loss, logs_to_floats(logs)
+
+    def loss_tensors(self, x0: torch.Tensor, cond: Condition, ratio: float | torch.Tensor,
+                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor | int]]:
+        """Algorithm 1 with static shapes and no host sync, so a CUDA graph can record it.
+
+        x0: (B, ...) latents; cond: Condition for B rows; ratio: the SCM intermediate ratio r(step)
+        (`intermediate_ratio`), a float or a 0-d tensor. Returns (loss, logs): logs hold 0-d tensors
+        (fm: raw MSE of the full-path FM rows; weak_fm: of the weak-path rows, if any; scm: squared
+        difference quotient, SoFlow's "Con_MSE"; mva: squared semigroup defect, if active; fm_w / scm_w:
+        mean adaptive weights; t_fm, t_scm, s_scm, tl_gap, t_mva, r, guidance) and ints (n_fm, n_scm,
+        n_mva, n_weak, n_dropped, n_unguided).
+
+        Stages (module docstring): (1) the no-grad passes the targets start from, (2) the no-grad target
+        passes, (3) the gradient passes; each stage is one network call per path (full, weak)."""
+        cfg, mode = self.config, self._mode()
         b, dev, dtype = x0.shape[0], x0.device, x0.dtype
         n_fm, n_scm, n_mva = split_batch(b, cfg.fm_ratio, cfg.scm_ratio, cfg.mva_ratio)
 
         # All randomness first, in a fixed order, from `generator` (deterministic resume / tests).
         x1 = randn(x0.shape, generator, dev)
         if mode == "none":
-            w = 1.0
+            w = torch.ones((), device=dev)
         else:
-            w = float(uniform((), generator, dev).item() * (cfg.guidance_max - cfg.guidance_min) + cfg.guidance_min)
-        x0f = x0.float()
-        sl_fm, sl_scm, sl_mva = slice(0, n_fm), slice(n_fm, n_fm + n_scm), slice(n_fm + n_scm, b)
+            w = uniform((), generator, dev) * (cfg.guidance_max - cfg.guidance_min) + cfg.guidance_min
+        keep = self._keep_pattern(x0, generator)
+        rows = _Rows(x0.float(), x1, cond, keep)
+        fm = rows.take(0, n_fm)
+        scm = rows.take(n_fm, n_fm + n_scm)
+        mva = rows.take(n_fm + n_scm, b)
+        fm.t = sample_logit_normal(n_fm, cfg.t_mu, cfg.t_sigma, cfg.t_shift, generator, dev)
+        scm.t, scm.l, scm.s = sample_scm_times(n_scm, cfg, ratio, generator, dev)
+        mva.t, mva.l, mva.s = sample_mva_times(n_mva, self._grid(dev), generator, dev)
+        for share in (fm, scm, mva):
+            share.noise_to(share.t)
 
-        total = x0f.new_zeros(())
-        logs: dict[str, torch.Tensor | float] = {"guidance": w, "n_fm": n_fm, "n_scm": n_scm, "n_mva": n_mva}
+        # Which rows drop their condition or train unguided: exact counts round(p n), the first rows
+        # of a share (its rows are an i.i.d. shuffle of the data), so every step has the same shapes.
+        pdg_or_cfg_drop = mode == "pdg" or (mode == "cfg" and cond is not None)
+        n_drop = round(cfg.p_drop * n_fm) if pdg_or_cfg_drop else 0
+        n_ung = round(cfg.p_unguided * (n_fm - n_drop)) if mode != "none" else 0
+        n_scm_drop = round(cfg.p_drop * n_scm) if (mode == "cfg" and cond is not None) else 0
+        guided = mode != "none"
+        fm.guidance = self._guidance_column([(n_drop, self._null_guidance()), (n_ung, 1.0)], n_fm, w, guided, dev)
+        scm.guidance = self._guidance_column([(n_scm_drop, 1.0)], n_scm, w, guided, dev)
+        mva.guidance = self._guidance_column([], n_mva, w, guided, dev)
+        if mode == "cfg":                   # CFG drops stay on the full path with the null condition
+            fm.null_first(n_drop)
+            scm.null_first(n_scm_drop)
+        fm_full = fm.take(n_drop if mode == "pdg" else 0, n_fm)   # PDG drops train the weak path instead
+        fm_weak = fm.take(0, n_drop if mode == "pdg" else 0)
+        fm_weak.null_first(fm_weak.size)
+        fm_guided = fm.take(n_drop + n_ung, n_fm) if guided else fm.take(0, 0)
+        scm_guided = scm.take(n_scm_drop, n_scm) if guided else scm.take(0, 0)
+
+        with torch.no_grad():
+            # (1) v_uncond of the guided rows (FM, SCM); the SCM rows' own guided velocity (SoFlow's mix);
+            # MVA's first jump x_l = f(x_t, t, l)
+            mix_pred = cfg.velocity_mix != 1.0 and scm_guided.size > 0
+            fm_u, scm_u, scm_pred, mva_tl = self._run([
+                self._uncond(fm_guided) if guided else None, self._uncond(scm_guided) if guided else None,
+                scm_guided.pass_at(scm_guided.t, scm_guided.t) if mix_pred else None,
+                mva.pass_at(mva.t, mva.l)], dtype)
+            v_tgt = scm.v
+            if scm_guided.size:
+                v_g = guided_velocity(scm_guided.v, scm_u, w)
+                if mix_pred:
+                    v_g = mix_velocity(v_g, scm_pred, cfg.velocity_mix)
+                v_tgt = torch.cat([scm.v[:n_scm_drop], v_g])
+            scm_l = scm.moved(scm.x + v_tgt * expand_like(scm.l - scm.t, scm.x))     # first-order step to l (Eq. 4)
+            mva_l = mva.moved(mva.x + expand_like(mva.l - mva.t, mva.x) * mva_tl)
+            # (2) the targets: f(x_l, l, s) for SCM, sg f(sg f(x_t, t, l), l, s) for MVA (Eq. 12)
+            scm_fl, mva_fls = self._run([scm_l.pass_at(scm.l, scm.s), mva_l.pass_at(mva.l, mva.s)], dtype)
+            f_l = scm_l.x + expand_like(scm.s - scm.l, scm.x) * scm_fl
+            f_ls = mva_l.x + expand_like(mva.s - mva.l, mva.x) * mva_fls
+        # (3) the gradient passes: the full-path FM rows, SCM's f(x_t, t, s), MVA's f(x_t, t, s); the
+        # weak-path FM rows. Each row keeps the token pattern of its target passes.
+        F_fm, F_scm, F_mva, F_weak = self._run([
+            fm_full.pass_at(fm_full.t, fm_full.t), scm.pass_at(scm.t, scm.s), mva.pass_at(mva.t, mva.s),
+            fm_weak.pass_at(fm_weak.t, fm_weak.t, weak=True)], dtype)
+
+        logs: dict[str, torch.Tensor | int] = {"guidance": w, "n_fm": n_fm, "n_scm": n_scm, "n_mva": n_mva}
+        total = x0.new_zeros((), dtype=torch.float32)
         if n_fm:
-            total = total + self._fm_share(x0f[sl_fm], x1[sl_fm], index_condition(cond, sl_fm), w, dtype,
-                                           generator, logs)
+            first_guided = n_ung + (0 if mode == "pdg" else n_drop)      # in fm_full's rows
+            total = total + self._fm_loss(fm_full, F_fm, fm_weak, F_weak, fm_u, first_guided, w, logs)
+            logs.update(n_weak=fm_weak.size, n_dropped=n_drop, n_unguided=n_ung, t_fm=fm.t.mean())
         if n_scm:
-            total = total + self._scm_share(x0f[sl_scm], x1[sl_scm], index_condition(cond, sl_scm), w, step,
-                                            dtype, generator, logs)
+            f_t = scm.x + expand_like(scm.s - scm.t, scm.x) * F_scm
+            p = cfg.adaptive_p if cfg.scm_adaptive_p is None else cfg.scm_adaptive_p
+            loss, mse_q = solution_consistency_loss(f_t, f_l, scm.t, scm.l, scm.s, p, cfg.adaptive_eps,
+                                                    cfg.scm_weight_scale)
+            total = total + loss.sum()
+            logs.update(scm=mse_q.mean(), scm_w=adaptive_weight(mse_q, p, cfg.adaptive_eps).mean(),
+                        t_scm=scm.t.mean(), s_scm=scm.s.mean(), tl_gap=(scm.t - scm.l).mean(),
+                        r=ratio.float() if isinstance(ratio, torch.Tensor) else torch.full((), ratio, device=dev))
         if n_mva:
-            total = total + self._mva_share(x0f[sl_mva], x1[sl_mva], index_condition(cond, sl_mva), w, dtype,
-                                            generator, logs)
+            loss = mva_loss(mva.x + expand_like(mva.s - mva.t, mva.x) * F_mva, f_ls)
+            logs.update(mva=loss.detach().mean(), t_mva=mva.t.mean())
+            if cfg.mva_weighting == "adaptive":
+                loss = adaptive_weight(loss, cfg.adaptive_p, cfg.adaptive_eps) * loss
+            elif cfg.mva_weighting != "none":
+                raise ValueError(f"FlowConfig.mva_weighting must be 'none' or 'adaptive', got {cfg.mva_weighting!r}")
+            total = total + loss.sum()
         loss = total / b
         logs["loss"] = loss.detach()
-        keys = list(logs)
-        values = torch.stack([torch.as_tensor(logs[k], dtype=torch.float32, device=dev).detach() for k in keys])
-        return loss, dict(zip(keys, (float(v) for v in values.cpu().tolist())))
+        return loss, logs
 
-    def _fm_share(self, x0, x1, cond, w, dtype, generator, logs) -> torch.Tensor:
-        """FM share (Eq. 3 with the PDG / CFG target): returns the SUM of per-sample weighted losses."""
-        cfg, mode, dev = self.config, self._mode(), x0.device
-        n = x0.shape[0]
-        t = sample_logit_normal(n, cfg.t_mu, cfg.t_sigma, cfg.t_shift, generator, dev)
-        u_drop, u_ung = uniform((n,), generator, dev), uniform((n,), generator, dev)
-        te = expand_like(t, x0)
-        x_t, v = (1 - te) * x0 + te * x1, x1 - x0
-
-        can_drop = mode == "pdg" or (mode == "cfg" and cond is not None)
-        drop = (u_drop < cfg.p_drop) if can_drop else torch.zeros(n, dtype=torch.bool, device=dev)
-        unguided = (~drop & (u_ung < cfg.p_unguided)) if mode != "none" else torch.zeros_like(drop)
-        guided = ~drop & ~unguided if mode != "none" else torch.zeros_like(drop)
-        g_in = torch.where(drop, torch.full_like(t, self._null_guidance()),
-                           torch.where(guided, torch.full_like(t, w), torch.ones_like(t)))
-
-        total = x0.new_zeros(())
-        # full-path rows: everything except the PDG weak rows (CFG drops stay on the full path, null cond)
-        full = ~drop if mode == "pdg" else torch.ones_like(drop)
-        cond_f = null_condition(cond, drop) if (mode == "cfg" and bool(drop.any())) else cond
-        idx = full.nonzero().squeeze(1)
-        if idx.numel():
-            c = index_condition(cond_f, idx)
-            F = self._forward(x_t[idx], t[idx], t[idx], c, g_in[idx], dtype=dtype).float()
-            target = v[idx]
-            gi = guided[idx].nonzero().squeeze(1)
-            if gi.numel():  # Eq. 11 / Eq. 9 target, then SoFlow's velocity mix with the own prediction
+    def _fm_loss(self, fm_full: _Rows, F_full: torch.Tensor, fm_weak: _Rows, F_weak: torch.Tensor,
+                 v_uncond: torch.Tensor | None, first_guided: int, w: torch.Tensor, logs: dict) -> torch.Tensor:
+        """FM share (Eq. 3 with the PDG / CFG target): the SUM of per-sample weighted losses. The
+        guided rows (fm_full's rows from `first_guided` on, given v_uncond) get the target of Eq. 11 /
+        Eq. 9 blended with the network's own prediction (SoFlow's velocity mix); the rest plain v."""
+        cfg = self.config
+        total = F_full.new_zeros(())
+        if fm_full.size:
+            target = fm_full.v
+            if v_uncond is not None:
                 with torch.no_grad():
-                    v_u = self._uncond_velocity(x_t[idx][gi], t[idx][gi], index_condition(c, gi), dtype)
-                    v_g = mix_velocity(guided_velocity(v[idx][gi], v_u, w), F[gi], cfg.velocity_mix)
-                target = target.clone()
-                target[gi] = v_g
-            loss, mse = flow_matching_loss(F, target, cfg.adaptive_p, cfg.adaptive_eps)
+                    v_g = mix_velocity(guided_velocity(target[first_guided:], v_uncond, w), F_full[first_guided:],
+                                       cfg.velocity_mix)
+                    target = torch.cat([target[:first_guided], v_g])
+            loss, mse = flow_matching_loss(F_full, target, cfg.adaptive_p, cfg.adaptive_eps)
             total = total + loss.sum()
             logs["fm"] = mse.mean()
             logs["fm_w"] = adaptive_weight(mse, cfg.adaptive_p, cfg.adaptive_eps).mean()
-        widx = (drop & ~full).nonzero().squeeze(1)
-        if widx.numel():  # PDG drop: weak path, null condition, w = 0, plain FM (App. B.2)
-            c = null_condition(index_condition(cond, widx), torch.ones(widx.numel(), dtype=torch.bool, device=dev))
-            F = self._forward(x_t[widx], t[widx], t[widx], c, g_in[widx], weak=True, dtype=dtype).float()
-            loss, mse = flow_matching_loss(F, v[widx], cfg.adaptive_p, cfg.adaptive_eps)
+        if fm_weak.size:     # PDG drop: weak path, null condition, w = 0, plain FM (App. B.2)
+            loss, mse = flow_matching_loss(F_weak, fm_weak.v, cfg.adaptive_p, cfg.adaptive_eps)
             total = total + loss.sum()
             logs["weak_fm"] = mse.mean()
-        logs["n_weak"] = int(drop.sum()) if mode == "pdg" else 0
-        logs["n_dropped"] = int(drop.sum())
-        logs["n_unguided"] = int(unguided.sum())
-        logs["t_fm"] = t.mean()
         return total
 
-    def _scm_share(self, x0, x1, cond, w, step, dtype, generator, logs) -> torch.Tensor:
-        """SCM share (Eq. 4 with the guided target): returns the SUM of per-sample weighted losses."""
-        cfg, mode, dev = self.config, self._mode(), x0.device
-        n = x0.shape[0]
-        t, l, s = sample_scm_times(n, cfg, step, generator, dev)
-        u_drop = uniform((n,), generator, dev)
-        te = expand_like(t, x0)
-        x_t, v = (1 - te) * x0 + te * x1, x1 - x0
+    @staticmethod
+    def _guidance_column(leading: list[tuple[int, float]], n: int, w: torch.Tensor, guided: bool,
+                         device: torch.device) -> torch.Tensor:
+        """(n,) guidance inputs: `leading` runs of (count, value), then w (or 1 without guidance)."""
+        parts = [torch.full((count,), value, device=device) for count, value in leading]
+        rest = n - sum(count for count, _ in leading)
+        parts.append(w.expand(rest).float() if guided else torch.ones(rest, device=device))
+        return torch.cat(parts)
 
-        drop = (u_drop < cfg.p_drop) if (mode == "cfg" and cond is not None) else torch.zeros(n, dtype=torch.bool, device=dev)
-        guided = ~drop if mode != "none" else torch.zeros_like(drop)
-        g_in = torch.where(guided, torch.full_like(t, w), torch.ones_like(t))
-        c = null_condition(cond, drop) if bool(drop.any()) else cond
+    def _keep_pattern(self, x0: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor | None:
+        """(B, n_keep) kept tokens of every row, from the network's `keep_pattern` when it drops tokens
+        (VideoDiT in training mode), else None. Every pass of a row reuses its pattern: the SCM
+        quotient (f_t - f_l) / (t - l) would otherwise divide drop-pattern noise by t - l ~ 1e-3."""
+        draw = getattr(self.net, "keep_pattern", None)
+        return draw(x0, generator) if draw is not None else None
 
-        with torch.no_grad():
-            v_tgt = v
-            gi = guided.nonzero().squeeze(1)
-            if gi.numel():
-                cg = index_condition(c, gi)
-                v_g = guided_velocity(v[gi], self._uncond_velocity(x_t[gi], t[gi], cg, dtype), w)
-                if cfg.velocity_mix != 1.0:  # the model's own guided prediction (one extra no_grad pass)
-                    v_pred = self._forward(x_t[gi], t[gi], t[gi], cg, g_in[gi], dtype=dtype).float()
-                    v_g = mix_velocity(v_g, v_pred, cfg.velocity_mix)
-                v_tgt = v.clone()
-                v_tgt[gi] = v_g
-            x_l = x_t + v_tgt * expand_like(l - t, x_t)  # first-order step to l (Eq. 4)
-
-        snap = _rng_snapshot(dev)
-        f_t = self._solution(x_t, t, s, c, g_in, dtype=dtype)
-        _rng_restore(snap, dev)  # same token-drop / dropout pattern for the target pass
-        with torch.no_grad():
-            f_l = self._solution(x_l, l, s, c, g_in, dtype=dtype)
-        p = cfg.adaptive_p if cfg.scm_adaptive_p is None else cfg.scm_adaptive_p
-        loss, mse_q = solution_consistency_loss(f_t, f_l, t, l, s, p, cfg.adaptive_eps, cfg.scm_weight_scale)
-        logs["scm"] = mse_q.mean()
-        logs["scm_w"] = adaptive_weight(mse_q, p, cfg.adaptive_eps).mean()
-        logs["t_scm"], logs["s_scm"], logs["tl_gap"] = t.mean(), s.mean(), (t - l).mean()
-        logs["r"] = intermediate_ratio(step, cfg.r_start, cfg.r_end, cfg.r_steps)
-        return loss.sum()
+    def _run(self, passes: list["_Pass | None"], dtype: torch.dtype) -> list[torch.Tensor | None]:
+        """Evaluate F for every pass with one network call per path (full, weak): the rows of the
+        passes on a path are concatenated, evaluated, and split back. Returns F (n_i, ...) float32 per
+        pass (None for a None pass, an empty tensor for an empty one)."""
+        out: list[torch.Tensor | None] = [None] * len(passes)
+        for i, p in enumerate(passes):         # an empty pass: an empty F, so the arithmetic after it holds
+            if p is not None and p.x.shape[0] == 0:
+                out[i] = p.x.new_zeros(p.x.shape, dtype=torch.float32)
+        for weak in (False, True):
+            idx = [i for i, p in enumerate(passes) if p is not None and p.weak == weak and p.x.shape[0] > 0]
+            if not idx:
+                continue
+            group = [passes[i] for i in idx]
+            cat = lambda name: torch.cat([getattr(p, name) for p in group])    # noqa: E731
+            keep = cat("keep") if group[0].keep is not None else None
+            F = self._forward(cat("x"), cat("t"), cat("s"), cat_conditions([p.cond for p in group]),
+                              cat("guidance"), weak=weak, dtype=dtype, keep=keep).float()
+            for i, part in zip(idx, F.split([p.x.shape[0] for p in group])):
+                out[i] = part
+        return out
 
     def _grid(self, device: torch.device) -> torch.Tensor:
         key = (self.config.mva_grid_points, self.config.mva_shift, str(device))
         if key not in self._grid_cache:
             self._grid_cache[key] = mva_grid(self.config.mva_grid_points, self.config.mva_shift, device)
         return self._grid_cache[key]
-
-    def _mva_share(self, x0, x1, cond, w, dtype, generator, logs) -> torch.Tensor:
-        """MVA share (Eq. 12) on the fixed grid: returns the SUM of per-sample losses."""
-        cfg, mode, dev = self.config, self._mode(), x0.device
-        n = x0.shape[0]
-        t, l, s = sample_mva_times(n, self._grid(dev), generator, dev)
-        te = expand_like(t, x0)
-        x_t = (1 - te) * x0 + te * x1
-        g_in = torch.full_like(t, w if mode != "none" else 1.0)
-
-        snap = _rng_snapshot(dev)
-        f_ts = self._solution(x_t, t, s, cond, g_in, dtype=dtype)
-        after = _rng_snapshot(dev)
-        with torch.no_grad():  # sg f(sg f(x_t, t, l), l, s): two stop-gradient passes of the same network
-            _rng_restore(snap, dev)
-            x_l = self._solution(x_t, t, l, cond, g_in, dtype=dtype)
-            _rng_restore(snap, dev)
-            f_ls = self._solution(x_l, l, s, cond, g_in, dtype=dtype)
-        _rng_restore(after, dev)
-        loss = mva_loss(f_ts, f_ls)
-        logs["mva"] = loss.detach().mean()
-        logs["t_mva"] = t.mean()
-        if cfg.mva_weighting == "adaptive":
-            loss = adaptive_weight(loss, cfg.adaptive_p, cfg.adaptive_eps) * loss
-        elif cfg.mva_weighting != "none":
-            raise ValueError(f"FlowConfig.mva_weighting must be 'none' or 'adaptive', got {cfg.mva_weighting!r}")
-        return loss.sum()
 
     # ------------------------------------------------------------------------------------------
     # samplers

@@ -83,14 +83,15 @@ def intermediate_ratio(step: int, r_start: float = 0.1, r_end: float = 0.002, r_
     return float(r_start * math.exp(progress * math.log(r_end / r_start)))
 
 
-def sample_scm_times(n: int, config, step: int, generator: torch.Generator | None = None,
+def sample_scm_times(n: int, config, ratio: float | torch.Tensor, generator: torch.Generator | None = None,
                      device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(t, l, s), each (n,) float32, with 1 >= t > l > s >= 0, for the SCM loss (Eq. 4).
 
     t ~ logit-normal(t_mu, t_sigma, t_shift), s ~ logit-normal(s_mu, s_sigma, s_shift), each from its
     own distribution (App. B.2); where a draw has s > t the two are swapped (sorted), then they are
     clamped at least 2 * min_gap apart. l = t + (s - t) r(step) (SoFlow's exponential schedule) is
-    clamped into [s + min_gap, t - min_gap], so t - l >= min_gap and l - s >= min_gap.
+    clamped into [s + min_gap, t - min_gap], so t - l >= min_gap and l - s >= min_gap. `ratio` is r(step)
+    of `intermediate_ratio`, a float or a 0-d tensor (a captured training step feeds it as a tensor).
 
     SoFlow's code instead keeps t and sets s = min(s, t - 1e-4), l = min(l, t - 1e-4) (train.py);
     we sort as the project's design asks, so a draw with s > t gives a useful long pair rather than
@@ -101,8 +102,7 @@ def sample_scm_times(n: int, config, step: int, generator: torch.Generator | Non
     b = sample_logit_normal(n, config.s_mu, config.s_sigma, config.s_shift, generator, device)
     t = torch.maximum(a, b).clamp(min=2 * gap, max=1.0)
     s = torch.minimum(torch.minimum(a, b), t - 2 * gap).clamp(min=0.0)
-    r = intermediate_ratio(step, config.r_start, config.r_end, config.r_steps)
-    l = t + (s - t) * r
+    l = t + (s - t) * ratio
     l = torch.minimum(torch.maximum(l, s + gap), t - gap)
     return t, l, s
 

@@ -161,6 +161,18 @@ class VideoDiT(nn.Module):
             c = c + self.pooled_proj(pooled)
         return c, context, context_mask
 
+    def keep_pattern(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """The tokens a training pass keeps: (B, n_keep) int64 raster positions for latents x
+        (B, C, T, H, W) from `structured_keep_indices` at `drop_ratio`, drawn from `generator` (or the
+        global RNG) on its device; None when no token is dropped (eval mode or drop_ratio 0). The
+        training objective draws one per row and hands it to every pass of the row (`keep_indices`)."""
+        if not (self.training and self.drop_ratio > 0):
+            return None
+        grid = self.token_grid(tuple(x.shape[2:]))
+        device = generator.device if generator is not None else x.device
+        keep = structured_keep_indices(grid, self.config.drop_group, self.drop_ratio, x.shape[0], device, generator)
+        return keep.to(x.device)
+
     # ---------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor, cond: Condition = None,
                 guidance: torch.Tensor | None = None, weak: bool = False,
