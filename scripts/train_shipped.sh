@@ -4,7 +4,7 @@
 #   MODEL=shapes-t2v BUDGET=480 OUT=out bash scripts/train_shipped.sh
 #   MODEL="shapes-t2v actions-b" BUDGET=1200 CALL=500 OUT=out bash scripts/train_shipped.sh
 #   MODEL="shapes-t2v shapes-t2v:b1024" INIT=shipped EXTRA_shapes_t2v_b1024="batch_size=1024" ...
-#   (BATCH=256, INIT=none, COMPILE=false, EVAL= by default; EXTRA="lr=5e-4 ..." adds config overrides to
+#   (BATCH=256, INIT=none, COMPILE=false, CAPTURE=false, EVAL= by default; EXTRA="lr=5e-4 ..." adds config overrides to
 #   every run, EXTRA_shapes_t2v= / EXTRA_actions_b= to one model)
 #
 # A run is MODEL or MODEL:TAG. MODEL:TAG is a candidate recipe for MODEL: the same preset and data,
@@ -62,6 +62,8 @@ for run in $MODELS; do
 done
 COMPILE=$(echo "${COMPILE:-false}" | tr '[:upper:]' '[:lower:]')   # true: compiled blocks (measure first:
 case $COMPILE in true|false) ;; *) echo "COMPILE must be true or false"; exit 2 ;; esac   # train_step.py --modes compile)
+CAPTURE=$(echo "${CAPTURE:-false}" | tr '[:upper:]' '[:lower:]')   # true: the update replayed from a CUDA graph
+case $CAPTURE in true|false) ;; *) echo "CAPTURE must be true or false"; exit 2 ;; esac   # (eflow_core/captured_step.py)
 mkdir -p "$OUT" runs
 export OMP_NUM_THREADS=4 PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
@@ -81,7 +83,7 @@ WORKERS=$(( $(env -u OMP_NUM_THREADS nproc) / $(echo $MODELS | wc -w) - 2 ))
 train_one() {   # RUN GPU_INDEX
   local run=$1 gpu=$2 cmd resumed model=${1%%:*} name init eval_args=""
   name=$(run_name "$run"); init=$(run_init "$run")
-  local common="steps=20000 batch_size=$BATCH warmup_steps=100 model.backend=sdpa data.num_workers=$WORKERS compile=$COMPILE"
+  local common="steps=20000 batch_size=$BATCH warmup_steps=100 model.backend=sdpa data.num_workers=$WORKERS compile=$COMPILE capture=$CAPTURE"
   case $init in none) ;; shipped) common="$common init_from=checkpoints/$model" ;; *) common="$common init_from=$init" ;; esac
   common="$common ${EXTRA:-} $(run_var EXTRA "$model")"
   [ "$name" != "$model" ] && common="$common $(run_var EXTRA "$run")"

@@ -27,6 +27,7 @@ from eflow_core.flow import (
     sample_scm_times,
     shift_time,
     solution_consistency_loss,
+    row_count,
     split_batch,
 )
 
@@ -263,6 +264,12 @@ class RecordingNet(nn.Module):
 def test_split_batch(batch, ratios, expected):
     assert split_batch(batch, *ratios) == expected
     assert sum(split_batch(batch, *ratios)) == batch
+
+
+@pytest.mark.parametrize("p, n, expected", [(0.2, 3000, 600), (0.2, 7, 1), (0.2, 2, 1), (0.2, 1, 0), (0.0, 50, 0),
+                                          (0.1, 1200, 120), (0.5, 5, 2)])
+def test_row_count_rounds_and_keeps_every_path_training(p, n, expected):
+    assert row_count(p, n) == expected
 
 
 def test_pdg_drop_routes_to_weak_path():

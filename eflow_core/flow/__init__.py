@@ -14,7 +14,7 @@ from eflow_core.flow.losses import (
     per_sample_mse,
     solution_consistency_loss,
 )
-from eflow_core.flow.solution_flow import SolutionFlow, logs_to_floats, split_batch
+from eflow_core.flow.solution_flow import SolutionFlow, logs_to_floats, row_count, split_batch
 from eflow_core.flow.times import (
     inference_schedule,
     intermediate_ratio,
@@ -42,6 +42,7 @@ __all__ = [
     "inference_schedule",
     "intermediate_ratio",
     "logs_to_floats",
+    "row_count",
     "mva_grid",
     "sample_logit_normal",
     "sample_mva_times",

@@ -34,9 +34,11 @@ velocity for the 2-NFE CFG baseline `sample_ode(cfg=True)`. With PDG this is jus
 
 Shapes and passes (issue 24): every count is fixed by the batch size and the config, so a step has
 the same shapes every time and no host sync (a CUDA graph records it, `eflow_core/captured_step.py`):
-- drops and unguided rows are exact counts, round(p n), taken as the first rows of their share (the
-  rows of a share are an i.i.d. shuffle of the data, so this is a random choice of rows; its expected
-  count is Algorithm 1's, without the binomial spread);
+- drops and unguided rows are exact counts, `row_count(p, n)` = round(p n) but at least one where
+  p > 0 and the share has two rows or more (so every path, and every parameter, trains at every step
+  even in a small batch), taken as the first rows of their share (the rows of a share are an i.i.d.
+  shuffle of the data, so this is a random choice of rows; at batch 512 the count is Algorithm 1's
+  expected one, without the binomial spread);
 - the guidance scale w is a 0-d tensor; logs are tensors (`loss` reads them back once).
 The network is evaluated in three stages, each one call per path (full, weak) on the concatenated
 rows of its passes: (1) no grad: v_uncond of the guided FM and SCM rows, the SCM rows' own guided
@@ -79,7 +81,7 @@ from eflow_core.flow.times import (
     uniform,
 )
 
-__all__ = ["SolutionFlow", "logs_to_floats", "split_batch"]
+__all__ = ["SolutionFlow", "logs_to_floats", "row_count", "split_batch"]
 
 GUIDANCE_MODES = ("pdg", "cfg", "none")
 
@@ -108,6 +110,14 @@ def split_batch(batch: int, fm_ratio: float, scm_ratio: float, mva_ratio: float)
                 counts[donor] -= 1
                 counts[i] += 1
     return counts[0], counts[1], counts[2]
+
+
+def row_count(p: float, n: int) -> int:
+    """How many of a share's n rows a probability p selects (drops, unguided rows): round(p n), but at
+    least one where p > 0 and n >= 2, so a small batch still trains every path at every step."""
+    if p <= 0 or n == 0:
+        return 0
+    return max(1, round(p * n)) if n >= 2 else 0
 
 
 def logs_to_floats(logs: dict[str, torch.Tensor | float]) -> dict[str, float]:
@@ -295,12 +305,12 @@ class SolutionFlow:
         for share in (fm, scm, mva):
             share.noise_to(share.t)
 
-        # Which rows drop their condition or train unguided: exact counts round(p n), the first rows
+        # Which rows drop their condition or train unguided: exact counts (row_count), the first rows
         # of a share (its rows are an i.i.d. shuffle of the data), so every step has the same shapes.
         pdg_or_cfg_drop = mode == "pdg" or (mode == "cfg" and cond is not None)
-        n_drop = round(cfg.p_drop * n_fm) if pdg_or_cfg_drop else 0
-        n_ung = round(cfg.p_unguided * (n_fm - n_drop)) if mode != "none" else 0
-        n_scm_drop = round(cfg.p_drop * n_scm) if (mode == "cfg" and cond is not None) else 0
+        n_drop = row_count(cfg.p_drop, n_fm) if pdg_or_cfg_drop else 0
+        n_ung = row_count(cfg.p_unguided, n_fm - n_drop) if mode != "none" else 0
+        n_scm_drop = row_count(cfg.p_drop, n_scm) if (mode == "cfg" and cond is not None) else 0
         guided = mode != "none"
         fm.guidance = self._guidance_column([(n_drop, self._null_guidance()), (n_ung, 1.0)], n_fm, w, guided, dev)
         scm.guidance = self._guidance_column([(n_scm_drop, 1.0)], n_scm, w, guided, dev)
