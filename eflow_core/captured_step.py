@@ -96,11 +96,14 @@ class CapturedStep:
         self.graph = torch.cuda.CUDAGraph()
         torch.cuda.synchronize()
         with torch.cuda.graph(self.graph):
-            logs = self.update(self.inputs["x0"], self._static_condition(), self.inputs["ratio"],
-                               self.inputs["decay"])
-            self.keys = [k for k, v in logs.items() if isinstance(v, torch.Tensor)]
-            self.counts = {k: v for k, v in logs.items() if not isinstance(v, torch.Tensor)}
-            self.packed = torch.stack([logs[k].float().reshape(()) for k in self.keys])
+            self._record()
+
+    def _record(self) -> None:
+        """What the graph holds: the update on the static inputs, its logs stacked into `packed`."""
+        logs = self.update(self.inputs["x0"], self._static_condition(), self.inputs["ratio"], self.inputs["decay"])
+        self.keys = [k for k, v in logs.items() if isinstance(v, torch.Tensor)]
+        self.counts = {k: v for k, v in logs.items() if not isinstance(v, torch.Tensor)}
+        self.packed = torch.stack([logs[k].float().reshape(()) for k in self.keys])
 
     def _static_condition(self) -> Condition:
         if "tokens" in self.inputs:

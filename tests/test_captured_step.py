@@ -74,3 +74,64 @@ def test_eager_update_never_reads_the_device(tmp_path, monkeypatch):
     assert reads == [], f"the update read tensors back on the host: {sorted(set(reads))}"
     assert isinstance(logs["loss"], torch.Tensor) and isinstance(logs["grad_norm"], torch.Tensor)
     assert logs["skipped"].item() == 0.0
+
+
+class _StandInGraph:
+    """torch.cuda.CUDAGraph on the CPU: `replay` re-runs the recorded body (set after the capture)."""
+
+    def __init__(self):
+        self.body = None
+
+    def replay(self):
+        self.body()
+
+
+def test_captured_step_plumbing_with_a_stand_in_graph(monkeypatch):
+    """On the CPU, with torch.cuda's graph calls standing in: eager warm-up calls, then every replay
+    runs on this call's inputs (static buffers filled, text padded), logs come back packed, and a new
+    phase or shape starts a new graph."""
+    import contextlib
+    import types
+
+    from eflow_core.captured_step import CapturedStep
+    from eflow_core.conditioning import TextCondition
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", _StandInGraph)
+    monkeypatch.setattr(torch.cuda, "graph", lambda graph: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "Stream", lambda: types.SimpleNamespace(wait_stream=lambda s: None))
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: types.SimpleNamespace(wait_stream=lambda s: None))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    calls = []
+
+    def update(x0, cond, ratio, decay):           # pure: what a replay computes from the static inputs
+        calls.append(x0.data_ptr())
+        tokens = (cond.tokens * cond.mask[..., None]).sum()
+        return {"loss": x0.sum() * ratio, "decay": torch.as_tensor(decay), "text": tokens,
+                "length": cond.mask.sum().float(), "n_fm": 3}
+
+    step = CapturedStep(update, text_length=6, warmup=2)
+    original = step._capture
+
+    def capture(*args):
+        original(*args)
+        step.graph.body = step._record
+    step._capture = capture
+    for k in range(6):
+        phase = 0 if k < 4 else 1
+        x0 = torch.randn(2, 3, 4)
+        length = 3 + k % 3
+        cond = TextCondition(torch.randn(2, length, 5), torch.rand(2, length) > 0.3)
+        ratio, decay = 0.1 / (k + 1), 0.9 + k / 100
+        logs = step(phase, x0, cond, ratio, decay)
+        torch.testing.assert_close(logs["loss"], x0.sum() * ratio)
+        torch.testing.assert_close(logs["text"], (cond.tokens * cond.mask[..., None]).sum())
+        assert logs["length"].item() == cond.mask.sum().item() and logs["n_fm"] == 3
+        assert logs["decay"].item() == pytest.approx(decay)
+        replayed = step.graph is not None
+        # calls 1-2 of a phase run eagerly on the caller's tensors; from the 3rd, on the static buffers
+        assert replayed == (k in (2, 3)), k
+        assert ("x0" in step.inputs and calls[-1] == step.inputs["x0"].data_ptr()) == replayed
+    assert step.key[0] == 1 and step.graph is None          # phase 1 is still warming up: its own graph later
+    with pytest.raises(ValueError, match="more than the text length 6"):
+        step(1, torch.randn(2, 3, 4), TextCondition(torch.randn(2, 7, 5), torch.ones(2, 7, dtype=torch.bool)), 0.1, 0.9)
