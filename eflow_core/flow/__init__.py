@@ -14,7 +14,8 @@ from eflow_core.flow.losses import (
     per_sample_mse,
     solution_consistency_loss,
 )
-from eflow_core.flow.solution_flow import SolutionFlow, logs_to_floats, row_count, split_batch
+from eflow_core.flow.rows import logs_to_floats, row_count, split_batch
+from eflow_core.flow.solution_flow import SolutionFlow
 from eflow_core.flow.times import (
     inference_schedule,
     intermediate_ratio,

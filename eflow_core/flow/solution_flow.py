@@ -53,13 +53,11 @@ SCM target pass drops the same tokens as the gradient pass (otherwise the differ
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
 
-from eflow_core.conditioning import Condition, cat_conditions, index_condition, null_condition
+from eflow_core.conditioning import Condition, cat_conditions, null_condition
 from eflow_core.config import FlowConfig
 from eflow_core.flow.losses import (
     adaptive_weight,
@@ -70,6 +68,7 @@ from eflow_core.flow.losses import (
     mva_loss,
     solution_consistency_loss,
 )
+from eflow_core.flow.rows import Pass, Rows, logs_to_floats, row_count, split_batch
 from eflow_core.flow.times import (
     inference_schedule,
     intermediate_ratio,
@@ -81,109 +80,9 @@ from eflow_core.flow.times import (
     uniform,
 )
 
-__all__ = ["SolutionFlow", "logs_to_floats", "row_count", "split_batch"]
+__all__ = ["SolutionFlow"]
 
 GUIDANCE_MODES = ("pdg", "cfg", "none")
-
-
-def split_batch(batch: int, fm_ratio: float, scm_ratio: float, mva_ratio: float) -> tuple[int, int, int]:
-    """Counts (n_fm, n_scm, n_mva) summing to `batch` for the ratios (normalised to sum 1).
-
-    Largest-remainder rounding (ties go to FM, then SCM, then MVA); every share with ratio > 0 gets
-    at least one sample when batch >= the number of such shares (taken from the largest share).
-    """
-    ratios = [max(float(r), 0.0) for r in (fm_ratio, scm_ratio, mva_ratio)]
-    total = sum(ratios)
-    if total <= 0:
-        raise ValueError(f"batch ratios must have a positive sum, got {(fm_ratio, scm_ratio, mva_ratio)}")
-    exact = [r / total * batch for r in ratios]
-    counts = [math.floor(e + 1e-9) for e in exact]
-    left = batch - sum(counts)
-    order = sorted(range(3), key=lambda i: (-(exact[i] - counts[i]), i))
-    for i in order[:left]:
-        counts[i] += 1
-    positive = [i for i in range(3) if ratios[i] > 0]
-    if batch >= len(positive):
-        for i in positive:
-            if counts[i] == 0:
-                donor = max(range(3), key=lambda j: (counts[j], -j))
-                counts[donor] -= 1
-                counts[i] += 1
-    return counts[0], counts[1], counts[2]
-
-
-def row_count(p: float, n: int) -> int:
-    """How many of a share's n rows a probability p selects (drops, unguided rows): round(p n), but at
-    least one where p > 0 and n >= 2, so a small batch still trains every path at every step."""
-    if p <= 0 or n == 0:
-        return 0
-    return max(1, round(p * n)) if n >= 2 else 0
-
-
-def logs_to_floats(logs: dict[str, torch.Tensor | float]) -> dict[str, float]:
-    """`SolutionFlow.loss_tensors` logs (0-d tensors and numbers) as floats, read back with one sync."""
-    keys = list(logs)
-    device = next((v.device for v in logs.values() if isinstance(v, torch.Tensor)), torch.device("cpu"))
-    values = torch.stack([torch.as_tensor(logs[k], dtype=torch.float32, device=device).detach().reshape(())
-                          for k in keys])
-    return dict(zip(keys, values.cpu().tolist()))
-
-
-@dataclass
-class _Pass:
-    """The rows of one network evaluation F(x, t, s, cond, guidance) on the full or the weak path;
-    x (n, ...) float32, t / s / guidance (n,), keep (n, n_keep) or None."""
-    x: torch.Tensor
-    t: torch.Tensor
-    s: torch.Tensor
-    cond: Condition
-    guidance: torch.Tensor
-    keep: torch.Tensor | None
-    weak: bool = False
-
-
-@dataclass
-class _Rows:
-    """Rows of the batch with what the objective knows of them: clean x0 and noise x1 (n, ...) float32,
-    the condition, the kept tokens (n, n_keep) or None; then per row (n,) times t / l / s and guidance
-    input, and x = x_t, v = x1 - x0 once `noise_to` ran."""
-    x0: torch.Tensor
-    x1: torch.Tensor
-    cond: Condition
-    keep: torch.Tensor | None
-    t: torch.Tensor | None = None
-    l: torch.Tensor | None = None          # noqa: E741 (the paper's name for the intermediate time)
-    s: torch.Tensor | None = None
-    guidance: torch.Tensor | None = None
-    x: torch.Tensor | None = None
-    v: torch.Tensor | None = None
-
-    @property
-    def size(self) -> int:
-        return self.x0.shape[0]
-
-    def take(self, start: int, stop: int) -> "_Rows":
-        """Rows [start, stop) (a static slice: no copy, no sync)."""
-        cut = lambda value: None if value is None else value[start:stop]       # noqa: E731
-        return _Rows(cut(self.x0), cut(self.x1), index_condition(self.cond, slice(start, stop)), cut(self.keep),
-                     *(cut(getattr(self, k)) for k in ("t", "l", "s", "guidance", "x", "v")))
-
-    def noise_to(self, t: torch.Tensor) -> None:
-        """x_t = (1 - t) x0 + t x1 and v = x1 - x0 (Sec. 3.1)."""
-        te = expand_like(t, self.x0)
-        self.t, self.x, self.v = t, (1 - te) * self.x0 + te * self.x1, self.x1 - self.x0
-
-    def null_first(self, count: int) -> None:
-        """The null condition for the first `count` rows."""
-        drop = torch.arange(self.size, device=self.x0.device) < count
-        self.cond = null_condition(self.cond, drop)
-
-    def moved(self, x: torch.Tensor) -> "_Rows":
-        """The same rows at another state x (n, ...)."""
-        return replace(self, x=x)
-
-    def pass_at(self, t: torch.Tensor, s: torch.Tensor, weak: bool = False) -> _Pass:
-        return _Pass(self.x, t, s, self.cond, self.guidance, self.keep, weak)
 
 
 class SolutionFlow:
@@ -247,13 +146,13 @@ class SolutionFlow:
         1 for the CFG null-condition full path."""
         return 0.0 if self._mode() == "pdg" else 1.0
 
-    def _uncond(self, rows: "_Rows") -> "_Pass":
+    def _uncond(self, rows: Rows) -> Pass:
         """The pass that gives v_uncond(x_t, t) of the guided target for `rows`: PDG -> weak path, CFG ->
         full path, both on the null condition at (t, t)."""
         n = rows.x.shape[0]
         null = null_condition(rows.cond, torch.ones(n, dtype=torch.bool, device=rows.x.device))
         g = torch.full((n,), self._null_guidance(), device=rows.x.device)
-        return _Pass(rows.x, rows.t, rows.t, null, g, rows.keep, weak=self._mode() == "pdg")
+        return Pass(rows.x, rows.t, rows.t, null, g, rows.keep, weak=self._mode() == "pdg")
 
     # ------------------------------------------------------------------------------------------
     # training objective (Algorithm 1)
@@ -295,7 +194,7 @@ class SolutionFlow:
         else:
             w = uniform((), generator, dev) * (cfg.guidance_max - cfg.guidance_min) + cfg.guidance_min
         keep = self._keep_pattern(x0, generator)
-        rows = _Rows(x0.float(), x1, cond, keep)
+        rows = Rows(x0.float(), x1, cond, keep)
         fm = rows.take(0, n_fm)
         scm = rows.take(n_fm, n_fm + n_scm)
         mva = rows.take(n_fm + n_scm, b)
@@ -377,7 +276,7 @@ class SolutionFlow:
         logs["loss"] = loss.detach()
         return loss, logs
 
-    def _fm_loss(self, fm_full: _Rows, F_full: torch.Tensor, fm_weak: _Rows, F_weak: torch.Tensor,
+    def _fm_loss(self, fm_full: Rows, F_full: torch.Tensor, fm_weak: Rows, F_weak: torch.Tensor,
                  v_uncond: torch.Tensor | None, first_guided: int, w: torch.Tensor, logs: dict) -> torch.Tensor:
         """FM share (Eq. 3 with the PDG / CFG target): the SUM of per-sample weighted losses. The
         guided rows (fm_full's rows from `first_guided` on, given v_uncond) get the target of Eq. 11 /
@@ -417,7 +316,7 @@ class SolutionFlow:
         draw = getattr(self.net, "keep_pattern", None)
         return draw(x0, generator) if draw is not None else None
 
-    def _run(self, passes: list["_Pass | None"], dtype: torch.dtype) -> list[torch.Tensor | None]:
+    def _run(self, passes: list[Pass | None], dtype: torch.dtype) -> list[torch.Tensor | None]:
         """Evaluate F for every pass with one network call per path (full, weak): the rows of the
         passes on a path are concatenated, evaluated, and split back. Returns F (n_i, ...) float32 per
         pass (None for a None pass, an empty tensor for an empty one)."""
@@ -430,10 +329,10 @@ class SolutionFlow:
             if not idx:
                 continue
             group = [passes[i] for i in idx]
-            cat = lambda name: torch.cat([getattr(p, name) for p in group])    # noqa: E731
-            keep = cat("keep") if group[0].keep is not None else None
-            F = self._forward(cat("x"), cat("t"), cat("s"), cat_conditions([p.cond for p in group]),
-                              cat("guidance"), weak=weak, dtype=dtype, keep=keep).float()
+            keep = torch.cat([p.keep for p in group]) if group[0].keep is not None else None
+            F = self._forward(*(torch.cat([getattr(p, name) for p in group]) for name in ("x", "t", "s")),
+                              cat_conditions([p.cond for p in group]),
+                              torch.cat([p.guidance for p in group]), weak=weak, dtype=dtype, keep=keep).float()
             for i, part in zip(idx, F.split([p.x.shape[0] for p in group])):
                 out[i] = part
         return out
