@@ -32,7 +32,7 @@ from eflow_core.codecs import load_codec
 from eflow_core.conditioning import encode_condition
 from eflow_core.config import Phase, TrainConfig
 from eflow_core.data import collate, make_dataset
-from eflow_core.flow import EMA, SolutionFlow, intermediate_ratio, logs_to_floats
+from eflow_core.flow import EMA, SolutionFlow, logs_to_floats
 from eflow_core.model.dit import VideoDiT
 
 LOSS_TERMS = ("loss", "fm", "scm", "mva", "weak_fm")
@@ -149,7 +149,7 @@ class Trainer:
         self.ema = EMA(model, config.ema_decay, warmup=True)
         # fused AdamW skips a non-finite step on the device (`found_inf`), so no step waits on the host;
         # a captured step reads the learning rate from a device tensor, which the scheduler fills
-        capture = self._check_capture(config, use_cpu)
+        capture = self._check_capture(config, use_cpu, self.accelerator.num_processes)
         optimizer = torch.optim.AdamW(model.parameters(), lr=torch.tensor(config.lr, device=self.device)
                                       if capture else config.lr, betas=(0.9, 0.99),
                                       weight_decay=config.weight_decay, fused=True, capturable=capture)
@@ -262,8 +262,7 @@ class Trainer:
         the device. x0: (B, C, T', H', W') latents; cond: their Condition. Returns the step's logs: loss
         terms, grad_norm and skipped (1 where the loss or gradient was not finite and the update was
         skipped) as 0-d device tensors, counts as ints; `logs_to_floats` reads them back."""
-        cfg = self.config
-        ratio = intermediate_ratio(self.step, cfg.flow.r_start, cfg.flow.r_end, self.flow.config.r_steps)
+        ratio = self.flow.scm_ratio(self.step)
         decay = self.ema.current_decay()
         if self.captured is not None:
             logs = self.captured(self.phase_index, x0, cond, ratio, decay)
@@ -304,14 +303,13 @@ class Trainer:
         return logs
 
     @staticmethod
-    def _check_capture(config: TrainConfig, cpu: bool) -> bool:
+    def _check_capture(config: TrainConfig, cpu: bool, processes: int) -> bool:
         """capture=true: CUDA and one process, no FSDP (a clear error otherwise)."""
         if not config.capture:
             return False
-        import os
         if cpu or not torch.cuda.is_available():
             raise ValueError("capture=true records CUDA graphs: it needs a GPU (train without it on the CPU)")
-        if config.fsdp or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if config.fsdp or processes > 1:
             raise ValueError("capture=true runs in one process without fsdp (several processes: leave it off)")
         return True
 
@@ -400,7 +398,8 @@ class Trainer:
             pending.append({"step": self.step, "phase": phase_index, "lr": self.scheduler.get_last_lr()[0],
                             "drop_ratio": phase.drop_ratio, "logs": logs})
             log_now = self.step % cfg.log_every == 0 or self.step == end
-            if log_now or self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+            save_now = self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps
+            if log_now or save_now:
                 history += self._read_back(pending)
             if log_now:
                 row = history[-1]
@@ -414,7 +413,7 @@ class Trainer:
                 if acc.is_main_process:
                     _append_metrics(metrics_path, row)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", phase=phase_index)
-            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+            if save_now:
                 self.save()
                 saved_at = self.step
             ready = time.perf_counter()

@@ -70,6 +70,10 @@ class Pass:
     keep: torch.Tensor | None
     weak: bool = False
 
+    def solution(self, F: torch.Tensor) -> torch.Tensor:
+        """Eq. 2 for these rows: f(x, t, s) = x + (s - t) F, F (n, ...) the network's output for them."""
+        return self.x + expand_like(self.s - self.t, self.x) * F
+
 
 @dataclass
 class Rows:

@@ -165,10 +165,13 @@ class SolutionFlow:
         the SCM r schedule); generator: optional torch.Generator for every random draw here.
         Returns (loss: scalar tensor with grad, logs: dict of floats), `loss_tensors`'s logs read
         back with one device sync."""
-        cfg = self.config
-        ratio = intermediate_ratio(step, cfg.r_start, cfg.r_end, cfg.r_steps)
-        loss, logs = self.loss_tensors(x0, cond, ratio, generator)
+        loss, logs = self.loss_tensors(x0, cond, self.scm_ratio(step), generator)
         return loss, logs_to_floats(logs)
+
+    def scm_ratio(self, step: int) -> float:
+        """r(step) of the SCM intermediate time (`intermediate_ratio` with the config's schedule)."""
+        cfg = self.config
+        return intermediate_ratio(step, cfg.r_start, cfg.r_end, cfg.r_steps)
 
     def loss_tensors(self, x0: torch.Tensor, cond: Condition, ratio: float | torch.Tensor,
                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor | int]]:
@@ -227,10 +230,10 @@ class SolutionFlow:
             # (1) v_uncond of the guided rows (FM, SCM); the SCM rows' own guided velocity (SoFlow's mix);
             # MVA's first jump x_l = f(x_t, t, l)
             mix_pred = cfg.velocity_mix != 1.0 and scm_guided.size > 0
+            mva_first = mva.pass_at(mva.t, mva.l)
             fm_u, scm_u, scm_pred, mva_tl = self._run([
                 self._uncond(fm_guided) if guided else None, self._uncond(scm_guided) if guided else None,
-                scm_guided.pass_at(scm_guided.t, scm_guided.t) if mix_pred else None,
-                mva.pass_at(mva.t, mva.l)], dtype)
+                scm_guided.pass_at(scm_guided.t, scm_guided.t) if mix_pred else None, mva_first], dtype)
             v_tgt = scm.v
             if scm_guided.size:
                 v_g = guided_velocity(scm_guided.v, scm_u, w)
@@ -238,15 +241,16 @@ class SolutionFlow:
                     v_g = mix_velocity(v_g, scm_pred, cfg.velocity_mix)
                 v_tgt = torch.cat([scm.v[:n_scm_drop], v_g])
             scm_l = scm.moved(scm.x + v_tgt * expand_like(scm.l - scm.t, scm.x))     # first-order step to l (Eq. 4)
-            mva_l = mva.moved(mva.x + expand_like(mva.l - mva.t, mva.x) * mva_tl)
+            mva_l = mva.moved(mva_first.solution(mva_tl))
             # (2) the targets: f(x_l, l, s) for SCM, sg f(sg f(x_t, t, l), l, s) for MVA (Eq. 12)
-            scm_fl, mva_fls = self._run([scm_l.pass_at(scm.l, scm.s), mva_l.pass_at(mva.l, mva.s)], dtype)
-            f_l = scm_l.x + expand_like(scm.s - scm.l, scm.x) * scm_fl
-            f_ls = mva_l.x + expand_like(mva.s - mva.l, mva.x) * mva_fls
+            scm_target, mva_target = scm_l.pass_at(scm.l, scm.s), mva_l.pass_at(mva.l, mva.s)
+            scm_fl, mva_fls = self._run([scm_target, mva_target], dtype)
+            f_l, f_ls = scm_target.solution(scm_fl), mva_target.solution(mva_fls)
         # (3) the gradient passes: the full-path FM rows, SCM's f(x_t, t, s), MVA's f(x_t, t, s); the
         # weak-path FM rows. Each row keeps the token pattern of its target passes.
+        scm_grad, mva_grad = scm.pass_at(scm.t, scm.s), mva.pass_at(mva.t, mva.s)
         F_fm, F_scm, F_mva, F_weak = self._run([
-            fm_full.pass_at(fm_full.t, fm_full.t), scm.pass_at(scm.t, scm.s), mva.pass_at(mva.t, mva.s),
+            fm_full.pass_at(fm_full.t, fm_full.t), scm_grad, mva_grad,
             fm_weak.pass_at(fm_weak.t, fm_weak.t, weak=True)], dtype)
 
         logs: dict[str, torch.Tensor | int] = {"guidance": w, "n_fm": n_fm, "n_scm": n_scm, "n_mva": n_mva}
@@ -256,7 +260,7 @@ class SolutionFlow:
             total = total + self._fm_loss(fm_full, F_fm, fm_weak, F_weak, fm_u, first_guided, w, logs)
             logs.update(n_weak=fm_weak.size, n_dropped=n_drop, n_unguided=n_ung, t_fm=fm.t.mean())
         if n_scm:
-            f_t = scm.x + expand_like(scm.s - scm.t, scm.x) * F_scm
+            f_t = scm_grad.solution(F_scm)
             p = cfg.adaptive_p if cfg.scm_adaptive_p is None else cfg.scm_adaptive_p
             loss, mse_q = solution_consistency_loss(f_t, f_l, scm.t, scm.l, scm.s, p, cfg.adaptive_eps,
                                                     cfg.scm_weight_scale)
@@ -265,7 +269,7 @@ class SolutionFlow:
                         t_scm=scm.t.mean(), s_scm=scm.s.mean(), tl_gap=(scm.t - scm.l).mean(),
                         r=ratio.float() if isinstance(ratio, torch.Tensor) else torch.full((), ratio, device=dev))
         if n_mva:
-            loss = mva_loss(mva.x + expand_like(mva.s - mva.t, mva.x) * F_mva, f_ls)
+            loss = mva_loss(mva_grad.solution(F_mva), f_ls)
             logs.update(mva=loss.detach().mean(), t_mva=mva.t.mean())
             if cfg.mva_weighting == "adaptive":
                 loss = adaptive_weight(loss, cfg.adaptive_p, cfg.adaptive_eps) * loss
