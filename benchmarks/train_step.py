@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument("--config", default="shapes-t2v")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--modes", default="eager,capture", help="comma list of eager, capture, compile")
+    parser.add_argument("--modes", default="eager,capture", help="comma list of eager, capture, compile, compile+capture")
     parser.add_argument("--warmup", type=int, default=8)
     parser.add_argument("--check-steps", type=int, default=6,
                         help="seeded steps from the initial weights whose losses every mode must reproduce")
@@ -107,8 +107,8 @@ def main() -> None:
     results = []
     for mode in args.modes.split(","):
         config = load_train_config(args.config, [*args.overrides, f"batch_size={args.batch}",
-                                                 f"compile={'true' if mode == 'compile' else 'false'}",
-                                                 f"capture={'true' if mode == 'capture' else 'false'}"])
+                                                 f"compile={str('compile' in mode.split('+')).lower()}",
+                                                 f"capture={str('capture' in mode.split('+')).lower()}"])
         with tempfile.TemporaryDirectory() as tmp:
             torch.manual_seed(0)
             trainer = Trainer(config, tmp, cpu=cpu, progress=False)

@@ -18,6 +18,15 @@ recorded once with `torch.cuda.graph` and replayed with one launch per step:
 
 The update is the same function as the eager one (`Trainer._update`); tests/test_captured_step.py
 checks, on a GPU, that a replayed step gives the eager step's weights.
+
+Several processes (DDP): the graph holds DDP's gradient all-reduces too (NCCL collectives can be captured
+since NCCL 2.9.6). PyTorch's CUDA-semantics notes ("Usage with DistributedDataParallel") give three rules,
+kept here and in the trainer: NCCL's async error handling is off before the process group starts
+(`TORCH_NCCL_ASYNC_ERROR_HANDLING=0`, set by the Trainer), DDP is constructed on the capture side stream
+(`setup_stream`), and at least 11 DDP steps run eagerly before the capture (`warmup`). Every process
+captures and replays the same collectives in the same order: the loss's passes and shapes are the same
+on every process (static counts). The capture is thread-local, so NCCL's watchdog thread may poll its
+events while this thread records.
 """
 from __future__ import annotations
 
@@ -38,10 +47,21 @@ class CapturedStep:
         static shapes (`Trainer._update`). Runs eagerly for the first `warmup` calls of a phase.
     text_length: text conditions are right-padded to this many tokens (the encoder's max_length), so
         every batch has the same shape; None for class or unconditional models.
+    processes: how many DDP processes run the update (1: plain); more sets PyTorch's DDP warm-up of 11
+        eager steps and a thread-local capture.
+    warmup: eager steps per graph before its capture (default 3, or 11 with DDP).
     """
 
-    def __init__(self, update: Callable[..., dict], text_length: int | None = None, warmup: int = 3):
+    DDP_WARMUP = 11       # PyTorch's rule: DDP's first iterations rebuild its buckets; capture after 11
+
+    def __init__(self, update: Callable[..., dict], text_length: int | None = None, processes: int = 1,
+                 warmup: int | None = None):
+        if warmup is None:
+            warmup = 3 if processes == 1 else self.DDP_WARMUP
+        if processes > 1 and warmup < self.DDP_WARMUP:
+            raise ValueError(f"a DDP step is captured after at least {self.DDP_WARMUP} eager steps, not {warmup}")
         self.update, self.text_length, self.warmup = update, text_length, warmup
+        self.capture_mode = "global" if processes == 1 else "thread_local"
         self.key = None                     # (phase, shapes) of the graph held now
         self.calls = 0                      # calls with this key so far
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -60,10 +80,8 @@ class CapturedStep:
             self.key, self.calls, self.graph, self.inputs, self.packed = key, 0, None, {}, None
         self.calls += 1
         if self.calls <= self.warmup:       # eager on the side stream, as torch.cuda.graph asks
-            self.side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(self.side):
+            with _OnStream(self.side):
                 logs = self.update(x0, cond, ratio, decay)
-            torch.cuda.current_stream().wait_stream(self.side)
             return logs
         if self.graph is None:
             self._capture(x0, cond, ratio, decay)
@@ -71,6 +89,11 @@ class CapturedStep:
         self.graph.replay()
         packed = self.packed.clone()          # the next replay overwrites the graph's own output
         return {**self.counts, **{k: packed[i] for i, k in enumerate(self.keys)}}
+
+    def setup_stream(self):
+        """Context for building the DDP wrapper on the capture side stream (PyTorch's rule for capturing
+        DDP); the current stream waits for it on exit."""
+        return _OnStream(self.side)
 
     # ------------------------------------------------------------------------------------------
     def _pad(self, cond: Condition) -> Condition:
@@ -95,7 +118,7 @@ class CapturedStep:
         self._fill(x0, cond, ratio, decay)
         self.graph = torch.cuda.CUDAGraph()
         torch.cuda.synchronize()
-        with torch.cuda.graph(self.graph):
+        with torch.cuda.graph(self.graph, capture_error_mode=self.capture_mode):
             self._record()
 
     def _record(self) -> None:
@@ -126,3 +149,20 @@ def _shapes(x0: torch.Tensor, cond: Condition) -> tuple:
     if isinstance(cond, TextCondition):
         return tuple(x0.shape), tuple(cond.tokens.shape), cond.tokens.dtype
     return tuple(x0.shape), None if cond is None else tuple(cond.shape)
+
+
+class _OnStream:
+    """`with _OnStream(stream):` runs the block on `stream`; the current stream then waits for it."""
+
+    def __init__(self, stream: torch.cuda.Stream):
+        self.stream, self.outer = stream, None
+
+    def __enter__(self):
+        self.stream.wait_stream(torch.cuda.current_stream())
+        self.outer = torch.cuda.stream(self.stream)
+        self.outer.__enter__()
+
+    def __exit__(self, *exc):
+        self.outer.__exit__(*exc)
+        torch.cuda.current_stream().wait_stream(self.stream)
+        return False

@@ -112,9 +112,20 @@ def flatten_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], 
                 tensors[f"{pid}.{key}"] = value
             else:
                 scalars[f"{pid}.{key}"] = value
-    groups = [{k: (float(v) if torch.is_tensor(v) else v) for k, v in group.items()}   # a tensor lr (capture)
-              for group in state_dict["param_groups"]]
+    groups = tensors_to_floats(state_dict["param_groups"])          # a tensor lr (capture)
     return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def tensors_to_floats(value):
+    """`value` (nested dicts / lists) with every one-element tensor as a float, for state.json: a
+    captured step's learning rate is a device tensor, and so are the scheduler's base_lrs and _last_lr."""
+    if torch.is_tensor(value):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: tensors_to_floats(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(tensors_to_floats(v) for v in value)
+    return value
 
 
 def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], rest: dict) -> dict:

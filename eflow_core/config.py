@@ -232,8 +232,9 @@ class TrainConfig:
     mixed_precision: str = "auto"   # auto: bf16 on GPU, fp32 on CPU
     max_bad_steps: int = 5          # stop after this many non-finite steps in a row
     compile: bool = False           # GPU: torch.compile each DiT block (VideoDiT.compile_blocks)
-    # GPU, one process: record the whole update (loss, backward, clip, AdamW, EMA) as one CUDA graph per phase
-    # and replay it (eflow_core/captured_step.py): the step costs the GPU's time, not Python's launches
+    # GPU, one process or DDP (not fsdp): record the whole update (loss, backward, clip, AdamW, EMA; DDP's
+    # all-reduces) as one CUDA graph per phase and replay it (eflow_core/captured_step.py): the step costs
+    # the GPU's time, not Python's launches
     capture: bool = False
     # Several processes: shard weights, Adam state and EMA per DiT block (FSDP2, eflow_core/parallel.py) instead
     # of DDP's full copy per process; checkpoints become torch.distributed.checkpoint folders. For the presets

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -27,7 +29,8 @@ from tqdm.auto import tqdm
 
 from eflow_core.checkpoint import (CheckpointError, atomic_save_tensors, atomic_write_json,
                                    flatten_optimizer_state, load_init_weights, load_sharded_state, load_tensors,
-                                   remove_stale_sharded, save_sharded_state, unflatten_optimizer_state)
+                                   remove_stale_sharded, save_sharded_state, tensors_to_floats,
+                                   unflatten_optimizer_state)
 from eflow_core.codecs import load_codec
 from eflow_core.conditioning import encode_condition
 from eflow_core.config import Phase, TrainConfig
@@ -124,6 +127,11 @@ class Trainer:
         precision = config.mixed_precision
         if precision == "auto":
             precision = "no" if use_cpu else "bf16"
+        capture = self._check_capture(config, use_cpu)
+        if capture:
+            # PyTorch's rule for capturing DDP's all-reduces (CUDA semantics, "Usage with
+            # DistributedDataParallel"): NCCL's async error handling off before the process group starts
+            os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "0")
         self.accelerator = Accelerator(cpu=use_cpu, mixed_precision=precision,
                                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         self.device = self.accelerator.device
@@ -142,30 +150,31 @@ class Trainer:
         fresh = not (self.output / "checkpoint" / "state.json").exists()
         self.init_card = load_init_weights(model, config.init_from) if config.init_from and fresh else None
         if config.compile and not use_cpu:
-            model.compile_blocks(dynamic=True)   # batch shares and kept-token counts change every step
+            model.compile_blocks(dynamic=True)   # a step's passes run different row counts (one graph for all)
         if config.fsdp:                          # parameters become DTensor shards; so do EMA and Adam state
             from eflow_core.parallel import shard_model
             shard_model(model, self.device, self.accelerator.mixed_precision)
         self.ema = EMA(model, config.ema_decay, warmup=True)
         # fused AdamW skips a non-finite step on the device (`found_inf`), so no step waits on the host;
         # a captured step reads the learning rate from a device tensor, which the scheduler fills
-        capture = self._check_capture(config, use_cpu, self.accelerator.num_processes)
         optimizer = torch.optim.AdamW(model.parameters(), lr=torch.tensor(config.lr, device=self.device)
                                       if capture else config.lr, betas=(0.9, 0.99),
                                       weight_decay=config.weight_decay, fused=True, capturable=capture)
         warmup = max(config.warmup_steps, 1)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
         self.flow = SolutionFlow(model, config.flow)      # its passes run the bare network ...
-        if config.fsdp:                                   # ... sharded: parallel.py runs its collectives
-            self.objective = FlowObjective(model, self.flow)
-            self.optimizer, self.scheduler = self.accelerator.prepare(optimizer, scheduler)
-        else:                                             # ... DDP wraps the step
-            self.objective, self.optimizer, self.scheduler = self.accelerator.prepare(
-                FlowObjective(model, self.flow), optimizer, scheduler)
         self.captured, self.phase_index = None, 0
         if capture:
             from eflow_core.captured_step import CapturedStep
-            self.captured = CapturedStep(self._update, text_length=getattr(self.text_encoder, "max_length", None))
+            self.captured = CapturedStep(self._update, text_length=getattr(self.text_encoder, "max_length", None),
+                                         processes=self.accelerator.num_processes)
+        if config.fsdp:                                   # ... sharded: parallel.py runs its collectives
+            self.objective = FlowObjective(model, self.flow)
+            self.optimizer, self.scheduler = self.accelerator.prepare(optimizer, scheduler)
+        else:                                             # ... DDP wraps the step; a captured DDP step
+            with self.captured.setup_stream() if capture else nullcontext():   # is built on the capture side stream
+                self.objective, self.optimizer, self.scheduler = self.accelerator.prepare(
+                    FlowObjective(model, self.flow), optimizer, scheduler)
         self.step = 0
         self.bad_steps = 0
         self.train_seconds = 0.0         # seconds of training in earlier calls of this run (time budgets)
@@ -190,7 +199,7 @@ class Trainer:
         state = {"step": self.step, "bad_steps": self.bad_steps,
                  "train_seconds": self.train_seconds + time.perf_counter() - self.call_start,
                  "fitted_steps": self.fitted_steps, "ema_updates": self.ema.num_updates, "run": self.run_record,
-                 "scheduler": self.scheduler.state_dict()}
+                 "scheduler": tensors_to_floats(self.scheduler.state_dict())}
         if self.config.fsdp:
             state["sharded"] = save_sharded_state(folder, self.step, self.raw_model, self.optimizer.optimizer,
                                                   self.ema.shadow)
@@ -303,14 +312,15 @@ class Trainer:
         return logs
 
     @staticmethod
-    def _check_capture(config: TrainConfig, cpu: bool, processes: int) -> bool:
-        """capture=true: CUDA and one process, no FSDP (a clear error otherwise)."""
+    def _check_capture(config: TrainConfig, cpu: bool) -> bool:
+        """capture=true: CUDA, one process or DDP over several, no FSDP (a clear error otherwise)."""
         if not config.capture:
             return False
         if cpu or not torch.cuda.is_available():
             raise ValueError("capture=true records CUDA graphs: it needs a GPU (train without it on the CPU)")
-        if config.fsdp or processes > 1:
-            raise ValueError("capture=true runs in one process without fsdp (several processes: leave it off)")
+        if config.fsdp:
+            raise ValueError("capture=true records DDP's step, not fsdp=true's per-block collectives: "
+                             "leave one of them off")
         return True
 
     def _read_back(self, pending: list[dict]) -> list[dict]:

@@ -38,7 +38,7 @@ def test_replayed_graph_trains_like_the_eager_step(tmp_path):
 
 @cuda
 def test_captured_step_skips_a_non_finite_step_on_the_device(tmp_path, monkeypatch):
-    trainer = Trainer(_config(capture="true", max_bad_steps=100, steps=8), tmp_path, progress=False)
+    trainer = Trainer(_config(capture="true", max_bad_steps=100), tmp_path, progress=False)
     before = {k: v.clone() for k, v in trainer.raw_model.state_dict().items()}
     real_loss = trainer.flow.loss_tensors
     monkeypatch.setattr(trainer.flow, "loss_tensors",
@@ -56,8 +56,9 @@ def test_capture_on_the_cpu_is_a_clear_error(tmp_path):
 
 def test_eager_update_never_reads_the_device(tmp_path, monkeypatch):
     """What makes the step capturable: no .item(), no bool() / float() of a tensor, no .cpu() inside
-    `Trainer._update` (loss, backward, clip, AdamW, EMA); logs come back as tensors."""
-    trainer = Trainer(_config(), tmp_path, progress=False, cpu=True)
+    `Trainer._update` (loss, backward, clip, AdamW, EMA); logs come back as tensors. On the GPU where
+    there is one (accelerate keeps one device per process)."""
+    trainer = Trainer(_config(), tmp_path, progress=False)
     trainer.apply_phase(0)
     x0, cond = trainer.encode_batch(__import__("eflow_core.data", fromlist=["collate"]).collate(
         [trainer.dataset[i] for i in range(4)]))
@@ -97,7 +98,9 @@ def test_captured_step_plumbing_with_a_stand_in_graph(monkeypatch):
     from eflow_core.conditioning import TextCondition
 
     monkeypatch.setattr(torch.cuda, "CUDAGraph", _StandInGraph)
-    monkeypatch.setattr(torch.cuda, "graph", lambda graph: contextlib.nullcontext())
+    modes = []
+    monkeypatch.setattr(torch.cuda, "graph", lambda graph, capture_error_mode: modes.append(capture_error_mode)
+                        or contextlib.nullcontext())
     monkeypatch.setattr(torch.cuda, "Stream", lambda: types.SimpleNamespace(wait_stream=lambda s: None))
     monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
     monkeypatch.setattr(torch.cuda, "current_stream", lambda: types.SimpleNamespace(wait_stream=lambda s: None))
@@ -133,5 +136,62 @@ def test_captured_step_plumbing_with_a_stand_in_graph(monkeypatch):
         assert replayed == (k in (2, 3)), k
         assert ("x0" in step.inputs and calls[-1] == step.inputs["x0"].data_ptr()) == replayed
     assert step.key[0] == 1 and step.graph is None          # phase 1 is still warming up: its own graph later
+    assert modes == ["global"]                               # one process: the strict capture mode
     with pytest.raises(ValueError, match="more than the text length 6"):
         step(1, torch.randn(2, 3, 4), TextCondition(torch.randn(2, 7, 5), torch.ones(2, 7, dtype=torch.bool)), 0.1, 0.9)
+
+
+def test_a_ddp_step_follows_pytorchs_capture_rules(monkeypatch):
+    """Several processes: 11 eager DDP steps before the capture, a thread-local capture (NCCL's watchdog
+    thread polls its events meanwhile), DDP built on the capture side stream; fewer warm-up steps are
+    refused. fsdp=true with capture=true is a clear error."""
+    import contextlib
+    import types
+
+    from eflow_core.captured_step import CapturedStep
+
+    streams = []
+    monkeypatch.setattr(torch.cuda, "Stream", lambda: types.SimpleNamespace(wait_stream=lambda s: None, name="side"))
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: streams.append(stream.name) or contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: types.SimpleNamespace(wait_stream=lambda s: None))
+    assert CapturedStep(lambda *a: {}).warmup == 3 and CapturedStep(lambda *a: {}).capture_mode == "global"
+    ddp = CapturedStep(lambda *a: {}, processes=2)
+    assert ddp.warmup == CapturedStep.DDP_WARMUP == 11 and ddp.capture_mode == "thread_local"
+    with ddp.setup_stream():
+        pass
+    assert streams == ["side"]
+    with pytest.raises(ValueError, match="at least 11 eager steps"):
+        CapturedStep(lambda *a: {}, processes=2, warmup=3)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(ValueError, match="not fsdp=true"):
+        Trainer._check_capture(_config(capture="true", fsdp="true"), cpu=False)
+    assert Trainer._check_capture(_config(capture="true"), cpu=False)
+
+
+def test_a_tensor_learning_rate_survives_state_json():
+    """A captured step's lr is a device tensor that the scheduler fills in place; the scheduler's and the
+    optimizer's states go to state.json as floats, and after loading them the same tensor is filled."""
+    import json
+
+    from eflow_core.checkpoint import flatten_optimizer_state, tensors_to_floats, unflatten_optimizer_state
+
+    def build():
+        param = torch.nn.Parameter(torch.randn(3))
+        optimizer = torch.optim.AdamW([param], lr=torch.tensor(1e-3))
+        return param, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 10))
+
+    param, optimizer, scheduler = build()
+    for _ in range(3):
+        param.grad = torch.randn(3)
+        optimizer.step()
+        scheduler.step()
+    tensors, rest = flatten_optimizer_state(optimizer.state_dict())
+    saved = json.loads(json.dumps({"scheduler": tensors_to_floats(scheduler.state_dict()), "optimizer": rest}))
+    _, resumed, resumed_scheduler = build()
+    resumed.load_state_dict(unflatten_optimizer_state(tensors, saved["optimizer"]))
+    lr = resumed.param_groups[0]["lr"] = torch.tensor(float(resumed.param_groups[0]["lr"]))   # as Trainer.resume
+    resumed_scheduler.load_state_dict(saved["scheduler"])
+    scheduler.step()
+    resumed_scheduler.step()
+    assert resumed.param_groups[0]["lr"] is lr and torch.is_tensor(optimizer.param_groups[0]["lr"])
+    assert lr.item() == pytest.approx(optimizer.param_groups[0]["lr"].item()) == pytest.approx(5e-4)
