@@ -7,11 +7,15 @@ are fitted to `--budget`, as `scripts/train_shipped.sh` does). Every `--every` s
 and saves (`stop_after`), the EMA weights are exported (`export_for_inference`) and evaluated
 (`evaluate`: 4 steps, the held-out-frames captions, seed 0, the world's probe), and training resumes from
 the checkpoint. Evaluation time is not training time: the clock is the trainer's own (`train_seconds` in
-the checkpoint). Output: a table, `time_to_quality.json` (one row per evaluation) and a plotly page of
-adherence against training seconds.
+the checkpoint). Output: a table, `time_to_quality.json` (one row per evaluation, rewritten after each) and
+a plotly page of adherence against training seconds.
+
+A run spans several processes when it must (a device call shorter than the budget): `--call-seconds S`
+ends this process at the first evaluation after which another interval would not fit in S seconds of wall
+time, and the same command later resumes from `--out` (the trainer's checkpoint and the rows so far).
 
     python -m benchmarks.time_to_quality --config shapes-t2v batch_size=512 data.text_cache=.cache/text \\
-        --budget 600 --every 60 --out $OUT                                   # one GPU
+        compile=true capture=true --budget 600 --every 60 --call-seconds 560 --out $OUT   # one GPU, the fast step
     python -m benchmarks.time_to_quality --config shapes-t2v model.dim=64 batch_size=4 --budget 20 \\
         --every 10 --prompts 8 --device cpu --out /tmp/ttq                   # plumbing check
 """
@@ -76,6 +80,8 @@ def main(argv=None):
     parser.add_argument("--captions", default="heldout-frames")
     parser.add_argument("--device", default=None)
     parser.add_argument("--keep-going", action="store_true", help="train the whole budget after the target")
+    parser.add_argument("--call-seconds", type=float, default=None,
+                        help="end this process (resumable from --out) before another interval would pass this wall time")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -88,7 +94,13 @@ def main(argv=None):
     trainer = Trainer(config, train_dir, cpu=device == "cpu", progress=False)
     trainer.run_record["command"] = "python -m benchmarks.time_to_quality " + " ".join(argv or [])
     text_cache = config.data.text_cache or None
+    call_start = time.perf_counter()
     rows, reached_at = [], None
+    earlier = out / "time_to_quality.json"
+    if (train_dir / "checkpoint" / "state.json").exists() and earlier.exists():     # resume an earlier call's run
+        rows = json.loads(earlier.read_text())["rows"]
+        reached_at = next((row for row in rows if reached(row["adherence"], args.target)), None)
+        print(f"resuming at step {trainer.step} with {len(rows)} evaluations")
     print(f"{'train s':>8} {'step':>6} " + " ".join(f"{k:>10}" for k in (*ATTRIBUTE_ORDER, "all")) + f" {'probe-FD':>9}")
     while True:
         trainer.fit(time_budget=args.budget, stop_after=args.every)
@@ -105,17 +117,24 @@ def main(argv=None):
         if reached_at is None and reached(record["adherence"], args.target):
             reached_at = record
         done = trainer.step >= trainer.config.steps or state["train_seconds"] >= args.budget
-        if done or (reached_at is not None and not args.keep_going):
+        finished = done or (reached_at is not None and not args.keep_going)
+        result = {"date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+                  "command": trainer.run_record["command"], "config": config.to_dict(), "target": args.target,
+                  "budget": args.budget, "steps_sampled": args.steps, "captions": args.captions,
+                  "prompts": args.prompts, "finished": finished, "reached": reached_at, "rows": rows}
+        earlier.write_text(json.dumps(result, indent=1))
+        write_figure(rows, args.target, out / "time_to_quality.html")
+        if finished:
             break
-    result = {"date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-              "command": trainer.run_record["command"], "config": config.to_dict(), "target": args.target,
-              "steps_sampled": args.steps, "captions": args.captions, "prompts": args.prompts,
-              "reached": reached_at, "rows": rows}
-    (out / "time_to_quality.json").write_text(json.dumps(result, indent=1))
-    write_figure(rows, args.target, out / "time_to_quality.html")
+        # another interval and its evaluation (with a half-interval margin for start-up work) must fit the call
+        if args.call_seconds and (time.perf_counter() - call_start + 1.5 * args.every + record["eval_seconds"]
+                                  > args.call_seconds):
+            print(f"stopping this call at {record['train_seconds']:.0f} s of training: run the same command "
+                  f"again to resume from {out}")
+            return
     verdict = (f"every attribute >= {100 * args.target:.0f}% after {reached_at['train_seconds']:.0f} s of training "
                f"(step {reached_at['step']})" if reached_at else f"target not reached within {args.budget:.0f} s")
-    print(f"{verdict}; wrote {out / 'time_to_quality.json'} and {out / 'time_to_quality.html'}")
+    print(f"{verdict}; wrote {earlier} and {out / 'time_to_quality.html'}")
 
 
 if __name__ == "__main__":

@@ -60,7 +60,26 @@ def test_time_to_quality_evaluates_at_intervals_of_training_time(tmp_path):
     assert len(seconds) == 2 and 8 <= seconds[0] < seconds[1] and result["rows"][1]["step"] > result["rows"][0]["step"]
     assert set(result["rows"][0]["adherence"]) == {"color", "shape", "motion", "background", "all"}
     assert result["reached"] is None            # 16 s of a 64-wide model is far from 95%
-    assert "plotly" in (tmp_path / "time_to_quality.html").read_text().lower()
+    assert result["finished"] and "plotly" in (tmp_path / "time_to_quality.html").read_text().lower()
+
+
+@pytest.mark.slow
+def test_time_to_quality_resumes_across_calls(tmp_path):
+    """--call-seconds ends a call after an evaluation when another interval would not fit; the same command
+    resumes the run (trainer checkpoint and the rows so far) and finishes it (about 40 s)."""
+    from benchmarks.time_to_quality import main
+
+    argv = ["--config", "shapes-t2v", "model.dim=64", "model.num_heads=2", "model.ffn_dim=128", "batch_size=4",
+            "data.num_workers=0", "--budget", "12", "--every", "6", "--prompts", "4", "--device", "cpu",
+            "--call-seconds", "1", "--out", str(tmp_path)]
+    main(argv)
+    first = json.loads((tmp_path / "time_to_quality.json").read_text())
+    assert len(first["rows"]) == 1 and not first["finished"]
+    main(argv)
+    second = json.loads((tmp_path / "time_to_quality.json").read_text())
+    assert second["rows"][0] == first["rows"][0] and len(second["rows"]) == 2 and second["finished"]
+    assert second["rows"][1]["train_seconds"] > first["rows"][0]["train_seconds"]
+    assert second["rows"][1]["step"] > first["rows"][0]["step"]
 
 
 def test_end_to_end_script_tiny_cpu_run(tmp_path, benchmark_env):
