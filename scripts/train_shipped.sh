@@ -15,7 +15,8 @@
 # one run (a candidate with another architecture cannot start from them: INIT_shapes_t2v_p1=none).
 # EVAL=STEPS (e.g. 1,4) chooses each exported run's default steps and guidance (`choose-defaults`, into
 # its card and RUN-defaults.json) and evaluates it at those on its GPU (`eval --steps STEPS`, 300 prompts)
-# into RUN-eval.json inside the run's tgz; for shapes-t2v the
+# into RUN-eval.json inside the run's tgz (EVAL_PROMPTS=300 report prompts, SELECT_PROMPTS=100 selection
+# prompts by default; the CPU smoke test makes them small); for shapes-t2v the
 # caption cache must then hold the held-out captions too (`data text-cache --include-eval`): the GPU
 # image lacks the MiniLM package.
 #
@@ -44,6 +45,8 @@ CALL=${CALL:-$BUDGET}
 OUT=${OUT:-out}
 BATCH=${BATCH:-256}
 EVAL=${EVAL:-}
+EVAL_PROMPTS=${EVAL_PROMPTS:-300}
+SELECT_PROMPTS=${SELECT_PROMPTS:-100}
 MARGIN=${MARGIN:-$([ -n "$EVAL" ] && echo 180 || echo 60)}  # seconds of a call kept for start-up and export (+ eval)
 INIT=${INIT:-none}
 run_name() { echo "${1/:/-}"; }                       # shapes-t2v:p1 -> shapes-t2v-p1
@@ -124,10 +127,11 @@ PY
     # EVAL: first the card's default steps / guidance / guidance interval, on selection prompts (seed 1,
     # heldout-frames), then the report at those defaults (seed 0, the held-out frames and words)
     [ -z "$EVAL" ] || CUDA_VISIBLE_DEVICES=$gpu python3 -m eflow_core choose-defaults --checkpoint "runs/export/$name" \
-      --device "$EVAL_DEVICE" $eval_args --write-card --out "runs/$name-defaults.json" >> "runs/$name.log" 2>&1 \
+      --device "$EVAL_DEVICE" --prompts "$SELECT_PROMPTS" $eval_args --write-card --out "runs/$name-defaults.json" \
+      >> "runs/$name.log" 2>&1 \
       || echo "choose-defaults of $name failed" >> "runs/$name.log"
     [ -z "$EVAL" ] || CUDA_VISIBLE_DEVICES=$gpu python3 -m eflow_core eval --checkpoint "runs/export/$name" \
-      --steps "$EVAL" --prompts 300 --device "$EVAL_DEVICE" \
+      --steps "$EVAL" --prompts "$EVAL_PROMPTS" --device "$EVAL_DEVICE" \
       $eval_args --out "runs/$name-eval.json" >> "runs/$name.log" 2>&1 \
       || echo "eval of $name failed" >> "runs/$name.log"
   fi

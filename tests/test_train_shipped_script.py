@@ -49,7 +49,7 @@ def test_a_candidate_of_the_shipped_model_trains_resumes_exports_and_evaluates_o
     name = f"shapes-t2v-smoke{os.getpid()}"
     tag = name.removeprefix("shapes-t2v-")
     env = {"MODEL": f"shapes-t2v:{tag}", "INIT": "shipped", "BUDGET": "16", "CALL": "500", "BATCH": "2",
-           "EVAL": "1", "EXTRA": "log_every=2 checkpoint_every=1000 warmup_steps=1",
+           "EVAL": "1", "EVAL_PROMPTS": "8", "SELECT_PROMPTS": "8", "EXTRA": "log_every=2 checkpoint_every=1000 warmup_steps=1",
            f"EXTRA_shapes_t2v_{tag}": "ema_decay=0.99"}
     shipped = json.loads((ROOT / "checkpoints" / "shapes-t2v" / "model_card.json").read_text())
     try:
@@ -66,11 +66,13 @@ def test_a_candidate_of_the_shipped_model_trains_resumes_exports_and_evaluates_o
             card = json.load(tar.extractfile(f"runs/export/{name}/model_card.json"))
             evaluation = json.load(tar.extractfile(f"runs/{name}-eval.json"))
         assert card["init_from"] == "checkpoints/shapes-t2v" and card["config"]["ema_decay"] == 0.99
+        assert card["config"]["compile"] is False and card["config"]["capture"] is False   # auto: off without a GPU
         assert card["steps"] > shipped["steps"] and len(card["runs"]) == len(shipped["runs"]) + 1
         assert card["calls"] == 2                           # the second call resumed the same run folder
-        assert [row["steps"] for row in evaluation["rows"]] == [1]
+        assert set(evaluation) == {"heldout-frames", "heldout-vocabulary"}     # a text model: one report per set
+        assert all([row["steps"] for row in result["rows"]] == [1] for result in evaluation.values())
     finally:
         for path in [ROOT / "runs" / name, ROOT / "runs" / "export" / name]:
             shutil.rmtree(path, ignore_errors=True)
-        for suffix in (".log", "-eval.json"):
+        for suffix in (".log", "-eval.json", "-defaults.json"):
             (ROOT / "runs" / f"{name}{suffix}").unlink(missing_ok=True)
