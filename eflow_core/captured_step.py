@@ -30,6 +30,7 @@ events while this thread records.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Callable
 
 import torch
@@ -80,7 +81,7 @@ class CapturedStep:
             self.key, self.calls, self.graph, self.inputs, self.packed = key, 0, None, {}, None
         self.calls += 1
         if self.calls <= self.warmup:       # eager on the side stream, as torch.cuda.graph asks
-            with _OnStream(self.side):
+            with _on_stream(self.side):
                 logs = self.update(x0, cond, ratio, decay)
             return logs
         if self.graph is None:
@@ -93,7 +94,7 @@ class CapturedStep:
     def setup_stream(self):
         """Context for building the DDP wrapper on the capture side stream (PyTorch's rule for capturing
         DDP); the current stream waits for it on exit."""
-        return _OnStream(self.side)
+        return _on_stream(self.side)
 
     # ------------------------------------------------------------------------------------------
     def _pad(self, cond: Condition) -> Condition:
@@ -151,18 +152,11 @@ def _shapes(x0: torch.Tensor, cond: Condition) -> tuple:
     return tuple(x0.shape), None if cond is None else tuple(cond.shape)
 
 
-class _OnStream:
-    """`with _OnStream(stream):` runs the block on `stream`; the current stream then waits for it."""
 
-    def __init__(self, stream: torch.cuda.Stream):
-        self.stream, self.outer = stream, None
-
-    def __enter__(self):
-        self.stream.wait_stream(torch.cuda.current_stream())
-        self.outer = torch.cuda.stream(self.stream)
-        self.outer.__enter__()
-
-    def __exit__(self, *exc):
-        self.outer.__exit__(*exc)
-        torch.cuda.current_stream().wait_stream(self.stream)
-        return False
+@contextmanager
+def _on_stream(stream: torch.cuda.Stream):
+    """Run the block on `stream` (after the current stream's work); the current stream then waits for it."""
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        yield
+    torch.cuda.current_stream().wait_stream(stream)

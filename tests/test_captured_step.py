@@ -87,12 +87,26 @@ class _StandInGraph:
         self.body()
 
 
+@pytest.fixture
+def stand_in_streams(monkeypatch):
+    """torch.cuda's streams on the CPU: every Stream is the "side" stream; returns the names of the streams
+    that `torch.cuda.stream` entered, in order."""
+    import contextlib
+    import types
+
+    entered = []
+    monkeypatch.setattr(torch.cuda, "Stream", lambda: types.SimpleNamespace(wait_stream=lambda s: None, name="side"))
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: entered.append(stream.name) or contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: types.SimpleNamespace(wait_stream=lambda s: None))
+    return entered
+
+
+@pytest.mark.usefixtures("stand_in_streams")
 def test_captured_step_plumbing_with_a_stand_in_graph(monkeypatch):
     """On the CPU, with torch.cuda's graph calls standing in: eager warm-up calls, then every replay
     runs on this call's inputs (static buffers filled, text padded), logs come back packed, and a new
     phase or shape starts a new graph."""
     import contextlib
-    import types
 
     from eflow_core.captured_step import CapturedStep
     from eflow_core.conditioning import TextCondition
@@ -101,9 +115,6 @@ def test_captured_step_plumbing_with_a_stand_in_graph(monkeypatch):
     modes = []
     monkeypatch.setattr(torch.cuda, "graph", lambda graph, capture_error_mode: modes.append(capture_error_mode)
                         or contextlib.nullcontext())
-    monkeypatch.setattr(torch.cuda, "Stream", lambda: types.SimpleNamespace(wait_stream=lambda s: None))
-    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda: types.SimpleNamespace(wait_stream=lambda s: None))
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
     calls = []
 
@@ -141,25 +152,18 @@ def test_captured_step_plumbing_with_a_stand_in_graph(monkeypatch):
         step(1, torch.randn(2, 3, 4), TextCondition(torch.randn(2, 7, 5), torch.ones(2, 7, dtype=torch.bool)), 0.1, 0.9)
 
 
-def test_a_ddp_step_follows_pytorchs_capture_rules(monkeypatch):
+def test_a_ddp_step_follows_pytorchs_capture_rules(monkeypatch, stand_in_streams):
     """Several processes: 11 eager DDP steps before the capture, a thread-local capture (NCCL's watchdog
     thread polls its events meanwhile), DDP built on the capture side stream; fewer warm-up steps are
     refused. fsdp=true with capture=true is a clear error."""
-    import contextlib
-    import types
-
     from eflow_core.captured_step import CapturedStep
 
-    streams = []
-    monkeypatch.setattr(torch.cuda, "Stream", lambda: types.SimpleNamespace(wait_stream=lambda s: None, name="side"))
-    monkeypatch.setattr(torch.cuda, "stream", lambda stream: streams.append(stream.name) or contextlib.nullcontext())
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda: types.SimpleNamespace(wait_stream=lambda s: None))
     assert CapturedStep(lambda *a: {}).warmup == 3 and CapturedStep(lambda *a: {}).capture_mode == "global"
     ddp = CapturedStep(lambda *a: {}, processes=2)
     assert ddp.warmup == CapturedStep.DDP_WARMUP == 11 and ddp.capture_mode == "thread_local"
     with ddp.setup_stream():
         pass
-    assert streams == ["side"]
+    assert stand_in_streams == ["side"]
     with pytest.raises(ValueError, match="at least 11 eager steps"):
         CapturedStep(lambda *a: {}, processes=2, warmup=3)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
