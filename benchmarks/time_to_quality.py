@@ -14,7 +14,7 @@ A run spans several processes when it must (a device call shorter than the budge
 ends this process at the first evaluation after which another interval would not fit in S seconds of wall
 time, and the same command later resumes from `--out` (the trainer's checkpoint and the rows so far).
 
-    python -m benchmarks.time_to_quality --config shapes-t2v batch_size=512 data.text_cache=.cache/text \\
+    python -m benchmarks.time_to_quality --config shapes-t2v batch_size=512 data.text_cache=.cache/text data.resident=true \\
         compile=true capture=true --budget 600 --every 60 --call-seconds 560 --out $OUT   # one GPU, the fast step
     python -m benchmarks.time_to_quality --config shapes-t2v model.dim=64 batch_size=4 --budget 20 \\
         --every 10 --prompts 8 --device cpu --out /tmp/ttq                   # plumbing check
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -52,9 +53,14 @@ def reached(adherence: dict, target: float) -> bool:
     return all(adherence[k] >= target for k in adherence if k not in ("all", "count"))
 
 
-def write_figure(rows: list[dict], target: float, path: Path) -> None:
-    """Adherence per attribute (and all four) against training seconds, with the target line."""
-    import plotly.graph_objects as go
+def write_figure(rows: list[dict], target: float, path: Path) -> bool:
+    """Adherence per attribute (and all four) against training seconds, with the target line. Returns
+    False (and writes nothing) where plotly is not installed, as on a bare GPU image: `--plot-only`
+    draws the page later from the JSON."""
+    try:
+        import plotly.graph_objects as go
+    except ImportError:
+        return False
 
     fig = go.Figure()
     keys = [k for k in (*ATTRIBUTE_ORDER, "all") if rows and k in rows[0]["adherence"]]
@@ -66,6 +72,7 @@ def write_figure(rows: list[dict], target: float, path: Path) -> None:
                       xaxis_title="training seconds (evaluation excluded)", yaxis_title="adherence (%)",
                       yaxis_range=[0, 101])
     fig.write_html(path, include_plotlyjs="cdn")
+    return True
 
 
 def main(argv=None):
@@ -82,9 +89,17 @@ def main(argv=None):
     parser.add_argument("--keep-going", action="store_true", help="train the whole budget after the target")
     parser.add_argument("--call-seconds", type=float, default=None,
                         help="end this process (resumable from --out) before another interval would pass this wall time")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="draw time_to_quality.html from --out's JSON (of a run on a machine without plotly)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     out = Path(args.out)
+    if args.plot_only:
+        result = json.loads((out / "time_to_quality.json").read_text())
+        if not write_figure(result["rows"], result["target"], out / "time_to_quality.html"):
+            raise SystemExit("--plot-only needs plotly (pip install plotly)")
+        print(f"wrote {out / 'time_to_quality.html'}")
+        return
     out.mkdir(parents=True, exist_ok=True)
     config = load_train_config(args.config, args.overrides)
     config.init_from = ""                              # from scratch
@@ -92,7 +107,7 @@ def main(argv=None):
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     train_dir = out / "run"
     trainer = Trainer(config, train_dir, cpu=device == "cpu", progress=False)
-    trainer.run_record["command"] = "python -m benchmarks.time_to_quality " + " ".join(argv or [])
+    trainer.run_record["command"] = "python -m benchmarks.time_to_quality " + " ".join(sys.argv[1:] if argv is None else argv)
     text_cache = config.data.text_cache or None
     call_start = time.perf_counter()
     rows, reached_at = [], None
@@ -123,7 +138,7 @@ def main(argv=None):
                   "budget": args.budget, "steps_sampled": args.steps, "captions": args.captions,
                   "prompts": args.prompts, "finished": finished, "reached": reached_at, "rows": rows}
         earlier.write_text(json.dumps(result, indent=1))
-        write_figure(rows, args.target, out / "time_to_quality.html")
+        drawn = write_figure(rows, args.target, out / "time_to_quality.html")
         if finished:
             break
         # another interval and its evaluation (with a half-interval margin for start-up work) must fit the call
@@ -134,7 +149,9 @@ def main(argv=None):
             return
     verdict = (f"every attribute >= {100 * args.target:.0f}% after {reached_at['train_seconds']:.0f} s of training "
                f"(step {reached_at['step']})" if reached_at else f"target not reached within {args.budget:.0f} s")
-    print(f"{verdict}; wrote {earlier} and {out / 'time_to_quality.html'}")
+    figure = (f" and {out / 'time_to_quality.html'}" if drawn else
+              f" (plotly is not installed: draw the curve with --plot-only --out {out})")
+    print(f"{verdict}; wrote {earlier}{figure}")
 
 
 if __name__ == "__main__":

@@ -25,8 +25,13 @@ kept here and in the trainer: NCCL's async error handling is off before the proc
 (`TORCH_NCCL_ASYNC_ERROR_HANDLING=0`, set by the Trainer), DDP is constructed on the capture side stream
 (`setup_stream`), and at least 11 DDP steps run eagerly before the capture (`warmup`). Every process
 captures and replays the same collectives in the same order: the loss's passes and shapes are the same
-on every process (static counts). The capture is thread-local, so NCCL's watchdog thread may poll its
-events while this thread records.
+on every process (static counts).
+
+The capture is thread-local (`capture_error_mode="thread_local"`): only this thread's CUDA calls must be
+capture-safe. Other threads keep working while the step is recorded: the DataLoader's pin-memory thread
+allocates page-locked buffers for the next batches (`cudaHostAlloc`, which the default "global" mode
+counts as an error in any thread: on an H100 on 2026-12-07 a capture at the start of a second `fit` call
+failed this way, while 14 fresh workers' batches were being pinned), and NCCL's watchdog polls its events.
 """
 from __future__ import annotations
 
@@ -49,7 +54,7 @@ class CapturedStep:
     text_length: text conditions are right-padded to this many tokens (the encoder's max_length), so
         every batch has the same shape; None for class or unconditional models.
     processes: how many DDP processes run the update (1: plain); more sets PyTorch's DDP warm-up of 11
-        eager steps and a thread-local capture.
+        eager steps.
     warmup: eager steps per graph before its capture (default 3, or 11 with DDP).
     """
 
@@ -62,7 +67,7 @@ class CapturedStep:
         if processes > 1 and warmup < self.DDP_WARMUP:
             raise ValueError(f"a DDP step is captured after at least {self.DDP_WARMUP} eager steps, not {warmup}")
         self.update, self.text_length, self.warmup = update, text_length, warmup
-        self.capture_mode = "global" if processes == 1 else "thread_local"
+        self.capture_mode = "thread_local"          # other threads (pin memory, NCCL) run on meanwhile
         self.key = None                     # (phase, shapes) of the graph held now
         self.calls = 0                      # calls with this key so far
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -78,7 +83,8 @@ class CapturedStep:
         cond = self._pad(cond)
         key = (phase, _shapes(x0, cond))
         if key != self.key:                 # a new phase (or shape): start over, free the old graph
-            self.key, self.calls, self.graph, self.inputs, self.packed = key, 0, None, {}, None
+            self.reset()
+            self.key = key
         self.calls += 1
         if self.calls <= self.warmup:       # eager on the side stream, as torch.cuda.graph asks
             with _on_stream(self.side):
@@ -90,6 +96,12 @@ class CapturedStep:
         self.graph.replay()
         packed = self.packed.clone()          # the next replay overwrites the graph's own output
         return {**self.counts, **{k: packed[i] for i, k in enumerate(self.keys)}}
+
+    def reset(self) -> None:
+        """Forget the graph: it reads and writes the tensors it was recorded on, and a resume replaces
+        the optimizer's and the EMA's state tensors (and the learning-rate tensor). The next calls warm
+        up and capture again, on the new ones."""
+        self.key, self.calls, self.graph, self.inputs, self.packed = None, 0, None, {}, None
 
     def setup_stream(self):
         """Context for building the DDP wrapper on the capture side stream (PyTorch's rule for capturing

@@ -211,6 +211,7 @@ class DataConfig:
     text_encoder: str = "minilm"    # minilm | t5:PATH | none (class-conditional)
     text_cache: str = ""            # folder of the on-disk text-embedding cache ("" = no cache)
     decoded_cache: str = ""         # Kinetics layouts: folder of decoded clips (.npy) reused across epochs
+    resident: bool = False          # render the training set once, keep it on the device as uint8 (data/resident.py)
 
 
 @dataclass

@@ -34,7 +34,7 @@ from eflow_core.checkpoint import (CheckpointError, atomic_save_tensors, atomic_
 from eflow_core.codecs import load_codec
 from eflow_core.conditioning import encode_condition
 from eflow_core.config import Phase, TrainConfig
-from eflow_core.data import collate, make_dataset
+from eflow_core.data import collate, make_dataset, one_thread_worker
 from eflow_core.flow import EMA, SolutionFlow, logs_to_floats
 from eflow_core.model.dit import VideoDiT
 
@@ -164,6 +164,7 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
         self.flow = SolutionFlow(model, config.flow)      # its passes run the bare network ...
         self.captured, self.phase_index = None, 0
+        self.resident = None             # data.resident=true: the training set on the device (built by fit)
         if capture:
             from eflow_core.captured_step import CapturedStep
             self.captured = CapturedStep(self._update, text_length=getattr(self.text_encoder, "max_length", None),
@@ -243,6 +244,7 @@ class Trainer:
             if self.captured is not None:                 # the graph reads the learning rate on the device
                 for group in self.optimizer.param_groups:
                     group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
+                self.captured.reset()                     # a graph recorded earlier holds the old state tensors
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.bad_steps = state["step"], state["bad_steps"]
         self.train_seconds, self.fitted_steps = state.get("train_seconds", 0.0), state.get("fitted_steps")
@@ -370,13 +372,19 @@ class Trainer:
         global_batch = cfg.batch_size * acc.num_processes
         sampler = StepBatches(len(self.dataset), global_batch, acc.process_index, acc.num_processes,
                               cfg.seed, self.step, cfg.steps)
-        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate,
-                                             num_workers=cfg.data.num_workers, worker_init_fn=_one_thread,
-                                             persistent_workers=cfg.data.num_workers > 0,
-                                             pin_memory=self.device.type == "cuda")
+        self.call_start = time.perf_counter()
+        if cfg.data.resident:        # the set on the device (built once per trainer, on the clock): no loader
+            if self.resident is None:
+                from eflow_core.data.resident import ResidentSet
+                self.resident = ResidentSet(self.dataset, self.device, cfg.data.num_workers, progress=self.progress)
+            loader = map(self.resident.batch, sampler)
+        else:
+            loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate,
+                                                 num_workers=cfg.data.num_workers, worker_init_fn=one_thread_worker,
+                                                 persistent_workers=cfg.data.num_workers > 0,
+                                                 pin_memory=self.device.type == "cuda")
         end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
         bar = tqdm(total=end, initial=self.step, disable=not self.progress, desc="train", unit="it")
-        self.call_start = time.perf_counter()
         budget = StepBudget(time_budget, self.train_seconds, self.step) if time_budget is not None else None
         history: list[dict] = []
         pending: list[dict] = []        # steps whose logs are still on the device
@@ -496,11 +504,6 @@ def _mean_over_processes(row: dict) -> dict[str, float]:
     if sums_counts is None:
         return own
     return {k: s / n for k, (s, n) in zip(LOSS_TERMS, sums_counts.tolist()) if n > 0}
-
-
-def _one_thread(worker_id: int) -> None:
-    """Data workers decode or render one clip at a time: one thread each, so N workers use N cores."""
-    torch.set_num_threads(1)
 
 
 def _tokens_per_sample(model: VideoDiT, x0: torch.Tensor) -> int:

@@ -4,7 +4,7 @@
 #   MODEL=shapes-t2v BUDGET=480 OUT=out bash scripts/train_shipped.sh
 #   MODEL="shapes-t2v actions-b" BUDGET=1200 CALL=500 OUT=out bash scripts/train_shipped.sh
 #   MODEL="shapes-t2v shapes-t2v:b1024" INIT=shipped EXTRA_shapes_t2v_b1024="batch_size=1024" ...
-#   (BATCH=256, INIT=none, COMPILE=auto, CAPTURE=auto (on with a GPU), EVAL= by default; EXTRA="lr=5e-4 ..." adds config overrides to
+#   (BATCH=256, INIT=none, COMPILE=auto, CAPTURE=auto, RESIDENT=auto (on with a GPU), EVAL= by default; EXTRA="lr=5e-4 ..." adds config overrides to
 #   every run, EXTRA_shapes_t2v= / EXTRA_actions_b= to one model)
 #
 # A run is MODEL or MODEL:TAG. MODEL:TAG is a candidate recipe for MODEL: the same preset and data,
@@ -63,12 +63,15 @@ for run in $MODELS; do
          echo "INIT=$init names one folder: train one MODEL, use INIT=shipped, or INIT_<RUN>"; exit 2; } ;;
   esac
 done
-# The fast step (docs/BENCHMARKS.md §1i): compiled blocks and the update replayed from a CUDA graph
-# (eflow_core/captured_step.py). auto: both on a GPU, both off on the CPU.
-COMPILE=$(echo "${COMPILE:-auto}" | tr '[:upper:]' '[:lower:]')
-case $COMPILE in true|false|auto) ;; *) echo "COMPILE must be true, false or auto"; exit 2 ;; esac
-CAPTURE=$(echo "${CAPTURE:-auto}" | tr '[:upper:]' '[:lower:]')
-case $CAPTURE in true|false|auto) ;; *) echo "CAPTURE must be true, false or auto"; exit 2 ;; esac
+# The fast step (docs/BENCHMARKS.md §1i, §1j): compiled blocks, the update replayed from a CUDA graph
+# (eflow_core/captured_step.py) and the training set kept on the GPU (eflow_core/data/resident.py).
+# auto: on a GPU, off on the CPU.
+FAST_FLAGS="COMPILE CAPTURE RESIDENT"
+for flag in $FAST_FLAGS; do
+  value=$(echo "${!flag:-auto}" | tr '[:upper:]' '[:lower:]')
+  case $value in true|false|auto) ;; *) echo "$flag must be true, false or auto"; exit 2 ;; esac
+  printf -v "$flag" %s "$value"
+done
 mkdir -p "$OUT" runs
 export OMP_NUM_THREADS=4 PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
@@ -81,8 +84,9 @@ GPUS=$(python3 -c "import torch; print(torch.cuda.device_count())")
 GPU_NAME=$(python3 -c "import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')")
 EVAL_DEVICE=cuda
 [ "$GPUS" -eq 0 ] && { GPUS=1; EVAL_DEVICE=cpu; }   # no GPU: one run, on the CPU (a smoke test of this script)
-[ "$COMPILE" = auto ] && COMPILE=$([ "$EVAL_DEVICE" = cuda ] && echo true || echo false)
-[ "$CAPTURE" = auto ] && CAPTURE=$([ "$EVAL_DEVICE" = cuda ] && echo true || echo false)
+for flag in $FAST_FLAGS; do
+  [ "${!flag}" = auto ] && printf -v "$flag" %s "$([ "$EVAL_DEVICE" = cuda ] && echo true || echo false)"
+done
 # data workers per model (GNU nproc obeys OMP_NUM_THREADS, exported above: count the cores without it)
 WORKERS=$(( $(env -u OMP_NUM_THREADS nproc) / $(echo $MODELS | wc -w) - 2 ))
 [ "$WORKERS" -gt 12 ] && WORKERS=12; [ "$WORKERS" -lt 1 ] && WORKERS=1
@@ -90,7 +94,7 @@ WORKERS=$(( $(env -u OMP_NUM_THREADS nproc) / $(echo $MODELS | wc -w) - 2 ))
 train_one() {   # RUN GPU_INDEX
   local run=$1 gpu=$2 cmd resumed model=${1%%:*} name init eval_args=""
   name=$(run_name "$run"); init=$(run_init "$run")
-  local common="steps=20000 batch_size=$BATCH warmup_steps=100 model.backend=sdpa data.num_workers=$WORKERS compile=$COMPILE capture=$CAPTURE"
+  local common="steps=20000 batch_size=$BATCH warmup_steps=100 model.backend=sdpa data.num_workers=$WORKERS compile=$COMPILE capture=$CAPTURE data.resident=$RESIDENT"
   case $init in none) ;; shipped) common="$common init_from=checkpoints/$model" ;; *) common="$common init_from=$init" ;; esac
   common="$common ${EXTRA:-} $(run_var EXTRA "$model")"
   [ "$name" != "$model" ] && common="$common $(run_var EXTRA "$run")"

@@ -37,6 +37,23 @@ def test_replayed_graph_trains_like_the_eager_step(tmp_path):
 
 
 @cuda
+def test_captured_run_in_intervals_trains_like_one_eager_call(tmp_path):
+    """The time-to-quality pattern: `fit` in intervals in one process, each call resuming from the
+    checkpoint (new optimizer and EMA state tensors: the graph must be recaptured on them) and starting
+    fresh DataLoader workers, whose batches the pin-memory thread pins while the step is captured."""
+    eager, eager_losses = _train(tmp_path / "eager", False)
+    trainer = Trainer(_config(capture="true", **{"data.num_workers": 2}), tmp_path / "intervals", progress=False)
+    history = trainer.fit(stop_at=6) + trainer.fit(stop_at=12) + trainer.fit()   # phase 1 starts at step 16
+    assert trainer.step == 20 and trainer.captured.key[0] == 1 and trainer.captured.graph is not None
+    torch.testing.assert_close(torch.tensor([row["loss"] for row in history]),
+                               torch.tensor(eager_losses), rtol=2e-3, atol=1e-5)
+    for name, value in eager.raw_model.state_dict().items():
+        torch.testing.assert_close(trainer.raw_model.state_dict()[name], value, rtol=2e-3, atol=2e-5, msg=name)
+    for name, value in eager.ema.shadow.items():       # a stale graph would update the EMA tensors it replaced
+        torch.testing.assert_close(trainer.ema.shadow[name], value, rtol=2e-3, atol=2e-5, msg=name)
+
+
+@cuda
 def test_captured_step_skips_a_non_finite_step_on_the_device(tmp_path, monkeypatch):
     trainer = Trainer(_config(capture="true", max_bad_steps=100), tmp_path, progress=False)
     before = {k: v.clone() for k, v in trainer.raw_model.state_dict().items()}
@@ -147,7 +164,15 @@ def test_captured_step_plumbing_with_a_stand_in_graph(monkeypatch):
         assert replayed == (k in (2, 3)), k
         assert ("x0" in step.inputs and calls[-1] == step.inputs["x0"].data_ptr()) == replayed
     assert step.key[0] == 1 and step.graph is None          # phase 1 is still warming up: its own graph later
-    assert modes == ["global"]                               # one process: the strict capture mode
+    assert modes == ["thread_local"]          # the pin-memory thread may allocate while this one records
+    step(0, torch.randn(2, 3, 4), cond, 0.1, 0.9)
+    step(0, torch.randn(2, 3, 4), cond, 0.1, 0.9)
+    step(0, torch.randn(2, 3, 4), cond, 0.1, 0.9)
+    assert step.graph is not None
+    step.reset()                              # as after a resume: the next calls warm up and capture anew
+    x0 = torch.randn(2, 3, 4)
+    step(0, x0, cond, 0.1, 0.9)
+    assert step.graph is None and calls[-1] == x0.data_ptr()
     with pytest.raises(ValueError, match="more than the text length 6"):
         step(1, torch.randn(2, 3, 4), TextCondition(torch.randn(2, 7, 5), torch.ones(2, 7, dtype=torch.bool)), 0.1, 0.9)
 
@@ -158,7 +183,7 @@ def test_a_ddp_step_follows_pytorchs_capture_rules(monkeypatch, stand_in_streams
     refused. fsdp=true with capture=true is a clear error."""
     from eflow_core.captured_step import CapturedStep
 
-    assert CapturedStep(lambda *a: {}).warmup == 3 and CapturedStep(lambda *a: {}).capture_mode == "global"
+    assert CapturedStep(lambda *a: {}).warmup == 3
     ddp = CapturedStep(lambda *a: {}, processes=2)
     assert ddp.warmup == CapturedStep.DDP_WARMUP == 11 and ddp.capture_mode == "thread_local"
     with ddp.setup_stream():

@@ -35,6 +35,12 @@ def test_init_per_run_overrides_init_and_is_checked(tmp_path):
     assert result.returncode == 2 and f"INIT={missing} has no model.safetensors" in result.stdout
 
 
+@pytest.mark.parametrize("flag", ["COMPILE", "CAPTURE", "RESIDENT"])
+def test_a_fast_step_flag_is_true_false_or_auto(tmp_path, flag):
+    result = run_script(tmp_path, MODEL="shapes-t2v", **{flag: "maybe"})
+    assert result.returncode == 2 and f"{flag} must be true, false or auto" in result.stdout
+
+
 def test_one_init_folder_for_several_runs_is_refused(tmp_path):
     result = run_script(tmp_path, MODEL="shapes-t2v shapes-t2v:p1", INIT="checkpoints/shapes-t2v")
     assert result.returncode == 2 and "names one folder" in result.stdout
@@ -67,6 +73,7 @@ def test_a_candidate_of_the_shipped_model_trains_resumes_exports_and_evaluates_o
             evaluation = json.load(tar.extractfile(f"runs/{name}-eval.json"))
         assert card["init_from"] == "checkpoints/shapes-t2v" and card["config"]["ema_decay"] == 0.99
         assert card["config"]["compile"] is False and card["config"]["capture"] is False   # auto: off without a GPU
+        assert card["config"]["data"]["resident"] is False
         assert card["steps"] > shipped["steps"] and len(card["runs"]) == len(shipped["runs"]) + 1
         assert card["calls"] == 2                           # the second call resumed the same run folder
         assert set(evaluation) == {"heldout-frames", "heldout-vocabulary"}     # a text model: one report per set

@@ -20,7 +20,7 @@ from .video import VideoReadError, probe_video, read_video, write_gif, write_mp4
 DATA_KINDS = ("shapes", "scenes", "shapes+scenes", "actions", "kinetics")
 
 __all__ = [
-    "KineticsDataset", "MixedWorld", "kinetics_classes", "VideoReadError", "collate", "frames_to_tensor", "load_classes", "load_clip",
+    "KineticsDataset", "MixedWorld", "kinetics_classes", "VideoReadError", "collate", "one_thread_worker", "frames_to_tensor", "load_classes", "load_clip",
     "make_dataset", "make_world", "probe_video", "read_video", "resize_center_crop", "sample_frame_indices",
     "save_classes", "tensor_to_frames", "write_gif", "write_mp4", "write_video", "DATA_KINDS",
 ]
@@ -118,6 +118,12 @@ def _eval_split(root: str, split: str) -> str:
         if (Path(root) / "annotations" / f"{name}.csv").is_file() or (Path(root) / name).is_dir():
             return name
     return split
+
+
+def one_thread_worker(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: workers decode or render one clip at a time, one thread each, so N
+    workers use N cores."""
+    torch.set_num_threads(1)
 
 
 def collate(batch: list[dict]) -> dict:
