@@ -46,6 +46,32 @@ def test_ladder_refuses_a_batch_that_starves_a_term():
     assert "no sample to MVA" in measure(name, model_changes, flow_changes, drop, args, torch.device("cpu"))["error"]
 
 
+def test_data_path_compares_loader_and_resident_batches(tmp_path, benchmark_env):
+    """benchmarks/data_path.py: checks resident batches against the loader's, then times both paths."""
+    out = tmp_path / "data_path.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.data_path", "--config", "shapes-t2v", "--batch", "16",
+                           "--workers", "0", "--batches", "3", "--device", "cpu", "data.num_samples=100",
+                           "data.num_frames=5", "--out", str(out)], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path, env=benchmark_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["clips"] == 100 and 0 < result["max_error"] <= 1 / 255 + 1e-6
+    assert all(row["batches_per_s"] > 0 and row["timed_batches"] == 3 for row in result["rows"].values())
+    assert "--batches 3" in result["command"]
+
+
+def test_time_to_quality_plot_only_draws_the_curve_of_a_json(tmp_path):
+    """--plot-only: the page from a run's JSON (a GPU image without plotly writes none)."""
+    from benchmarks.time_to_quality import main
+
+    rows = [{"train_seconds": s, "step": 10 * s, "adherence": {"color": a, "shape": a, "motion": a, "background": a,
+                                                                "all": a}} for s, a in ((60, 0.2), (120, 0.7))]
+    (tmp_path / "time_to_quality.json").write_text(json.dumps({"target": 0.95, "rows": rows}))
+    main(["--plot-only", "--out", str(tmp_path)])
+    page = (tmp_path / "time_to_quality.html").read_text()
+    assert "plotly" in page.lower() and "target 95%" in page
+
+
 @pytest.mark.slow
 def test_time_to_quality_evaluates_at_intervals_of_training_time(tmp_path):
     """A small shapes-t2v from scratch on the CPU: two evaluations, 8 and 16 s of training, a JSON row each
