@@ -177,6 +177,7 @@ class Trainer:
                 self.objective, self.optimizer, self.scheduler = self.accelerator.prepare(
                     FlowObjective(model, self.flow), optimizer, scheduler)
         self.step = 0
+        self.saved_step = None           # the step at which memory and the checkpoint last agreed
         self.bad_steps = 0
         self.train_seconds = 0.0         # seconds of training in earlier calls of this run (time budgets)
         self.fitted_steps = None         # the step total a time budget fitted, kept across resumes
@@ -196,6 +197,7 @@ class Trainer:
         fsdp=true: every process first writes its shards to a new sharded-<step> folder, which state.json
         then names; the folder it named before is removed after."""
         self.accelerator.wait_for_everyone()
+        self.saved_step = self.step           # every process: resume() need not reload this step
         folder = self.output / "checkpoint"
         state = {"step": self.step, "bad_steps": self.bad_steps,
                  "train_seconds": self.train_seconds + time.perf_counter() - self.call_start,
@@ -218,7 +220,9 @@ class Trainer:
             remove_stale_sharded(folder, keep=state["sharded"])
 
     def resume(self) -> bool:
-        """Load the checkpoint in the output directory if there is one; refuse a damaged one clearly."""
+        """Load the checkpoint in the output directory if there is one; refuse a damaged one clearly.
+        A checkpoint this trainer wrote at its current step (a `fit` that stopped, then another) holds
+        the tensors it already has: only its counters are read, and a captured graph stays valid."""
         folder = self.output / "checkpoint"
         state_path = folder / "state.json"
         if not state_path.exists():
@@ -230,7 +234,9 @@ class Trainer:
         if ("sharded" in state) != self.config.fsdp:
             raise CheckpointError(f"checkpoint {folder} was written with fsdp={str('sharded' in state).lower()}: "
                                   f"resume with the same setting, or start a new run from it with init_from")
-        if self.config.fsdp:
+        if self.saved_step == self.step == state["step"]:
+            pass                                          # in memory already
+        elif self.config.fsdp:
             load_sharded_state(folder / state["sharded"], self.raw_model, self.optimizer.optimizer, self.ema.shadow)
             self.ema.num_updates = state["ema_updates"]
         else:
@@ -247,6 +253,7 @@ class Trainer:
                 self.captured.reset()                     # a graph recorded earlier holds the old state tensors
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.bad_steps = state["step"], state["bad_steps"]
+        self.saved_step = self.step                       # memory and checkpoint agree
         self.train_seconds, self.fitted_steps = state.get("train_seconds", 0.0), state.get("fitted_steps")
         return True
 

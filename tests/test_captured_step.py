@@ -224,3 +224,22 @@ def test_a_tensor_learning_rate_survives_state_json():
     resumed_scheduler.step()
     assert resumed.param_groups[0]["lr"] is lr and torch.is_tensor(optimizer.param_groups[0]["lr"])
     assert lr.item() == pytest.approx(optimizer.param_groups[0]["lr"].item()) == pytest.approx(5e-4)
+
+
+def test_resume_of_the_checkpoint_just_written_keeps_the_tensors(tmp_path, monkeypatch):
+    """fit, stop, fit again (time_to_quality's intervals): the second resume reads only the counters of the
+    checkpoint this trainer wrote at its step, so a captured graph keeps the tensors it recorded. A new
+    trainer on the same folder loads them, and has the same weights."""
+    import eflow_core.train as train
+
+    trainer = Trainer(_config(), tmp_path, progress=False, cpu=True)
+    trainer.fit(stop_at=4)
+    loads, real_load = [], train.load_tensors
+    monkeypatch.setattr(train, "load_tensors", lambda *a, **k: loads.append(a[0].name) or real_load(*a, **k))
+    ema = dict(trainer.ema.shadow)
+    assert trainer.resume() and loads == [] and trainer.step == 4
+    assert all(trainer.ema.shadow[k] is v for k, v in ema.items())
+    fresh = Trainer(_config(), tmp_path, progress=False, cpu=True)
+    assert fresh.resume() and fresh.step == 4 and "ema.safetensors" in loads
+    for name, value in trainer.ema.shadow.items():
+        assert torch.equal(fresh.ema.shadow[name], value), name
