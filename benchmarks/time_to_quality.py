@@ -3,8 +3,10 @@ of training time, how well its 4-step samples follow held-out prompts; report th
 every attribute reaches the target.
 
 The run is the trainer's own (`Trainer.fit` with a time budget: the step total and the phases of App. C
-are fitted to `--budget`, as `scripts/train_shipped.sh` does). Every `--every` seconds of training it stops
-and saves (`stop_after`), the EMA weights are exported (`export_for_inference`) and evaluated
+are fitted to `--budget`, as `scripts/train_shipped.sh` does). Its recipe is the one on the shipped model's
+card (`--recipe shipped`: learning rate 5e-4, 100 warm-up steps, batch 512 for `shapes-t2v`), from a
+fresh initialisation; overrides set the machine's side (workers, compile, capture, resident data).
+Every `--every` seconds of training it stops and saves (`stop_after`), the EMA weights are exported (`export_for_inference`) and evaluated
 (`evaluate`: 4 steps, the held-out-frames captions, seed 0, the world's probe), and training resumes from
 the checkpoint. Evaluation time is not training time: the clock is the trainer's own (`train_seconds` in
 the checkpoint). Output: a table, `time_to_quality.json` (one row per evaluation, rewritten after each) and
@@ -14,10 +16,10 @@ A run spans several processes when it must (a device call shorter than the budge
 ends this process at the first evaluation after which another interval would not fit in S seconds of wall
 time, and the same command later resumes from `--out` (the trainer's checkpoint and the rows so far).
 
-    python -m benchmarks.time_to_quality --config shapes-t2v batch_size=512 data.text_cache=.cache/text data.resident=true \\
-        compile=true capture=true --budget 600 --every 60 --call-seconds 560 --out $OUT   # one GPU, the fast step
-    python -m benchmarks.time_to_quality --config shapes-t2v model.dim=64 batch_size=4 --budget 20 \\
-        --every 10 --prompts 8 --device cpu --out /tmp/ttq                   # plumbing check
+    python -m benchmarks.time_to_quality --config shapes-t2v data.text_cache=.cache/text data.resident=true \\
+        compile=true capture=true --budget 480 --every 60 --call-seconds 560 --out $OUT   # one GPU, the fast step
+    python -m benchmarks.time_to_quality --config shapes-t2v --recipe preset model.dim=64 batch_size=4 \\
+        --budget 20 --every 10 --prompts 8 --device cpu --out /tmp/ttq      # plumbing check
 """
 from __future__ import annotations
 
@@ -29,12 +31,26 @@ from pathlib import Path
 
 import torch
 
-from eflow_core.checkpoint import export_for_inference
-from eflow_core.config import load_train_config
+from eflow_core.checkpoint import SHIPPED_DIR, export_for_inference
+from eflow_core.config import TrainConfig, load_train_config
 from eflow_core.metrics.evaluate import evaluate
 from eflow_core.train import Trainer
 
 ATTRIBUTE_ORDER = ("color", "shape", "motion", "background")
+
+
+def training_config(name: str, recipe: str, overrides: list[str]) -> TrainConfig:
+    """The run's config: the shipped model `name`'s card config (recipe "shipped") or the preset `name`
+    ("preset"), then `overrides`; from a fresh initialisation, with a step total the time budget lowers."""
+    source = name
+    if recipe == "shipped":
+        source = str(SHIPPED_DIR / name / "model_card.json")
+        if not Path(source).is_file():
+            raise SystemExit(f"--recipe shipped: no shipped model card {source} (use --recipe preset)")
+    config = load_train_config(source, overrides)
+    config.init_from = ""                              # from scratch
+    config.steps = max(config.steps, 100_000)          # the time budget fits the step total
+    return config
 
 
 def evaluate_now(train_dir: Path, export_dir: Path, device: str, prompts: int, steps: int, captions: str,
@@ -78,6 +94,9 @@ def write_figure(rows: list[dict], target: float, path: Path) -> bool:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="shapes-t2v")
+    parser.add_argument("--recipe", choices=("shipped", "preset"), default="shipped",
+                        help="shipped: the training config on the shipped model's card (its learning rate, "
+                             "warm-up, batch, EMA, phases), from scratch; preset: the preset's defaults")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
     parser.add_argument("--budget", type=float, default=600.0, help="seconds of training of the whole run")
     parser.add_argument("--every", type=float, default=60.0, help="seconds of training between evaluations")
@@ -101,9 +120,7 @@ def main(argv=None):
         print(f"wrote {out / 'time_to_quality.html'}")
         return
     out.mkdir(parents=True, exist_ok=True)
-    config = load_train_config(args.config, args.overrides)
-    config.init_from = ""                              # from scratch
-    config.steps = max(config.steps, 100_000)          # the time budget fits the step total
+    config = training_config(args.config, args.recipe, args.overrides)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     train_dir = out / "run"
     trainer = Trainer(config, train_dir, cpu=device == "cpu", progress=False)
@@ -135,7 +152,7 @@ def main(argv=None):
         finished = done or (reached_at is not None and not args.keep_going)
         result = {"date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
                   "command": trainer.run_record["command"], "config": config.to_dict(), "target": args.target,
-                  "budget": args.budget, "steps_sampled": args.steps, "captions": args.captions,
+                  "budget": args.budget, "recipe": args.recipe, "steps_sampled": args.steps, "captions": args.captions,
                   "prompts": args.prompts, "finished": finished, "reached": reached_at, "rows": rows}
         earlier.write_text(json.dumps(result, indent=1))
         drawn = write_figure(rows, args.target, out / "time_to_quality.html")

@@ -292,11 +292,13 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
 
 
 def load_train_config(name_or_file: str, overrides: list[str] | None = None) -> TrainConfig:
-    """A preset name or a JSON file, then `key=value` overrides (dotted keys: `model.dim=128`)."""
+    """A preset name or a JSON file (a saved config.json or a model card), then `key=value` overrides
+    (dotted keys: `model.dim=128`)."""
     if name_or_file in TRAIN_PRESETS:
         cfg = TrainConfig.from_dict(dataclasses.asdict(TRAIN_PRESETS[name_or_file]))
-    elif Path(name_or_file).is_file():
-        cfg = TrainConfig.from_dict(json.loads(Path(name_or_file).read_text()))
+    elif Path(name_or_file).is_file():      # a config.json, or a model card (its "config": the recipe it trained with)
+        saved = json.loads(Path(name_or_file).read_text())
+        cfg = TrainConfig.from_dict(saved["config"] if isinstance(saved.get("config"), dict) else saved)
     else:
         raise ValueError(f"unknown config {name_or_file!r}: use one of {sorted(TRAIN_PRESETS)} or a JSON file")
     d = cfg.to_dict()

@@ -60,6 +60,23 @@ def test_data_path_compares_loader_and_resident_batches(tmp_path, benchmark_env)
     assert "--batches 3" in result["command"]
 
 
+def test_time_to_quality_trains_the_shipped_recipe_from_scratch():
+    """--recipe shipped: the config on the shipped card (what the shipped weights trained with), not the
+    preset's defaults; never its weights; overrides on top."""
+    from benchmarks.time_to_quality import training_config
+    from eflow_core.checkpoint import SHIPPED_DIR
+
+    card = json.loads((SHIPPED_DIR / "shapes-t2v" / "model_card.json").read_text())["config"]
+    shipped = training_config("shapes-t2v", "shipped", ["data.num_workers=3"])
+    preset = training_config("shapes-t2v", "preset", [])
+    assert (shipped.lr, shipped.warmup_steps, shipped.batch_size) == (card["lr"], card["warmup_steps"], card["batch_size"])
+    assert (shipped.lr, shipped.warmup_steps) != (preset.lr, preset.warmup_steps)     # they differ, so this tells
+    assert shipped.init_from == "" and card["init_from"] and shipped.data.num_workers == 3
+    assert shipped.steps >= 100_000 and shipped.model.replace(backend="auto") == preset.model   # the card trained on sdpa
+    with pytest.raises(SystemExit, match="no shipped model card"):
+        training_config("tiny", "shipped", [])
+
+
 def test_time_to_quality_plot_only_draws_the_curve_of_a_json(tmp_path):
     """--plot-only: the page from a run's JSON (a GPU image without plotly writes none)."""
     from benchmarks.time_to_quality import main
@@ -78,7 +95,7 @@ def test_time_to_quality_evaluates_at_intervals_of_training_time(tmp_path):
     (training seconds increase, adherence per attribute) and the plotly page (about 30 s)."""
     from benchmarks.time_to_quality import main
 
-    main(["--config", "shapes-t2v", "model.dim=64", "model.num_heads=2", "model.ffn_dim=128", "batch_size=4",
+    main(["--config", "shapes-t2v", "--recipe", "preset", "model.dim=64", "model.num_heads=2", "model.ffn_dim=128", "batch_size=4",
           "data.num_workers=0", "--budget", "16", "--every", "8", "--prompts", "4", "--device", "cpu",
           "--out", str(tmp_path)])
     result = json.loads((tmp_path / "time_to_quality.json").read_text())
@@ -95,7 +112,7 @@ def test_time_to_quality_resumes_across_calls(tmp_path):
     resumes the run (trainer checkpoint and the rows so far) and finishes it (about 40 s)."""
     from benchmarks.time_to_quality import main
 
-    argv = ["--config", "shapes-t2v", "model.dim=64", "model.num_heads=2", "model.ffn_dim=128", "batch_size=4",
+    argv = ["--config", "shapes-t2v", "--recipe", "preset", "model.dim=64", "model.num_heads=2", "model.ffn_dim=128", "batch_size=4",
             "data.num_workers=0", "--budget", "12", "--every", "6", "--prompts", "4", "--device", "cpu",
             "--call-seconds", "1", "--out", str(tmp_path)]
     main(argv)
