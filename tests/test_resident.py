@@ -32,6 +32,29 @@ def test_resident_batches_are_the_loaders_batches_quantized(workers):
     assert got["caption"] == expected["caption"] and got["attributes"] == expected["attributes"]
 
 
+class _UnevenFields(Dataset):
+    """Items whose extra keys differ (as in the shapes+scenes mix): odd items carry "world"."""
+
+    def __len__(self):
+        return 9
+
+    def __getitem__(self, i):
+        item = {"video": torch.full((3, 2, 4, 4), i / 9 - 0.5), "caption": f"clip {i}"}
+        return {**item, "world": "scenes"} if i % 2 else item
+
+
+def test_resident_keeps_each_items_fields_when_items_differ():
+    """Chunks start on items with and without "world": the fields stay aligned with their clips, and a
+    batch gets collate's keys (its first item's; None where an item lacks one)."""
+    resident = ResidentSet(_UnevenFields(), "cpu", progress=False, chunk=3)
+    for indices in ([1, 2, 5], [4, 7, 8]):
+        expected = collate([_UnevenFields()[i] for i in indices])
+        got = resident.batch(indices)
+        assert got.keys() == expected.keys() and got["caption"] == expected["caption"]
+        assert got.get("world") == expected.get("world")
+        assert torch.equal(got["video"], dequantize(quantize(expected["video"])))
+
+
 class _Labelled(Dataset):
     def __len__(self):
         return 10

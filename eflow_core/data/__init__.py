@@ -20,7 +20,7 @@ from .video import VideoReadError, probe_video, read_video, write_gif, write_mp4
 DATA_KINDS = ("shapes", "scenes", "shapes+scenes", "actions", "kinetics")
 
 __all__ = [
-    "KineticsDataset", "MixedWorld", "kinetics_classes", "VideoReadError", "collate", "one_thread_worker", "frames_to_tensor", "load_classes", "load_clip",
+    "KineticsDataset", "MixedWorld", "kinetics_classes", "VideoReadError", "collate", "collate_fields", "one_thread_worker", "frames_to_tensor", "load_classes", "load_clip",
     "make_dataset", "make_world", "probe_video", "read_video", "resize_center_crop", "sample_frame_indices",
     "save_classes", "tensor_to_frames", "write_gif", "write_mp4", "write_video", "DATA_KINDS",
 ]
@@ -128,9 +128,14 @@ def one_thread_worker(worker_id: int) -> None:
 
 def collate(batch: list[dict]) -> dict:
     """List of items -> {"video": (B, 3, T, H, W), "label": LongTensor (B,) if present, other keys: lists}."""
-    out: dict[str, Any] = {"video": torch.stack([b["video"] for b in batch])}
-    keys = [k for k in batch[0] if k != "video"]
-    for k in keys:
+    return {"video": torch.stack([b["video"] for b in batch]), **collate_fields(batch)}
+
+
+def collate_fields(batch: list[dict]) -> dict:
+    """`collate` without the video: the first item's keys, "label" as a LongTensor (B,), the others as
+    lists (None where an item lacks the key)."""
+    out: dict[str, Any] = {}
+    for k in (k for k in batch[0] if k != "video"):
         values = [b.get(k) for b in batch]
         out[k] = torch.as_tensor(values, dtype=torch.long) if k == "label" else values
     return out

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from . import collate, one_thread_worker
+from . import collate_fields, one_thread_worker
 
 __all__ = ["ResidentSet", "quantize", "dequantize"]
 
@@ -36,10 +36,11 @@ def dequantize(video: torch.Tensor) -> torch.Tensor:
     return video.float() / 127.5 - 1.0
 
 
-def _collate_quantized(items: list[dict]) -> dict:
-    """`collate` of the items with their videos quantized first, in the worker: a quarter of the bytes
-    to stack and to move."""
-    return collate([{**item, "video": quantize(item["video"])} for item in items])
+def _quantized_chunk(items: list[dict]) -> tuple[torch.Tensor, list[dict]]:
+    """In a worker: the items' videos quantized, then stacked (uint8 (n, 3, T, H, W): a quarter of the
+    bytes to stack and to move), and each item's other fields."""
+    video = torch.stack([quantize(item["video"]) for item in items])
+    return video, [{k: v for k, v in item.items() if k != "video"} for item in items]
 
 
 class ResidentSet:
@@ -66,19 +67,14 @@ class ResidentSet:
                                  f"{free / 2**30:.1f} GiB free on {self.device}; use fewer samples "
                                  f"(data.num_samples) or train with data.resident=false")
         self.video = torch.empty((count, *first.shape), dtype=torch.uint8, device=self.device)
-        self.fields: dict[str, list] = {}
-        loader = DataLoader(dataset, batch_size=chunk, num_workers=num_workers, collate_fn=_collate_quantized,
+        self.items: list[dict] = []             # each item without its video
+        loader = DataLoader(dataset, batch_size=chunk, num_workers=num_workers, collate_fn=_quantized_chunk,
                             worker_init_fn=one_thread_worker)
-        start = 0
         with tqdm(total=count, disable=not progress, desc="resident set", unit="clip") as bar:
-            for batch in loader:
-                size = batch["video"].shape[0]
-                self.video[start:start + size].copy_(batch["video"])
-                for key, values in batch.items():
-                    if key != "video":
-                        self.fields.setdefault(key, []).extend(values.tolist() if key == "label" else values)
-                start += size
-                bar.update(size)
+            for video, items in loader:
+                self.video[len(self.items):len(self.items) + len(items)].copy_(video)
+                self.items += items
+                bar.update(len(items))
 
     def __len__(self) -> int:
         return self.video.shape[0]
@@ -86,8 +82,5 @@ class ResidentSet:
     def batch(self, indices: list[int]) -> dict:
         """The items at `indices` as `collate` batches them: {"video": float (B, 3, T, H, W) in [-1, 1]
         on the device, "label": LongTensor (B,) where the items have labels, other keys: lists}."""
-        out = {"video": dequantize(self.video[torch.as_tensor(indices, device=self.device)])}
-        for key, values in self.fields.items():
-            picked = [values[i] for i in indices]
-            out[key] = torch.as_tensor(picked, dtype=torch.long) if key == "label" else picked
-        return out
+        video = dequantize(self.video[torch.as_tensor(indices, device=self.device)])
+        return {"video": video, **collate_fields([self.items[i] for i in indices])}
