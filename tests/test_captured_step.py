@@ -38,12 +38,16 @@ def test_replayed_graph_trains_like_the_eager_step(tmp_path):
 
 @cuda
 def test_captured_run_in_intervals_trains_like_one_eager_call(tmp_path):
-    """The time-to-quality pattern: `fit` in intervals in one process, each call resuming from the
-    checkpoint (new optimizer and EMA state tensors: the graph must be recaptured on them) and starting
-    fresh DataLoader workers, whose batches the pin-memory thread pins while the step is captured."""
+    """The time-to-quality pattern: `fit` in intervals, each call starting fresh DataLoader workers, whose
+    batches the pin-memory thread pins while the step is captured; then a new trainer (as in the next
+    device call) resumes the checkpoint, with new optimizer and EMA tensors, and captures on them."""
     eager, eager_losses = _train(tmp_path / "eager", False)
-    trainer = Trainer(_config(capture="true", **{"data.num_workers": 2}), tmp_path / "intervals", progress=False)
-    history = trainer.fit(stop_at=6) + trainer.fit(stop_at=12) + trainer.fit()   # phase 1 starts at step 16
+    config = _config(capture="true", **{"data.num_workers": 2})
+    first = Trainer(config, tmp_path / "intervals", progress=False)
+    history = first.fit(stop_at=6) + first.fit(stop_at=12)
+    # a new process's trainer: loads model, EMA and AdamW state (step counts on the GPU), then captures
+    trainer = Trainer(config, tmp_path / "intervals", progress=False)
+    history += trainer.fit()                       # phase 1 starts at step 16
     assert trainer.step == 20 and trainer.captured.key[0] == 1 and trainer.captured.graph is not None
     torch.testing.assert_close(torch.tensor([row["loss"] for row in history]),
                                torch.tensor(eager_losses), rtol=2e-3, atol=1e-5)
