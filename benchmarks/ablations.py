@@ -59,6 +59,8 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
+from benchmarks import command_line     # stdlib only: torch comes after the thread setting below
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")     # before torch: one thread per run unless told otherwise
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -612,8 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     data.setdefault("machine", {"platform": platform.platform(), "processor": platform.processor(),
                                 "cpus": os.cpu_count(), "jobs": args.jobs, "threads_per_run": args.threads,
                                 "gpus": gpus})
-    invocation = ["python -m benchmarks.ablations", *(argv if argv is not None else sys.argv[1:])]
-    data.setdefault("commands", []).append(" ".join(invocation))      # every invocation that trained
+    data.setdefault("commands", []).append(command_line("benchmarks.ablations", argv))   # every invocation that trained
     done = {(r["variant"], r["seed"]) for r in data["runs"]}
     todo = [(v, s) for s in seeds for v in variants if (v, s) not in done]
     for v, s in sorted(done):

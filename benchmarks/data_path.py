@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks import command_line
 from eflow_core.config import load_train_config
 from eflow_core.data import collate, make_dataset, one_thread_worker
 from eflow_core.data.resident import ResidentSet, dequantize, quantize
@@ -106,7 +106,7 @@ def main(argv=None):
     for name, row in rows.items():
         print(f"{name:>9} {row['batches_per_s']:>10.2f} {row['clips_per_s']:>10.0f}")
     result = {"date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name(device) if device.type == "cuda"
-              else "cpu", "command": "python -m benchmarks.data_path " + " ".join(sys.argv[1:] if argv is None else argv),
+              else "cpu", "command": command_line("benchmarks.data_path", argv),
               "config": args.config, "overrides": args.overrides, "batch": args.batch, "workers": args.workers,
               "clips": len(dataset), "resident_build_s": build_s, "resident_gib": resident.video.numel() / 2**30,
               "max_error": error, "rows": rows}

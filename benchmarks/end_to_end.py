@@ -34,13 +34,13 @@ import json
 import math
 import os
 import statistics
-import sys
 import time
 
 import torch
 import torch._dynamo
 from torch import nn
 
+from benchmarks import command_line
 from benchmarks.inference import build
 from benchmarks.step_profile import network_flops, peak_bf16_tflops, profile_sample
 from benchmarks.timing import device_times
@@ -191,8 +191,7 @@ def main(argv: list[str] | None = None) -> None:
             "dtype": str(dtype), "device": torch.cuda.get_device_name(device) if cuda else "cpu",
             "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "compile": args.compile,
             "versions": package_versions("transformers", "diffusers", "triton"),
-            "cudnn_benchmark": torch.backends.cudnn.benchmark, "command": "python -m benchmarks.end_to_end "
-            + " ".join(sys.argv[1:] if argv is None else argv)}
+            "cudnn_benchmark": torch.backends.cudnn.benchmark, "command": command_line("benchmarks.end_to_end", argv)}
     result = {"info": info, "rows": rows, "references": REFERENCES}
     started = time.perf_counter()
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from benchmarks import command_line
 from eflow_core.data.captions import (CAPTION_SETS, VOCABULARY, caption_for, caption_table)
 from eflow_core.data.captions import TRAIN_FRAMES
 from eflow_core.data.shapes import ATTRIBUTES
@@ -186,7 +186,7 @@ def main(argv=None):
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({
             "date": time.strftime("%Y-%m-%d"), "encoder": args.encoder, "seeds": args.seeds, "epochs": args.epochs,
-            "command": " ".join(["python -m benchmarks.text_side", *(argv if argv is not None else sys.argv[1:])]), "token_lengths": {s: [int(np.median(v)), max(v)]
+            "command": command_line("benchmarks.text_side", argv), "token_lengths": {s: [int(np.median(v)), max(v)]
                                                                             for s, v in lengths.items()},
             "max_length": encoder.max_length, "probes": results, "nearest_value": nearest,
             "wall_s": round(time.time() - start, 1)}, indent=1))

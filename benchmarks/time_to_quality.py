@@ -6,9 +6,9 @@ The run is the trainer's own (`Trainer.fit` with a time budget: the step total a
 are fitted to `--budget`, as `scripts/train_shipped.sh` does). Its recipe is the one on the shipped model's
 card (`--recipe shipped`: learning rate 5e-4, 100 warm-up steps, batch 512 for `shapes-t2v`), from a
 fresh initialisation; overrides set the machine's side (workers, compile, capture, resident data).
-Every `--every` seconds of training it stops and saves (`stop_after`), the EMA weights are exported (`export_for_inference`) and evaluated
-(`evaluate`: 4 steps, the held-out-frames captions, seed 0, the world's probe), and training resumes from
-the checkpoint. Evaluation time is not training time: the clock is the trainer's own (`train_seconds` in
+Every `--every` seconds of training it stops and saves (`stop_after`), the EMA weights are exported
+(`export_for_inference`) and evaluated (`evaluate`: 4 steps, the held-out-frames captions, seed 0, the
+world's probe), and training resumes from the checkpoint. Evaluation time is not training time: the clock is the trainer's own (`train_seconds` in
 the checkpoint). Output: a table, `time_to_quality.json` (one row per evaluation, rewritten after each) and
 a plotly page of adherence against training seconds.
 
@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks import command_line
 from eflow_core.checkpoint import SHIPPED_DIR, export_for_inference
 from eflow_core.config import TrainConfig, load_train_config
 from eflow_core.metrics.evaluate import evaluate
@@ -124,7 +124,7 @@ def main(argv=None):
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     train_dir = out / "run"
     trainer = Trainer(config, train_dir, cpu=device == "cpu", progress=False)
-    trainer.run_record["command"] = "python -m benchmarks.time_to_quality " + " ".join(sys.argv[1:] if argv is None else argv)
+    trainer.run_record["command"] = command_line("benchmarks.time_to_quality", argv)
     text_cache = config.data.text_cache or None
     call_start = time.perf_counter()
     rows, reached_at = [], None

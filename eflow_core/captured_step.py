@@ -59,6 +59,7 @@ class CapturedStep:
     """
 
     DDP_WARMUP = 11       # PyTorch's rule: DDP's first iterations rebuild its buckets; capture after 11
+    capture_mode = "thread_local"     # other threads (pin memory, NCCL's watchdog) run on meanwhile
 
     def __init__(self, update: Callable[..., dict], text_length: int | None = None, processes: int = 1,
                  warmup: int | None = None):
@@ -67,7 +68,6 @@ class CapturedStep:
         if processes > 1 and warmup < self.DDP_WARMUP:
             raise ValueError(f"a DDP step is captured after at least {self.DDP_WARMUP} eager steps, not {warmup}")
         self.update, self.text_length, self.warmup = update, text_length, warmup
-        self.capture_mode = "thread_local"          # other threads (pin memory, NCCL) run on meanwhile
         self.key = None                     # (phase, shapes) of the graph held now
         self.calls = 0                      # calls with this key so far
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -162,7 +162,6 @@ def _shapes(x0: torch.Tensor, cond: Condition) -> tuple:
     if isinstance(cond, TextCondition):
         return tuple(x0.shape), tuple(cond.tokens.shape), cond.tokens.dtype
     return tuple(x0.shape), None if cond is None else tuple(cond.shape)
-
 
 
 @contextmanager
