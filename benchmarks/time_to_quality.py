@@ -16,8 +16,9 @@ A run spans several processes when it must (a device call shorter than the budge
 ends this process at the first evaluation after which another interval would not fit in S seconds of wall
 time, and the same command later resumes from `--out` (the trainer's checkpoint and the rows so far).
 
+    export TORCHINDUCTOR_CACHE_DIR=$PWD/.cache/inductor TRITON_CACHE_DIR=$PWD/.cache/triton  # a resumed call reuses kernels
     python -m benchmarks.time_to_quality --config shapes-t2v data.text_cache=.cache/text data.resident=true \\
-        compile=true capture=true --budget 480 --every 60 --call-seconds 560 --out $OUT   # one GPU, the fast step
+        compile=true capture=true --budget 600 --every 60 --call-seconds 470 --out runs/ttq   # one GPU (§1k)
     python -m benchmarks.time_to_quality --config shapes-t2v --recipe preset model.dim=64 batch_size=4 \\
         --budget 20 --every 10 --prompts 8 --device cpu --out /tmp/ttq      # plumbing check
 """
@@ -132,7 +133,8 @@ def main(argv=None):
     if (train_dir / "checkpoint" / "state.json").exists() and earlier.exists():     # resume an earlier call's run
         rows = json.loads(earlier.read_text())["rows"]
         reached_at = next((row for row in rows if reached(row["adherence"], args.target)), None)
-        print(f"resuming at step {trainer.step} with {len(rows)} evaluations")
+        saved_step = json.loads((train_dir / "checkpoint" / "state.json").read_text())["step"]
+        print(f"resuming at step {saved_step} with {len(rows)} evaluations")
     print(f"{'train s':>8} {'step':>6} " + " ".join(f"{k:>10}" for k in (*ATTRIBUTE_ORDER, "all")) + f" {'probe-FD':>9}")
     while True:
         trainer.fit(time_budget=args.budget, stop_after=args.every)

@@ -17,6 +17,8 @@ from typing import Union
 
 import torch
 
+from eflow_core.transfer import to_device
+
 NULL_LABEL = -1
 
 
@@ -71,11 +73,13 @@ def cat_conditions(conds: list[Condition]) -> Condition:
 
 
 def condition_to(cond: Condition, device: torch.device | str, dtype: torch.dtype | None = None) -> Condition:
+    """`cond` on `device`: labels (B,) or TextCondition tokens (B, L, dim) (in `dtype` when given) and
+    mask (B, L). Host tensors reach a CUDA device without a host wait (`transfer.to_device`)."""
     if cond is None:
         return None
     if isinstance(cond, TextCondition):
-        return TextCondition(cond.tokens.to(device=device, dtype=dtype or cond.tokens.dtype), cond.mask.to(device))
-    return cond.to(device)
+        return TextCondition(to_device(cond.tokens, device).to(dtype or cond.tokens.dtype), to_device(cond.mask, device))
+    return to_device(cond, device)
 
 
 def encode_condition(text_encoder, prompts: list[str] | None, labels, device: torch.device | str,
@@ -86,5 +90,5 @@ def encode_condition(text_encoder, prompts: list[str] | None, labels, device: to
     if text_encoder is not None:
         return condition_to(text_encoder.encode(list(prompts)), device, dtype)
     if labels is not None:
-        return torch.tensor([int(x) for x in labels], device=device)
+        return to_device(torch.tensor([int(x) for x in labels]), device)
     return None

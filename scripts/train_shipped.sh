@@ -75,6 +75,10 @@ done
 mkdir -p "$OUT" runs
 export OMP_NUM_THREADS=4 PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+# compiled kernels under the repository's ignored .cache/, which a warm device machine keeps between calls:
+# a run resumed in the next call compiles and captures in about 30 s instead of 100 (docs/BENCHMARKS.md §1k)
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$PWD/.cache/inductor}
+export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$PWD/.cache/triton}
 if [ -d .whl ] && ! python3 -c "import av" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
   export PYTHONPATH="$PYTHONPATH:/tmp/site"

@@ -4,7 +4,7 @@ The shapes world (`eflow_core.data.shapes`) captions every clip from a shape, a 
 and a motion through sentence frames and synonyms (`eflow_core.data.captions`). The examples use the
 canonical words, and cover every shape, colour, background and motion at least once. Two in three are
 free-form: sentence frames the shipped `shapes-t2v` never trained on (`HELDOUT_FRAMES`, where it gets all
-four attributes right in 98.7% of 4-step clips at its default guidance, docs/RESULTS.md); the rest use
+four attributes right in 97.7% of 4-step clips at its default guidance, docs/RESULTS.md); the rest use
 the plainest training frame. Held-out *words* are not used: the model does not know most synonyms it never saw.
 """
 from __future__ import annotations

@@ -189,14 +189,8 @@ def test_init_from_a_different_model_is_a_clear_error(tmp_path):
 def test_bf16_autocast_training_runs(tmp_path):
     """The GPU's precision path (bf16 autocast around the whole loss) on the CPU: finite losses, and
     the network really ran in bf16 (its first linear layer's output dtype under the trainer's autocast)."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(True)       # accelerate keeps one precision per process: start clean
-    try:
-        trainer = Trainer(tiny_config(steps=2, mixed_precision="bf16"), tmp_path, progress=False)
-        _check_bf16_run(trainer)
-    finally:
-        AcceleratorState._reset_state(True)   # and leave none behind for the fp32 tests
+    trainer = Trainer(tiny_config(steps=2, mixed_precision="bf16"), tmp_path, progress=False)
+    _check_bf16_run(trainer)      # conftest's fresh_accelerator_state leaves no bf16 state for the next test
 
 
 def _check_bf16_run(trainer):

@@ -19,6 +19,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from eflow_core.transfer import to_device
+
 from . import collate_fields, one_thread_worker
 
 __all__ = ["ResidentSet", "quantize", "dequantize"]
@@ -82,5 +84,5 @@ class ResidentSet:
     def batch(self, indices: list[int]) -> dict:
         """The items at `indices` as `collate` batches them: {"video": float (B, 3, T, H, W) in [-1, 1]
         on the device, "label": LongTensor (B,) where the items have labels, other keys: lists}."""
-        video = dequantize(self.video[torch.as_tensor(indices, device=self.device)])
+        video = dequantize(self.video[to_device(torch.as_tensor(indices), self.device)])     # no host wait
         return {"video": video, **collate_fields([self.items[i] for i in indices])}
