@@ -16,7 +16,9 @@
 # EVAL=STEPS (e.g. 1,4) chooses each exported run's default steps and guidance (`choose-defaults`, into
 # its card and RUN-defaults.json) and evaluates it at those on its GPU (`eval --steps STEPS`, 300 prompts)
 # into RUN-eval.json inside the run's tgz (EVAL_PROMPTS=300 report prompts, SELECT_PROMPTS=100 selection
-# prompts by default; the CPU smoke test makes them small); for shapes-t2v the
+# prompts by default; the CPU smoke test makes them small; GUIDANCE=1.5,2,3 sets the guidance scales
+# choose-defaults tries, by default its own 3,4,5: a model trained with a lower flow.guidance_min
+# needs lower ones, docs/RESULTS.md "expanding ripples"); for shapes-t2v the
 # caption cache must then hold the held-out captions too (`data text-cache --include-eval`): the GPU
 # image lacks the MiniLM package.
 #
@@ -47,6 +49,9 @@ BATCH=${BATCH:-256}
 EVAL=${EVAL:-}
 EVAL_PROMPTS=${EVAL_PROMPTS:-300}
 SELECT_PROMPTS=${SELECT_PROMPTS:-100}
+GUIDANCE=${GUIDANCE:-}
+[[ -z "$GUIDANCE" || "$GUIDANCE" =~ ^[0-9]+(\.[0-9]+)?(,[0-9]+(\.[0-9]+)?)*$ ]] || {
+  echo "GUIDANCE must be guidance scales separated by commas (e.g. 1.5,2,3)"; exit 2; }
 MARGIN=${MARGIN:-$([ -n "$EVAL" ] && echo 180 || echo 60)}  # seconds of a call kept for start-up and export (+ eval)
 INIT=${INIT:-none}
 run_name() { echo "${1/:/-}"; }                       # shapes-t2v:p1 -> shapes-t2v-p1
@@ -135,7 +140,7 @@ PY
     # EVAL: first the card's default steps / guidance / guidance interval, on selection prompts (seed 1,
     # heldout-frames), then the report at those defaults (seed 0, the held-out frames and words)
     [ -z "$EVAL" ] || CUDA_VISIBLE_DEVICES=$gpu python3 -m eflow_core choose-defaults --checkpoint "runs/export/$name" \
-      --device "$EVAL_DEVICE" --prompts "$SELECT_PROMPTS" $eval_args --write-card --out "runs/$name-defaults.json" \
+      --device "$EVAL_DEVICE" --prompts "$SELECT_PROMPTS" ${GUIDANCE:+--guidance "$GUIDANCE"} $eval_args --write-card --out "runs/$name-defaults.json" \
       >> "runs/$name.log" 2>&1 \
       || echo "choose-defaults of $name failed" >> "runs/$name.log"
     [ -z "$EVAL" ] || CUDA_VISIBLE_DEVICES=$gpu python3 -m eflow_core eval --checkpoint "runs/export/$name" \

@@ -41,6 +41,13 @@ def test_a_fast_step_flag_is_true_false_or_auto(tmp_path, flag):
     assert result.returncode == 2 and f"{flag} must be true, false or auto" in result.stdout
 
 
+@pytest.mark.parametrize("guidance", ["high", "1.5,,3", "2;3"])
+def test_guidance_must_be_a_list_of_scales(tmp_path, guidance):
+    result = run_script(tmp_path, MODEL="shapes-t2v", GUIDANCE=guidance)
+    assert result.returncode == 2 and "GUIDANCE must be guidance scales" in result.stdout
+    assert not (tmp_path / "out").exists()
+
+
 def test_one_init_folder_for_several_runs_is_refused(tmp_path):
     result = run_script(tmp_path, MODEL="shapes-t2v shapes-t2v:p1", INIT="checkpoints/shapes-t2v")
     assert result.returncode == 2 and "names one folder" in result.stdout
@@ -55,7 +62,7 @@ def test_a_candidate_of_the_shipped_model_trains_resumes_exports_and_evaluates_o
     name = f"shapes-t2v-smoke{os.getpid()}"
     tag = name.removeprefix("shapes-t2v-")
     env = {"MODEL": f"shapes-t2v:{tag}", "INIT": "shipped", "BUDGET": "16", "CALL": "500", "BATCH": "2",
-           "EVAL": "1", "EVAL_PROMPTS": "8", "SELECT_PROMPTS": "8", "EXTRA": "log_every=2 checkpoint_every=1000 warmup_steps=1",
+           "EVAL": "1", "EVAL_PROMPTS": "8", "SELECT_PROMPTS": "8", "GUIDANCE": "1.5,3", "EXTRA": "log_every=2 checkpoint_every=1000 warmup_steps=1",
            f"EXTRA_shapes_t2v_{tag}": "ema_decay=0.99"}
     shipped = json.loads((ROOT / "checkpoints" / "shapes-t2v" / "model_card.json").read_text())
     try:
@@ -76,6 +83,7 @@ def test_a_candidate_of_the_shipped_model_trains_resumes_exports_and_evaluates_o
         assert card["config"]["data"]["resident"] is False
         assert card["steps"] > shipped["steps"] and len(card["runs"]) == len(shipped["runs"]) + 1
         assert card["calls"] == 2                           # the second call resumed the same run folder
+        assert {row["guidance"] for row in card["defaults"]["chosen_by"]["grid"]} == {1.5, 3.0}   # GUIDANCE
         assert set(evaluation) == {"heldout-frames", "heldout-vocabulary"}     # a text model: one report per set
         assert all([row["steps"] for row in result["rows"]] == [1] for result in evaluation.values())
     finally:
