@@ -18,7 +18,7 @@
 # into RUN-eval.json inside the run's tgz (EVAL_PROMPTS=300 report prompts, SELECT_PROMPTS=100 selection
 # prompts by default; the CPU smoke test makes them small; GUIDANCE=1.5,2,3 sets the guidance scales
 # choose-defaults tries, by default its own 3,4,5: a model trained with a lower flow.guidance_min
-# needs lower ones, docs/RESULTS.md "expanding ripples"); for shapes-t2v the
+# needs lower ones, docs/RESULTS.md "Why `actions-b` never draws"); for shapes-t2v the
 # caption cache must then hold the held-out captions too (`data text-cache --include-eval`): the GPU
 # image lacks the MiniLM package.
 #
