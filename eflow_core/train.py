@@ -37,6 +37,7 @@ from eflow_core.config import Phase, TrainConfig
 from eflow_core.data import collate, make_dataset, one_thread_worker
 from eflow_core.flow import EMA, SolutionFlow, logs_to_floats
 from eflow_core.model.dit import VideoDiT
+from eflow_core.transfer import to_device
 
 LOSS_TERMS = ("loss", "fm", "scm", "mva", "weak_fm")
 METRIC_FIELDS = ["step", "phase", "loss", "fm", "scm", "mva", "weak_fm", "grad_norm", "lr", "drop_ratio",
@@ -271,7 +272,7 @@ class Trainer:
     def encode_batch(self, batch: dict) -> tuple[torch.Tensor, object]:
         """A collated batch -> (latents x0 (B, C, T', H', W') on the device, the model's condition)."""
         with torch.no_grad():
-            x0 = self.codec.encode(batch["video"].to(self.device, non_blocking=True))
+            x0 = self.codec.encode(to_device(batch["video"], self.device))   # pinned by the loader, or resident
         return x0, encode_condition(self.text_encoder, batch.get("caption"), batch.get("label"), self.device)
 
     def train_step(self, x0: torch.Tensor, cond) -> dict[str, torch.Tensor | int]:
