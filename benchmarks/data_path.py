@@ -23,9 +23,10 @@ import torch
 
 from benchmarks import command_line
 from eflow_core.config import load_train_config
-from eflow_core.data import collate, make_dataset, one_thread_worker
+from eflow_core.data import collate, make_dataset, training_loader
 from eflow_core.data.resident import ResidentSet, dequantize, quantize
 from eflow_core.train import StepBatches
+from eflow_core.transfer import to_device
 
 
 def _sync(device: torch.device) -> None:
@@ -36,13 +37,12 @@ def _sync(device: torch.device) -> None:
 def loader_rate(dataset, sampler, workers: int, device: torch.device, batches: int) -> dict:
     """Batches/s of the trainer's DataLoader, each batch's video on `device`, after the workers' first
     batches (their start-up) are past."""
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
-                                         worker_init_fn=one_thread_worker, pin_memory=device.type == "cuda")
+    loader = training_loader(dataset, sampler, workers, device)
     warmup = max(workers, 1)
     times = []
     start = time.perf_counter()
     for k, batch in enumerate(loader):
-        batch["video"].to(device, non_blocking=True)
+        to_device(batch["video"], device)
         _sync(device)
         now = time.perf_counter()
         if k >= warmup:

@@ -34,7 +34,7 @@ from eflow_core.checkpoint import (CheckpointError, atomic_save_tensors, atomic_
 from eflow_core.codecs import load_codec
 from eflow_core.conditioning import encode_condition
 from eflow_core.config import Phase, TrainConfig
-from eflow_core.data import collate, make_dataset, one_thread_worker
+from eflow_core.data import make_dataset, training_loader
 from eflow_core.flow import EMA, SolutionFlow, logs_to_floats
 from eflow_core.model.dit import VideoDiT
 from eflow_core.transfer import to_device
@@ -387,10 +387,7 @@ class Trainer:
                 self.resident = ResidentSet(self.dataset, self.device, cfg.data.num_workers, progress=self.progress)
             loader = map(self.resident.batch, sampler)
         else:
-            loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate,
-                                                 num_workers=cfg.data.num_workers, worker_init_fn=one_thread_worker,
-                                                 persistent_workers=cfg.data.num_workers > 0,
-                                                 pin_memory=self.device.type == "cuda")
+            loader = training_loader(self.dataset, sampler, cfg.data.num_workers, self.device)
         end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
         bar = tqdm(total=end, initial=self.step, disable=not self.progress, desc="train", unit="it")
         budget = StepBudget(time_budget, self.train_seconds, self.step) if time_budget is not None else None

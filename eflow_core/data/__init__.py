@@ -20,7 +20,7 @@ from .video import VideoReadError, probe_video, read_video, write_gif, write_mp4
 DATA_KINDS = ("shapes", "scenes", "shapes+scenes", "actions", "kinetics")
 
 __all__ = [
-    "KineticsDataset", "MixedWorld", "kinetics_classes", "VideoReadError", "collate", "collate_fields", "one_thread_worker", "frames_to_tensor", "load_classes", "load_clip",
+    "KineticsDataset", "MixedWorld", "kinetics_classes", "VideoReadError", "collate", "collate_fields", "one_thread_worker", "training_loader", "frames_to_tensor", "load_classes", "load_clip",
     "make_dataset", "make_world", "probe_video", "read_video", "resize_center_crop", "sample_frame_indices",
     "save_classes", "tensor_to_frames", "write_gif", "write_mp4", "write_video", "DATA_KINDS",
 ]
@@ -124,6 +124,14 @@ def one_thread_worker(worker_id: int) -> None:
     """DataLoader `worker_init_fn`: workers decode or render one clip at a time, one thread each, so N
     workers use N cores."""
     torch.set_num_threads(1)
+
+
+def training_loader(dataset, batch_sampler, num_workers: int, device: torch.device) -> torch.utils.data.DataLoader:
+    """The trainer's DataLoader: `batch_sampler`'s index lists -> `collate`d batches, rendered or decoded by
+    `num_workers` one-thread workers (kept across epochs), pinned for a CUDA `device`."""
+    return torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate,
+                                       num_workers=num_workers, worker_init_fn=one_thread_worker,
+                                       persistent_workers=num_workers > 0, pin_memory=device.type == "cuda")
 
 
 def collate(batch: list[dict]) -> dict:
