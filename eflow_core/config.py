@@ -284,7 +284,11 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # Class-conditional on the generated Kinetics-layout `actions` set. Pixel codec: the shapes
     # autoencoder keeps only 92% of the actions probe's accuracy (22 dB). 48 x 1x2x2 = 192 values per
     # token <= dim 256; 16 x 8 x 8 = 1,024 tokens.
+    # Guidance scales from 1 in training (App. B.2: w ~ U(w_min, w_max) per batch; FlowConfig's default range
+    # is [2.5, 4.5]). Trained on that range only, every guided sample drew "expanding ripples" as a zoom;
+    # with w in [1, 4.5] it draws them 30 of 30 at 4 steps (docs/RESULTS.md, 2026-12-07).
     "actions-b": TrainConfig(model=MODEL_PRESETS["demo"].replace(num_classes=10, in_channels=48),
+                             flow=FlowConfig(guidance_min=1.0),
                              data=DataConfig(kind="actions", num_frames=16, size=64, codec_factor=(1, 4, 4),
                                              text_encoder="none"),
                              steps=20_000, batch_size=64, lr=3e-4, warmup_steps=500, checkpoint_every=1000),
