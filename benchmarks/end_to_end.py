@@ -16,15 +16,18 @@ eager layout); the FP8 diffusion row (`convert_linear_to_fp8` on a model of its 
 weights, compiled the same way) with the relative L2 error of its final latent against bf16 on the same
 noise, condition and re-noising draws; a profile of one 4-step sample (benchmarks/step_profile: kernel
 time by category, GPU busy / idle, per-step time and MFU from the network's FLOPs); the compiled VAE
-decoder, and end-to-end again with it when it is faster. The zero-initialised layers (adaLN-Zero
+decoder, and end-to-end again with it when it is faster; last, the peer of benchmarks/inference.py (the same
+network with softmax attention, 50 Euler steps of flow matching with CFG: 100 NFE, timed once), which
+each diffusion row is compared with (`speedup_vs_peer`). The zero-initialised layers (adaLN-Zero
 modulation, GLGA gates, final layer) get random weights first: at zero every block is the identity and
 the FP8 error would be 0 by construction. The JSON is rewritten after every row: a run cut short keeps
-what it measured; --max-seconds starts no FP8, profile or VAE-compile section past that time.
+what it measured; --max-seconds starts no FP8, profile, VAE-compile or peer section past that time.
 
-    # one H100 (diffusers is not in the image: carry its wheel, put it on PYTHONPATH first); ~5-6 min
-    python3 -m benchmarks.end_to_end --max-seconds 270 --out $OUT/end_to_end.json
+    # one H100 (diffusers is not in the image: carry its wheel, put it on PYTHONPATH first); about 5 min
+    # (2026-12-07: 203 s without the peer, whose 100 NFE take about 50 s after its compile)
+    python3 -m benchmarks.end_to_end --max-seconds 330 --out $OUT/end_to_end.json
     python -m benchmarks.end_to_end --tiny --device cpu       # plumbing check on the CPU (tests)
-Trim with --skip-text, --skip-vae, --skip-fp8, --skip-profile, --vae-layouts, --vae-compile none.
+Trim with --skip-text, --skip-vae, --skip-fp8, --skip-profile, --skip-peer, --vae-layouts, --vae-compile none.
 """
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ import torch._dynamo
 from torch import nn
 
 from benchmarks import command_line
-from benchmarks.inference import build
+from benchmarks.inference import build, time_softmax_peer
 from benchmarks.step_profile import network_flops, peak_bf16_tflops, profile_sample
 from benchmarks.timing import device_times
 from eflow_core.conditioning import TextCondition
@@ -166,7 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--peak-tflops", type=float, default=None, help="bf16 peak for MFU (default: data sheet)")
     parser.add_argument("--ceiling-tflops", type=float, default=782.0,
                         help="measured bf16 matmul ceiling for the floor (issue 26: 766-798 on the H100)")
-    for part in ("text", "vae", "fp8", "profile"):
+    parser.add_argument("--peer-steps", type=int, default=50, help="Euler + CFG steps of the softmax peer")
+    for part in ("text", "vae", "fp8", "profile", "peer"):
         parser.add_argument(f"--skip-{part}", action="store_true")
     parser.add_argument("--max-seconds", type=float, default=None,
                         help="start no FP8, profile or VAE-compile section after this many seconds of the run")
@@ -181,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     dtype = torch.bfloat16 if cuda else torch.float32
     if args.tiny:
         args.preset, args.latent, args.text_tokens, args.repeats, args.vae_repeats = "tiny", "4,8,8", 8, 2, 1
-        args.compile, args.vae_compile, args.strict = "none", "none", True
+        args.compile, args.vae_compile, args.strict, args.peer_steps = "none", "none", True, 3
     if cuda:
         torch.backends.cudnn.benchmark = True            # the VAE's 3-D convs: pick the fastest algorithm per shape
     t, h, w = (int(x) for x in args.latent.split(","))
@@ -358,6 +362,27 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 codec.vae.decoder = eager_decoder
 
+        # ------------------------------------- the softmax peer, 50 Euler steps with CFG (100 NFE)
+        if not args.skip_peer and in_time("peer"):
+            if cuda:
+                torch.cuda.empty_cache()
+            try:
+                peer_s = time_softmax_peer(args.preset, noise, cond, args.peer_steps, args.compile == "blocks",
+                                           args.guidance)
+            except Exception as err:
+                if args.strict:
+                    raise
+                rows.append({"part": "softmax peer", "error": f"{type(err).__name__}: {str(err)[:500]}"})
+            else:
+                rows.append({"part": f"peer: softmax attention, flow matching, {args.peer_steps} Euler steps + CFG "
+                                     f"({2 * args.peer_steps} NFE{compiled_note})", "median_s": peer_s,
+                             "all_s": [peer_s], "nfe": 2 * args.peer_steps})
+                for row in rows:
+                    if row["part"].startswith("diffusion") and "median_s" in row:
+                        row["speedup_vs_peer"] = peer_s / row["median_s"]
+                print(f"{rows[-1]['part']:66s} {peer_s:8.3f} s", flush=True)
+            save()
+
     info["sum_of_parts_s"] = sum_of_parts(rows)
     print_table(result)
     save()
@@ -390,6 +415,8 @@ def print_table(result: dict) -> None:
             note = f"{row['tflops']:.1f} TFLOP/s"
         if "rel_l2_vs_bf16" in row:
             note = f"rel. L2 of its final latent vs the unquantised row: {row['rel_l2_vs_bf16']:.4f}"
+        if "speedup_vs_peer" in row:
+            note += f"; {row['speedup_vs_peer']:.1f}x the peer"
         if row["part"].startswith("end-to-end"):
             ref = result["references"]
             note = (f"paper {ref['paper_end_to_end_s']} s (Sec. 5.3); TurboDiffusion {ref['turbodiffusion_end_to_end_s']}"

@@ -127,7 +127,8 @@ def test_time_to_quality_resumes_across_calls(tmp_path):
 
 def test_end_to_end_script_tiny_cpu_run(tmp_path, benchmark_env):
     """benchmarks/end_to_end.py (issue 26): text encoder, diffusion, VAE decode in both layouts, end to end,
-    the FP8 row with its error against the unquantised latent, and the per-step profile, on tiny models."""
+    the FP8 row with its error against the unquantised latent, the per-step profile and the softmax peer, on tiny
+    models."""
     pytest.importorskip("diffusers")
     pytest.importorskip("transformers")
     out = tmp_path / "end_to_end.json"
@@ -138,9 +139,12 @@ def test_end_to_end_script_tiny_cpu_run(tmp_path, benchmark_env):
     result = json.loads(out.read_text())
     assert [row["part"].split(" (")[0] for row in result["rows"]] == [
         "text encoder", "diffusion, 4 steps", "VAE decode, eager, contiguous", "VAE decode, eager, channels_last_3d",
-        "end-to-end", "diffusion, 4 steps, FP8 linears"]
+        "end-to-end", "diffusion, 4 steps, FP8 linears", "peer: softmax attention, flow matching, 3 Euler steps + CFG"]
     assert all(row["median_s"] > 0 and len(row["all_s"]) >= 1 for row in result["rows"]), result["rows"]
-    fp8 = result["rows"][-1]
+    fp8, peer = result["rows"][-2:]
+    assert peer["nfe"] == 6
+    for row in (result["rows"][1], fp8):        # each diffusion row against the peer timed in the same run
+        assert row["speedup_vs_peer"] == pytest.approx(peer["median_s"] / row["median_s"])
     assert fp8["fp8_backend"] == "emulated" and 1e-4 < fp8["rel_l2_vs_bf16"] < 0.1, fp8
     info = result["info"]
     assert info["fp8"]["swapped_layers"] == 24 and info["video_shape"] == [1, 3, 13, 64, 64]
