@@ -1,5 +1,7 @@
 """data.resident=true (eflow_core/data/resident.py): the training set rendered once and kept on the device
 as 8-bit video. Its batches are the DataLoader's batches, quantized; the trainer trains on them alike."""
+import time
+
 import pytest
 import torch
 from torch.utils.data import Dataset
@@ -53,6 +55,25 @@ def test_resident_keeps_each_items_fields_when_items_differ():
         assert got.keys() == expected.keys() and got["caption"] == expected["caption"]
         assert got.get("world") == expected.get("world")
         assert torch.equal(got["video"], dequantize(quantize(expected["video"])))
+
+
+class _StallsInWorkers(Dataset):
+    """Renders at once in the main process, and never in time in a DataLoader worker."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        if torch.utils.data.get_worker_info() is not None:
+            time.sleep(30)
+        return {"video": torch.zeros(3, 2, 4, 4), "caption": f"clip {i}"}
+
+
+def test_a_build_whose_workers_stall_stops_with_a_clear_error():
+    started = time.perf_counter()
+    with pytest.raises(RuntimeError, match=r"sent no chunk of 2 clips in 1 s \(0 of 4 clips built\).*resident=false"):
+        ResidentSet(_StallsInWorkers(), "cpu", num_workers=1, progress=False, chunk=2, timeout=1.0)
+    assert time.perf_counter() - started < 20
 
 
 class _Labelled(Dataset):

@@ -26,6 +26,10 @@ from . import collate_fields, one_thread_worker
 __all__ = ["ResidentSet", "quantize", "dequantize"]
 
 MAX_SHARE_OF_FREE_MEMORY = 0.5      # of the device's free memory at build time: the model needs the rest
+# Seconds to wait for the workers' next chunk before the build stops with an error. A chunk of 64 clips takes
+# a worker well under a second to render (`shapes`) or decode (`actions`); on an H100 on 2026-12-07 an `actions`
+# build got no chunk back in 9 minutes, silently, for a reason not found (docs/BENCHMARKS.md §1l).
+CHUNK_TIMEOUT_S = 300.0
 
 
 def quantize(video: torch.Tensor) -> torch.Tensor:
@@ -51,12 +55,13 @@ class ResidentSet:
     `batch(indices)` gives what `collate` would give for those items, the video float (B, 3, T, H, W)
     in [-1, 1] already on the device.
 
-    num_workers: DataLoader workers that render the items (one thread each).
-    Raises ValueError where the clips would take more than half of the device's free memory.
+    num_workers: DataLoader workers that render the items (one thread each), `chunk` items at a time.
+    Raises ValueError where the clips would take more than half of the device's free memory, and
+    RuntimeError where the workers send no chunk for `timeout` seconds.
     """
 
     def __init__(self, dataset: Dataset, device: torch.device | str, num_workers: int = 0,
-                 progress: bool = True, chunk: int = 256):
+                 progress: bool = True, chunk: int = 64, timeout: float = CHUNK_TIMEOUT_S):
         self.device = torch.device(device)
         count = len(dataset)
         first = dataset[0]["video"]
@@ -71,12 +76,19 @@ class ResidentSet:
         self.video = torch.empty((count, *first.shape), dtype=torch.uint8, device=self.device)
         self.items: list[dict] = []             # each item without its video
         loader = DataLoader(dataset, batch_size=chunk, num_workers=num_workers, collate_fn=_quantized_chunk,
-                            worker_init_fn=one_thread_worker)
+                            worker_init_fn=one_thread_worker, timeout=timeout if num_workers > 0 else 0)
         with tqdm(total=count, disable=not progress, desc="resident set", unit="clip") as bar:
-            for video, items in loader:
-                self.video[len(self.items):len(self.items) + len(items)].copy_(video)
-                self.items += items
-                bar.update(len(items))
+            try:
+                for video, items in loader:
+                    self.video[len(self.items):len(self.items) + len(items)].copy_(video)
+                    self.items += items
+                    bar.update(len(items))
+            except RuntimeError as err:
+                if "timed out" not in str(err):
+                    raise
+                raise RuntimeError(f"data.resident=true: the {num_workers} workers sent no chunk of {chunk} clips "
+                                   f"in {timeout:.0f} s ({len(self.items)} of {count} clips built); train with "
+                                   f"data.resident=false, or fewer data.num_workers") from err
 
     def __len__(self) -> int:
         return self.video.shape[0]
