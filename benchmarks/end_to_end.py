@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     for part in ("text", "vae", "fp8", "profile", "peer"):
         parser.add_argument(f"--skip-{part}", action="store_true")
     parser.add_argument("--max-seconds", type=float, default=None,
-                        help="start no FP8, profile or VAE-compile section after this many seconds of the run")
+                        help="start no FP8, profile, VAE-compile or peer section after this many seconds of the run")
     parser.add_argument("--strict", action="store_true", help="raise on a failing row (on with --tiny)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true", help="tiny models and latent: a CPU plumbing check")
