@@ -130,11 +130,11 @@ def main(argv=None):
     call_start = time.perf_counter()
     rows, reached_at = [], None
     earlier = out / "time_to_quality.json"
-    if (train_dir / "checkpoint" / "state.json").exists() and earlier.exists():     # resume an earlier call's run
+    saved_state = train_dir / "checkpoint" / "state.json"
+    if saved_state.exists() and earlier.exists():     # resume an earlier call's run
         rows = json.loads(earlier.read_text())["rows"]
         reached_at = next((row for row in rows if reached(row["adherence"], args.target)), None)
-        saved_step = json.loads((train_dir / "checkpoint" / "state.json").read_text())["step"]
-        print(f"resuming at step {saved_step} with {len(rows)} evaluations")
+        print(f"resuming at step {json.loads(saved_state.read_text())['step']} with {len(rows)} evaluations")
     print(f"{'train s':>8} {'step':>6} " + " ".join(f"{k:>10}" for k in (*ATTRIBUTE_ORDER, "all")) + f" {'probe-FD':>9}")
     while True:
         trainer.fit(time_budget=args.budget, stop_after=args.every)
