@@ -48,14 +48,20 @@ def _fsync_replace(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write `data` to `path` through a temporary file and a rename: readers see the old file or the new
+    one, never a part. `durable=False` skips the fsync before the rename, for caches whose readers detect
+    a damaged entry and rebuild it: an fsync per entry from many data workers can take seconds each."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        _fsync_replace(Path(tmp), path)
+        if durable:
+            _fsync_replace(Path(tmp), path)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)      # no half-written temp file left behind
         raise

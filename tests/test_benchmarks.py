@@ -126,7 +126,8 @@ def test_time_to_quality_resumes_across_calls(tmp_path):
 
 
 def test_end_to_end_script_tiny_cpu_run(tmp_path, benchmark_env):
-    """benchmarks/end_to_end.py (issue 26): text encoder, diffusion, VAE decode in both layouts, end to end,
+    """benchmarks/end_to_end.py (issue 26): text encoder, diffusion, VAE decode in both layouts and with several
+    latent frames a call, end to end,
     the FP8 row with its error against the unquantised latent, the per-step profile and the softmax peer, on tiny
     models."""
     pytest.importorskip("diffusers")
@@ -137,8 +138,10 @@ def test_end_to_end_script_tiny_cpu_run(tmp_path, benchmark_env):
                           env=benchmark_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
+    layout = "channels_last_3d" if "channels_last" in result["rows"][4]["part"] else "contiguous"
     assert [row["part"].split(" (")[0] for row in result["rows"]] == [
         "text encoder", "diffusion, 4 steps", "VAE decode, eager, contiguous", "VAE decode, eager, channels_last_3d",
+        f"VAE decode, eager, {layout}, 4 latent frames a call", f"VAE decode, eager, {layout}, 10 latent frames a call",
         "end-to-end", "diffusion, 4 steps, FP8 linears", "peer: softmax attention, flow matching, 3 Euler steps + CFG"]
     assert all(row["median_s"] > 0 and len(row["all_s"]) >= 1 for row in result["rows"]), result["rows"]
     fp8, peer = result["rows"][-2:]
@@ -148,7 +151,9 @@ def test_end_to_end_script_tiny_cpu_run(tmp_path, benchmark_env):
     assert fp8["fp8_backend"] == "emulated" and 1e-4 < fp8["rel_l2_vs_bf16"] < 0.1, fp8
     info = result["info"]
     assert info["fp8"]["swapped_layers"] == 24 and info["video_shape"] == [1, 3, 13, 64, 64]
-    text, diffusion, vae = result["rows"][0], result["rows"][1], result["rows"][2:4]
+    text, diffusion, vae = result["rows"][0], result["rows"][1], result["rows"][2:6]
+    for row in vae[2:]:         # the same video as one latent frame a call, in float32 on the CPU
+        assert row["rel_l2_vs_one_frame_per_call"] < 1e-5, row
     assert info["sum_of_parts_s"] == pytest.approx(text["median_s"] + diffusion["median_s"]
                                                    + min(r["median_s"] for r in vae))
     assert result["references"]["paper_end_to_end_s"] == 10.09 and result["references"]["turbodiffusion_end_to_end_s"] == 1.9

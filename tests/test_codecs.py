@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from eflow_core.codecs import (AutoencoderConfig, PixelCodec, VideoAutoencoder, load_codec,
+from eflow_core.codecs import (AutoencoderConfig, PixelCodec, VideoAutoencoder, WanCodec, load_codec,
                                shipped_autoencoder_path)
 from eflow_core.codecs.train_ae import psnr, train_autoencoder
 from eflow_core.data.shapes import ShapesWorld
@@ -114,3 +114,28 @@ def test_wan_adapter_round_trip(tmp_path):
     assert torch.allclose(y, vae.decode(raw).sample.clamp(-1, 1), atol=1e-4)
     with pytest.raises(FileNotFoundError, match="no Wan VAE at"):
         load_codec(f"wan:{tmp_path / 'nothing'}")
+
+
+@pytest.mark.parametrize("wan22", [False, True], ids=["wan2.1", "wan2.2"])
+def test_wan_decode_in_chunks_matches_one_frame_per_call(wan22):
+    """Decoding k latent frames per decoder call gives diffusers' frame-by-frame video (wan.py docstring):
+    the first frame alone, then any split; checked on odd splits that leave a short last call."""
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    common = dict(base_dim=8, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1, attn_scales=[],
+                  temperal_downsample=[False, True, True], latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
+    if wan22:   # residual up blocks with DupUp3D shortcuts, and 2x2 patches (Wan 2.2's TI2V VAE layout)
+        common.update(is_residual=True, in_channels=12, out_channels=12, patch_size=2, scale_factor_spatial=16)
+    vae = diffusers.AutoencoderKLWan(**common).eval()
+    for module in vae.modules():        # RMS-norm gains away from 1, so every layer's cache matters
+        if isinstance(module, torch.nn.Conv3d):
+            module.weight.data.mul_(1.5)
+    latent = torch.randn(2, 4, 8, 4, 6)
+    frame_by_frame = WanCodec(vae).decode(latent)
+    assert frame_by_frame.shape == (2, 3, 29, 4 * (16 if wan22 else 8), 6 * (16 if wan22 else 8))
+    for k in (2, 3, 7, 20):
+        chunked = WanCodec(vae, latent_frames_per_call=k).decode(latent)
+        assert chunked.shape == frame_by_frame.shape
+        torch.testing.assert_close(chunked, frame_by_frame, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="latent_frames_per_call"):
+        WanCodec(vae, latent_frames_per_call=0)

@@ -1,6 +1,7 @@
 """KineticsDataset on a generated tree in the real Kinetics-700 layout (odd label names, a missing and a corrupt file)."""
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -140,7 +141,11 @@ def test_decoded_cache_gives_the_same_frames_without_decoding_again(kinetics_roo
     plain = KineticsDataset(kinetics_root, "train", num_frames=16, size=32, frame_stride=2, sampling="center")
     cached = KineticsDataset(kinetics_root, "train", num_frames=16, size=32, frame_stride=2, sampling="center",
                              decoded_cache=tmp_path / "decoded")
+    syncs = []
+    monkeypatch.setattr(os, "fsync", lambda fd: syncs.append(fd))
     first = [cached[i]["video"] for i in range(len(cached))]          # decodes and stores
+    assert not syncs       # a cache entry is not synced to disk: a damaged one is decoded again (test below)
+    monkeypatch.undo()
     assert len(list((tmp_path / "decoded").glob("*.npy"))) == len(cached)
     assert all(p.name.endswith(".npy") and not p.name.startswith(".") for p in (tmp_path / "decoded").iterdir())
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from eflow_core.checkpoint import CheckpointError
+from eflow_core.checkpoint import CheckpointError, atomic_write_bytes
 from eflow_core.config import load_train_config
 from eflow_core.train import Trainer, phase_at
 
@@ -251,3 +251,14 @@ def test_init_lineage_through_training_folders_and_restarts(tmp_path):
     assert not (tmp_path / "b" / "init.json").exists()
     card = json.loads(export_for_inference(tmp_path / "b", tmp_path / "b_out").joinpath("model_card.json").read_text())
     assert card["steps"] == 2 and "runs" not in card
+
+
+def test_atomic_write_syncs_unless_told_the_file_is_a_cache(tmp_path, monkeypatch):
+    """Checkpoint files reach the disk before the rename; cache entries (durable=False) skip the fsync."""
+    syncs = []
+    monkeypatch.setattr(os, "fsync", lambda fd: syncs.append(fd))
+    atomic_write_bytes(tmp_path / "state.json", b"{}")
+    assert len(syncs) == 1 and (tmp_path / "state.json").read_bytes() == b"{}"
+    atomic_write_bytes(tmp_path / "cache" / "entry.npy", b"abc", durable=False)
+    assert len(syncs) == 1 and (tmp_path / "cache" / "entry.npy").read_bytes() == b"abc"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["cache", "entry.npy", "state.json"]   # no temp files

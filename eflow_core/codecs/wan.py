@@ -2,6 +2,16 @@
 
 Latents are the posterior mode normalised with the config's `latents_mean` / `latents_std` (as Wan's
 pipelines do), so the generator sees roughly unit-variance latents. Nothing is downloaded.
+
+Decoding several latent frames per decoder call. diffusers' `AutoencoderKLWan._decode` runs its causal
+decoder once per latent frame and carries the last two input frames of every causal convolution in a
+feature cache. Nothing in that cache needs the calls to be one frame long: a causal convolution's output
+frame depends on its own input frame and the two before, whether those came in this call or the cache.
+The first call must hold the first latent frame alone (the temporal upsamplers skip it, marking their
+cache "Rep"); after that, any split of the remaining frames gives the same video. With
+`latent_frames_per_call = k` the decoder runs on [1, k, k, ..., rest] frames: fewer, larger
+convolutions and fewer cache concatenations, for k times the activation memory of one call.
+`tests/test_codecs.py` checks the equality against `vae.decode` on Wan 2.1- and 2.2-style decoders.
 """
 from __future__ import annotations
 
@@ -20,9 +30,12 @@ class WanCodec(LatentCodec):
 
     causal = True
 
-    def __init__(self, vae, name: str = "wan"):
+    def __init__(self, vae, name: str = "wan", latent_frames_per_call: int = 1):
         super().__init__()
+        if latent_frames_per_call < 1:
+            raise ValueError(f"latent_frames_per_call must be >= 1, got {latent_frames_per_call}")
         self.vae = vae.eval().requires_grad_(False)
+        self.latent_frames_per_call = latent_frames_per_call
         cfg = vae.config
         self.name = name
         self.channels = int(cfg.z_dim)
@@ -70,5 +83,32 @@ class WanCodec(LatentCodec):
         self.check_latent(latent)
         mean, std = self._stats(latent.float())
         dtype = next(self.vae.parameters()).dtype
-        video = self.vae.decode((latent.float() * std + mean).to(dtype)).sample
+        z = (latent.float() * std + mean).to(dtype)
+        if self.latent_frames_per_call == 1 or self.vae.use_tiling:
+            video = self.vae.decode(z).sample          # diffusers' own loop: one latent frame a call, or tiles
+        else:
+            video = self._decode_in_chunks(z, self.latent_frames_per_call)
         return video.float().clamp(-1, 1)
+
+    def _decode_in_chunks(self, z: torch.Tensor, frames_per_call: int) -> torch.Tensor:
+        """z (B, z_dim, T', H', W') un-normalised -> video (B, 3, 1 + 4 (T' - 1), 8 H', 8 W'), clamped.
+
+        `AutoencoderKLWan._decode` with the decoder called on [1, k, k, ..., rest] latent frames instead of
+        one at a time (module docstring); the same cache, the same modules."""
+        from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
+
+        vae = self.vae
+        frames = z.shape[2]
+        bounds = [0, *range(1, frames, frames_per_call), frames]
+        vae.clear_cache()
+        x = vae.post_quant_conv(z)
+        pieces = []
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            vae._conv_idx = [0]
+            pieces.append(vae.decoder(x[:, :, start:end], feat_cache=vae._feat_map, feat_idx=vae._conv_idx,
+                                      first_chunk=start == 0))
+        vae.clear_cache()
+        video = torch.cat(pieces, dim=2)
+        if vae.config.patch_size is not None:
+            video = unpatchify(video, patch_size=vae.config.patch_size)
+        return video.clamp(-1.0, 1.0)

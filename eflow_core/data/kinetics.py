@@ -244,8 +244,8 @@ class KineticsDataset(Dataset):
         frames = read_video(path, short_side=self.size)
         buffer = io.BytesIO()
         np.save(buffer, frames)
-        try:                                             # a cache that cannot be written costs speed only
-            atomic_write_bytes(cached, buffer.getvalue())
+        try:            # a cache that cannot be written costs speed only; a damaged entry is decoded again (above)
+            atomic_write_bytes(cached, buffer.getvalue(), durable=False)
         except OSError as err:
             if not self._cache_warned:
                 log.warning("decoded-clip cache %s is not writable (%s); decoding every time", self.decoded_cache, err)
