@@ -13,7 +13,8 @@ The paper's configuration, random weights (speed does not depend on them), bf16,
   frame-by-frame video, then the decoder compiled in the fastest eager setting (3 graphs: the first
   latent frame, the second call, and the rest, which share one). No tiling: the decode fits.
 Rows, each the median of repeats after warm-up (CUDA events), in this order: text encoder; diffusion;
-VAE decode, eager, per layout; end-to-end (text + diffusion + decode in one timed call, the faster
+on CUDA, diffusion again on a copy of the model whose FFNs apply GELU as a kernel of its own (the
+default runs it in the matmul epilogue, eflow_core/model/blocks.py `FeedForward`); VAE decode, eager, per layout; end-to-end (text + diffusion + decode in one timed call, the faster
 eager layout); the FP8 diffusion row (`convert_linear_to_fp8` on a model of its own with the same
 weights, compiled the same way) with the relative L2 error of its final latent against bf16 on the same
 noise, condition and re-noising draws; a profile of one 4-step sample (benchmarks/step_profile: kernel
@@ -52,6 +53,7 @@ from benchmarks.timing import device_times
 from eflow_core.conditioning import TextCondition
 from eflow_core.config import FlowConfig
 from eflow_core.flow import SolutionFlow
+from eflow_core.model.blocks import FeedForward
 from eflow_core.model.fp8 import convert_linear_to_fp8, resolve_fp8_backend
 
 UMT5_XXL = {"vocab_size": 256384, "d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_layers": 24, "num_heads": 64,
@@ -286,6 +288,20 @@ def main(argv: list[str] | None = None) -> None:
             row.update(tflops=achieved, mfu=achieved / peak if peak else None,
                        floor_s=args.steps * flops["total"] / (args.ceiling_tflops * 1e12))
             save()
+        if row and cuda:            # A/B of the FFN's GELU in the matmul epilogue (eflow_core/model/blocks.py)
+            plain_model = build(args.preset, "glga", device, dtype, args.compile == "blocks", channels, text_dim)
+            plain_model.load_state_dict(model.state_dict())
+            for module in plain_model.modules():
+                if isinstance(module, FeedForward):
+                    module.fuse_gelu = False
+            plain_diffuse = sampler(SolutionFlow(plain_model, FlowConfig()), cond)
+            plain = measure(f"diffusion, {args.steps} steps ({str(dtype)[6:]}{compiled_note}), FFN GELU unfused",
+                            plain_diffuse, 2, args.repeats)
+            if plain:
+                plain["rel_l2_vs_fused_gelu"] = relative_l2(plain_diffuse(), reference)
+                save()
+            del plain_model, plain_diffuse
+            torch.cuda.empty_cache()
 
         # ------------------------------------------------- VAE decode (eager), end to end
         if not args.skip_vae:
@@ -439,6 +455,8 @@ def print_table(result: dict) -> None:
             note = f"{row['tflops']:.1f} TFLOP/s"
         if "rel_l2_vs_one_frame_per_call" in row:
             note += f"; rel. L2 vs one frame a call {row['rel_l2_vs_one_frame_per_call']:.1e}"
+        if "rel_l2_vs_fused_gelu" in row:
+            note = f"rel. L2 of its final latent vs the fused-GELU row: {row['rel_l2_vs_fused_gelu']:.4f}"
         if "rel_l2_vs_bf16" in row:
             note = f"rel. L2 of its final latent vs the unquantised row: {row['rel_l2_vs_bf16']:.4f}"
         if "speedup_vs_peer" in row:

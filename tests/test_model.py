@@ -11,6 +11,7 @@ from eflow_core.conditioning import TextCondition
 from eflow_core.config import MODEL_PRESETS, PAPER_PARAMS, TRAIN_PRESETS, FlowConfig
 from eflow_core.flow import SolutionFlow
 from eflow_core.model.attention import GatedLocalGlobalAttention
+from eflow_core.model.blocks import FeedForward
 from eflow_core.model.dit import VideoDiT, count_parameters, structured_keep_indices
 from eflow_core.model.rope import apply_rope, rope_tables
 from eflow_core.train import Trainer
@@ -221,3 +222,29 @@ def test_preset_parameter_counts(capsys):
     for name in ("B", "XL", "XXL"):      # same order of magnitude as Tab. 5; README says why they differ
         assert 0.7 < counts[name] / PAPER_PARAMS[name] < 1.4
     assert counts["demo"] < 15e6
+
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="the fused GELU epilogue is CUDA's"))])
+def test_feed_forward_fused_gelu_matches_the_plain_layers(device):
+    """Sampling on CUDA runs bias + tanh GELU in the first matmul's epilogue: the plain layers' result to
+    bf16 rounding; the CPU keeps the plain path (bit-equal); training keeps autograd; the state-dict keys
+    stay those of nn.Sequential."""
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    ffn = FeedForward(256, 1024).to(device, dtype)
+    x = torch.randn(2, 300, 256, device=device, dtype=dtype)
+    with torch.no_grad():
+        fused = ffn(x)
+        ffn.fuse_gelu = False
+        plain = ffn(x)
+        ffn.fuse_gelu = True
+    if device == "cpu":
+        assert torch.equal(fused, plain)
+    else:                       # bf16: the epilogue applies GELU before rounding, the plain path after
+        assert not torch.equal(fused, plain)        # the fused path ran
+        assert ((fused.float() - plain.float()).norm() / plain.float().norm()).item() < 1e-2
+    ffn(x.clone().requires_grad_()).float().square().sum().backward()     # _addmm_activation has no derivative
+    assert ffn[0].weight.grad is not None
+    assert sorted(ffn.state_dict()) == ["0.bias", "0.weight", "2.bias", "2.weight"]
