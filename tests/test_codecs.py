@@ -112,6 +112,8 @@ def test_wan_adapter_round_trip(tmp_path):
     y = codec.decode(z)
     assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1
     assert torch.allclose(y, vae.decode(raw).sample.clamp(-1, 1), atol=1e-4)
+    chunked = WanCodec.from_pretrained(tmp_path / "wan", latent_frames_per_call=4)
+    assert chunked.latent_frames_per_call == 4 and torch.allclose(chunked.decode(z), y, atol=1e-5)
     with pytest.raises(FileNotFoundError, match="no Wan VAE at"):
         load_codec(f"wan:{tmp_path / 'nothing'}")
 

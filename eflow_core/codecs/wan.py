@@ -51,7 +51,7 @@ class WanCodec(LatentCodec):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu",
-                        dtype: torch.dtype = torch.float32) -> "WanCodec":
+                        dtype: torch.dtype = torch.float32, latent_frames_per_call: int = 1) -> "WanCodec":
         """Load `AutoencoderKLWan` from a local folder (the VAE folder itself, or a pipeline folder with `vae/`)."""
         from diffusers import AutoencoderKLWan
 
@@ -62,7 +62,7 @@ class WanCodec(LatentCodec):
         if not (path / "config.json").is_file() and subfolder is None:
             raise FileNotFoundError(f"no Wan VAE at {path}: expected config.json (+ weights) there or in {path / 'vae'}")
         vae = AutoencoderKLWan.from_pretrained(str(path), subfolder=subfolder, local_files_only=True, torch_dtype=dtype)
-        return cls(vae.to(device), name=f"wan:{path.name}")
+        return cls(vae.to(device), name=f"wan:{path.name}", latent_frames_per_call=latent_frames_per_call)
 
     def _stats(self, ref: torch.Tensor):
         shape = (1, -1, 1, 1, 1)
