@@ -14,8 +14,9 @@ The paper's configuration, random weights (speed does not depend on them), bf16,
   latent frame, the second call, and the rest, which share one). No tiling: the decode fits.
 Rows, each the median of repeats after warm-up (CUDA events), in this order: text encoder; diffusion;
 on CUDA, diffusion again on a copy of the model whose FFNs apply GELU as a kernel of its own (the
-default runs it in the matmul epilogue, eflow_core/model/blocks.py `FeedForward`); VAE decode, eager, per layout; end-to-end (text + diffusion + decode in one timed call, the faster
-eager layout); the FP8 diffusion row (`convert_linear_to_fp8` on a model of its own with the same
+default runs it in the matmul epilogue, eflow_core/model/blocks.py `FeedForward`); VAE decode, eager,
+per layout and per latent frames a call; end-to-end (text + diffusion + decode in one timed call, the
+fastest eager setting); the FP8 diffusion row (`convert_linear_to_fp8` on a model of its own with the same
 weights, compiled the same way) with the relative L2 error of its final latent against bf16 on the same
 noise, condition and re-noising draws; a profile of one 4-step sample (benchmarks/step_profile: kernel
 time by category, GPU busy / idle, per-step time and MFU from the network's FLOPs); the compiled VAE
