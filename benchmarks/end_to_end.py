@@ -281,6 +281,13 @@ def main(argv: list[str] | None = None) -> None:
         info["peak_bf16_tflops"] = peak
         flow = SolutionFlow(model, FlowConfig())
         diffuse = sampler(flow, cond)
+
+        def copy_of_model(compiled: bool):
+            """A model of its own with the same weights: its compiled blocks get graphs of their own."""
+            copy = build(args.preset, "glga", device, dtype, compiled, channels, text_dim)
+            copy.load_state_dict(model.state_dict())
+            return copy
+
         compiled_note = ", compiled blocks" if args.compile == "blocks" else ""
         row = measure(f"diffusion, {args.steps} steps ({str(dtype)[6:]}{compiled_note})", diffuse, 2, args.repeats)
         if row:
@@ -290,8 +297,7 @@ def main(argv: list[str] | None = None) -> None:
                        floor_s=args.steps * flops["total"] / (args.ceiling_tflops * 1e12))
             save()
         if row and cuda:            # A/B of the FFN's GELU in the matmul epilogue (eflow_core/model/blocks.py)
-            plain_model = build(args.preset, "glga", device, dtype, args.compile == "blocks", channels, text_dim)
-            plain_model.load_state_dict(model.state_dict())
+            plain_model = copy_of_model(args.compile == "blocks")
             for module in plain_model.modules():
                 if isinstance(module, FeedForward):
                     module.fuse_gelu = False
@@ -355,10 +361,8 @@ def main(argv: list[str] | None = None) -> None:
             info["fp8"] = {"backend": backend, "note": note, "activation_scaling": args.fp8_scaling,
                            "fast_accum": args.fp8_fast_accum}
             for compiled in ([True, False] if args.compile == "blocks" else [False]):
-                # a model of its own with the same weights; its compiled blocks get graphs of their own
-                # (dynamo's guards see Float8Linear where the bf16 blocks have nn.Linear)
-                fp8_model = build(args.preset, "glga", device, dtype, compiled, channels, text_dim)
-                fp8_model.load_state_dict(model.state_dict())
+                # dynamo's guards see Float8Linear where the bf16 blocks have nn.Linear
+                fp8_model = copy_of_model(compiled)
                 swapped = convert_linear_to_fp8(fp8_model, activation_scaling=args.fp8_scaling,
                                                 backend=args.fp8_backend, fast_accum=args.fp8_fast_accum)
                 info["fp8"]["swapped_layers"] = len(swapped)

@@ -127,9 +127,8 @@ def test_time_to_quality_resumes_across_calls(tmp_path):
 
 def test_end_to_end_script_tiny_cpu_run(tmp_path, benchmark_env):
     """benchmarks/end_to_end.py (issue 26): text encoder, diffusion, VAE decode in both layouts and with several
-    latent frames a call, end to end,
-    the FP8 row with its error against the unquantised latent, the per-step profile and the softmax peer, on tiny
-    models."""
+    latent frames a call, end to end, the FP8 row with its error against the unquantised latent, the per-step
+    profile and the softmax peer, on tiny models."""
     pytest.importorskip("diffusers")
     pytest.importorskip("transformers")
     out = tmp_path / "end_to_end.json"

@@ -129,9 +129,6 @@ def test_wan_decode_in_chunks_matches_one_frame_per_call(wan22):
     if wan22:   # residual up blocks with DupUp3D shortcuts, and 2x2 patches (Wan 2.2's TI2V VAE layout)
         common.update(is_residual=True, in_channels=12, out_channels=12, patch_size=2, scale_factor_spatial=16)
     vae = diffusers.AutoencoderKLWan(**common).eval()
-    for module in vae.modules():        # RMS-norm gains away from 1, so every layer's cache matters
-        if isinstance(module, torch.nn.Conv3d):
-            module.weight.data.mul_(1.5)
     latent = torch.randn(2, 4, 8, 4, 6)
     frame_by_frame = WanCodec(vae).decode(latent)
     assert frame_by_frame.shape == (2, 3, 29, 4 * (16 if wan22 else 8), 6 * (16 if wan22 else 8))

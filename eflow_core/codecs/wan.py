@@ -91,7 +91,7 @@ class WanCodec(LatentCodec):
         return video.float().clamp(-1, 1)
 
     def _decode_in_chunks(self, z: torch.Tensor, frames_per_call: int) -> torch.Tensor:
-        """z (B, z_dim, T', H', W') un-normalised -> video (B, 3, 1 + 4 (T' - 1), 8 H', 8 W'), clamped.
+        """z (B, z_dim, T', H', W') un-normalised -> video (B, 3, 1 + 4 (T' - 1), 8 H', 8 W'); `decode` clamps it.
 
         `AutoencoderKLWan._decode` with the decoder called on [1, k, k, ..., rest] latent frames instead of
         one at a time (module docstring); the same cache, the same modules."""
@@ -111,4 +111,4 @@ class WanCodec(LatentCodec):
         video = torch.cat(pieces, dim=2)
         if vae.config.patch_size is not None:
             video = unpatchify(video, patch_size=vae.config.patch_size)
-        return video.clamp(-1.0, 1.0)
+        return video

@@ -38,9 +38,9 @@ class FeedForward(nn.Sequential):
     Sampling on CUDA runs the first layer's bias and GELU in its matmul's epilogue
     (`torch._addmm_activation`: cuBLASLt's GELU_BIAS, the same tanh GELU), which saves a separate pass
     over the `hidden`-wide activations: a 4-step 480p sample of the 1.5B preset took 1.069 s against
-    1.097 s on an H100 (docs/BENCHMARKS.md §4a). Training (it has no derivative), autocast, swapped-in layers (FP8) and the
-    CPU (whose `_addmm_activation` uses the erf GELU) take the plain path; `fuse_gelu = False` forces it.
-    Subclassing nn.Sequential keeps the state-dict keys `0.*`, `2.*`.
+    1.097 s on an H100 (docs/BENCHMARKS.md §4a). Training (it has no derivative), autocast, swapped-in
+    layers (FP8) and the CPU (whose `_addmm_activation` uses the erf GELU) take the plain path;
+    `fuse_gelu = False` forces it. Subclassing nn.Sequential keeps the state-dict keys `0.*`, `2.*`.
     """
 
     def __init__(self, dim: int, hidden: int):
