@@ -118,8 +118,8 @@ def _forms(entry) -> tuple:
 
 
 def _all_forms(part: int | None = None) -> dict[str, list[str]]:
-    """slot -> every word form (part 0 training, 1 held-out, None both) of every value."""
-    parts = (0, 1) if part is None else (part,)
+    """slot -> every word form (part 0 training, 1 held-out, 2 second held-out, None all) of every value."""
+    parts = (0, 1, 2) if part is None else (part,)
     slots = {key: [f for value in C.VOCABULARY[key].values() for p in parts for w in value[p] for f in _forms(w)]
              for key in ("shape", "color", "background")}
     slots["ing"] = [w[0] for value in C.MOTION_WORDS.values() for p in parts for w in value[p]]
@@ -154,7 +154,8 @@ def test_caption_frames_are_split_and_keep_the_old_templates():
     held_re = [_frame_pattern(f) for f in C.HELDOUT_FRAMES]
     # on the generated strings: a caption fits a frame of its own part and none of the other part
     for name, own, other in (("train", train_re, held_re), ("heldout-frames", held_re, train_re),
-                             ("heldout-vocabulary", train_re, held_re), ("heldout-both", held_re, train_re)):
+                             ("heldout-vocabulary", train_re, held_re), ("heldout-both", held_re, train_re),
+                             ("heldout-vocabulary-2", train_re, held_re)):
         for text in C.all_captions(name):
             assert any(p.fullmatch(text) for p in own), (name, text)
             assert not any(p.fullmatch(text) for p in other), (name, text)
@@ -163,20 +164,23 @@ def test_caption_frames_are_split_and_keep_the_old_templates():
 def test_caption_words_are_split_at_the_word_level():
     for key, table in C.VOCABULARY.items():
         assert list(table) == S.ATTRIBUTES[key]                      # the labels stay the canonical values
-        for value, (train, heldout) in table.items():
-            assert len(train) >= 2 and len(heldout) >= 1, (key, value)
-            assert not set(train) & set(heldout)
+        for value, (train, heldout, heldout2) in table.items():
+            assert len(train) >= 2 and len(heldout) >= 1 and len(heldout2) >= 1, (key, value)
+            assert not set(train) & set(heldout) and not set(heldout2) & (set(train) | set(heldout))
     train_tokens = [_tokens(t) for t in C.all_captions("train") + C.all_captions("heldout-frames")]
     seen = {w for tokens in train_tokens for w in tokens}
-    heldout_forms = [f for forms in _all_forms(1).values() for f in forms]
-    assert len(heldout_forms) > 40
+    heldout_forms = [f for part in (1, 2) for forms in _all_forms(part).values() for f in forms]
+    assert len(heldout_forms) > 80
     for form in heldout_forms:
         words = _tokens(form)
         assert set(words) - seen, form                             # brings a word no training caption has
         n = len(words)
         assert not any(tokens[i:i + n] == words for tokens in train_tokens for i in range(len(tokens) - n + 1)), form
-    vocab_tokens = {w for t in C.all_captions("heldout-vocabulary") for w in _tokens(t)}
-    assert vocab_tokens - seen                                       # and the held-out sets do use them
+    for name in ("heldout-vocabulary", "heldout-vocabulary-2"):     # and the held-out sets do use them
+        assert {w for t in C.all_captions(name) for w in _tokens(t)} - seen, name
+    first = {w for forms in _all_forms(1).values() for f in forms for w in _tokens(f)}
+    second = {w for forms in _all_forms(2).values() for f in forms for w in _tokens(f)}
+    assert second - first - seen                                     # the second list's own new words
 
 
 def test_captions_always_name_their_attributes_unambiguously():
@@ -224,8 +228,8 @@ def test_train_caption_set_is_finite_and_all_captions_covers_what_the_world_draw
 def test_caption_docstring_lists_the_split():
     doc = " ".join(C.__doc__.split())
     for table in C.VOCABULARY.values():
-        for train, heldout in table.values():
-            for w in train + heldout:
+        for parts in table.values():
+            for w in [w for part in parts for w in part]:
                 assert _forms(w)[-1] in doc, w
     for frame in C.TRAIN_FRAMES + C.HELDOUT_FRAMES:
         assert " ".join(frame.split()[:3]) in doc, frame

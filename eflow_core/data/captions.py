@@ -88,6 +88,24 @@ Caption sets (`CAPTION_SETS`): which frames x which words.
     heldout-frames      held-out frames x training words    new sentences, known words (`ShapesWorld` eval)
     heldout-vocabulary  training frames x held-out words    known sentences, new words
     heldout-both        held-out frames x held-out words
+    heldout-vocabulary-2  training frames x the second held-out words
+
+The second held-out word list (2026-12-07) was written down and committed before the prompt lexicon
+(`eflow_core/text/lexicon.py`), which maps words a model never trained on to its training words, was
+built, and without looking any of its words up in the lexicon's sources. The first list was studied
+while the lexicon was designed, so it is its development set; the second is the one that reports it.
+
+    value          second held-out words            value          second held-out words
+    circle         sphere, bubble                   black          obsidian, sooty
+    square         crate, panel                     gray           steel, graphite
+    triangle       cone, spike                      white          alabaster, snowy
+    red            maroon, tomato                   moving left    veers left, wanders off to the left
+    green          olive, moss                      moving right   veers right, wanders off to the right
+    blue           denim, cornflower                moving up      rockets upward, levitates
+    yellow         gold, straw                      moving down    tumbles down, plummets
+    purple         eggplant, indigo                 growing        widens, puffs up
+    orange         copper, peach                    shrinking      shrivels, narrows
+    (noun)         wall, scene                      (adverb)       leisurely, softly
 
 Each set is finite: `VARIANTS[set]` captions for each of the 3 x 6 x 3 x 6 = 324 attribute combinations,
 chosen deterministically from `CAPTION_SEED` (`caption_variants`; frames taken in turn, so every frame is
@@ -104,70 +122,84 @@ import numpy as np
 
 from .shapes import ATTRIBUTES
 
-# value -> (training words, held-out words); the first training word is the canonical one. The training part
-# is wide on purpose: the text encoder places a word it was never shown beside its value only if the
-# generator learned the value's direction from many words, not a point from one (benchmarks/text_side.py).
-SHAPE_WORDS: dict[str, tuple[list[str], list[str]]] = {
-    "circle": (["circle", "disc", "orb", "round shape", "circular shape", "coin"], ["ball", "dot"]),
-    "square": (["square", "box", "cube", "tile", "square shape", "four-sided shape"], ["block"]),
-    "triangle": (["triangle", "triangular shape", "wedge", "three-sided shape", "arrowhead", "delta"], ["pyramid"]),
+# value -> (training words, held-out words, second held-out words); the first training word is the canonical
+# one. The training part is wide on purpose: the text encoder places a word it was never shown beside its value
+# only if the generator learned the value's direction from many words, not a point from one
+# (benchmarks/text_side.py).
+SHAPE_WORDS: dict[str, tuple[list[str], ...]] = {
+    "circle": (["circle", "disc", "orb", "round shape", "circular shape", "coin"], ["ball", "dot"],
+               ["sphere", "bubble"]),
+    "square": (["square", "box", "cube", "tile", "square shape", "four-sided shape"], ["block"],
+               ["crate", "panel"]),
+    "triangle": (["triangle", "triangular shape", "wedge", "three-sided shape", "arrowhead", "delta"], ["pyramid"],
+                 ["cone", "spike"]),
 }
-COLOR_WORDS: dict[str, tuple[list[str], list[str]]] = {
-    "red": (["red", "crimson", "ruby", "cherry-red", "vermilion", "blood-red", "brick-red", "carmine"], ["scarlet"]),
+COLOR_WORDS: dict[str, tuple[list[str], ...]] = {
+    "red": (["red", "crimson", "ruby", "cherry-red", "vermilion", "blood-red", "brick-red", "carmine"], ["scarlet"],
+            ["maroon", "tomato"]),
     "green": (["green", "emerald", "lime", "grass-green", "forest-green", "mint", "leaf-green", "kelly-green"],
-              ["jade"]),
-    "blue": (["blue", "azure", "navy", "cobalt", "sky-blue", "royal blue", "cerulean", "ultramarine"], ["sapphire"]),
+              ["jade"], ["olive", "moss"]),
+    "blue": (["blue", "azure", "navy", "cobalt", "sky-blue", "royal blue", "cerulean", "ultramarine"], ["sapphire"],
+             ["denim", "cornflower"]),
     "yellow": (["yellow", "lemon", "canary", "sunflower-yellow", "butter-yellow", "banana-yellow", "daffodil",
-                "mustard"], ["golden"]),
-    "purple": (["purple", "plum", "lavender", "lilac", "amethyst", "mauve", "grape", "orchid"], ["violet"]),
+                "mustard"], ["golden"], ["gold", "straw"]),
+    "purple": (["purple", "plum", "lavender", "lilac", "amethyst", "mauve", "grape", "orchid"], ["violet"],
+               ["eggplant", "indigo"]),
     "orange": (["orange", "pumpkin-orange", "carrot-orange", "apricot", "amber", "marigold", "rust-orange",
-                "mandarin"], ["tangerine"]),
+                "mandarin"], ["tangerine"], ["copper", "peach"]),
 }
-BACKGROUND_WORDS: dict[str, tuple[list[str], list[str]]] = {
+BACKGROUND_WORDS: dict[str, tuple[list[str], ...]] = {
     "black": (["black", "dark", "jet-black", "ebony", "coal-black", "onyx", "raven", "midnight"],
-              ["pitch-black", "inky"]),
+              ["pitch-black", "inky"], ["obsidian", "sooty"]),
     "gray": (["gray", "grey", "silver", "ash-grey", "gunmetal", "stone-grey", "pewter", "smoky"],
-             ["slate", "medium grey"]),
+             ["slate", "medium grey"], ["steel", "graphite"]),
     "white": (["white", "light", "ivory", "milky", "chalk-white", "bright white", "pearl", "cream"],
-              ["snow-white", "pale"]),
+              ["snow-white", "pale"], ["alabaster", "snowy"]),
 }
 # motion: (-ing form, 3rd-person form) pairs, frames use either
-MOTION_WORDS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
+MOTION_WORDS: dict[str, tuple[list[tuple[str, str]], ...]] = {
     "moving left": ([("moving left", "moves left"), ("drifting to the left", "drifts to the left"),
                      ("sliding leftward", "slides leftward"), ("gliding to the left", "glides to the left"),
                      ("shifting left", "shifts left"), ("going leftward", "goes leftward"),
                      ("crossing from right to left", "crosses from right to left")],
                     [("heading left", "heads left"),
-                     ("travelling toward the left side", "travels toward the left side")]),
+                     ("travelling toward the left side", "travels toward the left side")],
+                    [("veering left", "veers left"), ("wandering off to the left", "wanders off to the left")]),
     "moving right": ([("moving right", "moves right"), ("drifting to the right", "drifts to the right"),
                       ("sliding rightward", "slides rightward"), ("gliding to the right", "glides to the right"),
                       ("shifting right", "shifts right"), ("going rightward", "goes rightward"),
                       ("crossing from left to right", "crosses from left to right")],
                      [("heading right", "heads right"),
-                      ("travelling toward the right side", "travels toward the right side")]),
+                      ("travelling toward the right side", "travels toward the right side")],
+                     [("veering right", "veers right"), ("wandering off to the right", "wanders off to the right")]),
     "moving up": ([("moving up", "moves up"), ("rising", "rises"), ("climbing upward", "climbs upward"),
                    ("going up", "goes up"), ("soaring upward", "soars upward"), ("lifting up", "lifts up"),
                    ("moving toward the top", "moves toward the top")],
-                  [("floating upward", "floats upward"), ("ascending", "ascends")]),
+                  [("floating upward", "floats upward"), ("ascending", "ascends")],
+                  [("rocketing upward", "rockets upward"), ("levitating", "levitates")]),
     "moving down": ([("moving down", "moves down"), ("sinking", "sinks"), ("dropping downward", "drops downward"),
                      ("going down", "goes down"), ("plunging", "plunges"), ("diving downward", "dives downward"),
                      ("moving toward the bottom", "moves toward the bottom")],
-                    [("falling", "falls"), ("descending", "descends")]),
+                    [("falling", "falls"), ("descending", "descends")],
+                    [("tumbling down", "tumbles down"), ("plummeting", "plummets")]),
     "growing": ([("growing", "grows"), ("getting bigger", "gets bigger"), ("expanding", "expands"),
                  ("enlarging", "enlarges"), ("getting larger", "gets larger"), ("inflating", "inflates"),
                  ("scaling up", "scales up"), ("ballooning", "balloons")],
-                [("swelling", "swells"), ("increasing in size", "increases in size")]),
+                [("swelling", "swells"), ("increasing in size", "increases in size")],
+                [("widening", "widens"), ("puffing up", "puffs up")]),
     "shrinking": ([("shrinking", "shrinks"), ("getting smaller", "gets smaller"), ("contracting", "contracts"),
                    ("getting tinier", "gets tinier"), ("deflating", "deflates"), ("scaling down", "scales down"),
                    ("diminishing", "diminishes"), ("becoming small", "becomes small")],
-                  [("dwindling", "dwindles"), ("decreasing in size", "decreases in size")]),
+                  [("dwindling", "dwindles"), ("decreasing in size", "decreases in size")],
+                  [("shriveling", "shrivels"), ("narrowing", "narrows")]),
 }
 VOCABULARY: dict[str, dict] = {"shape": SHAPE_WORDS, "color": COLOR_WORDS, "background": BACKGROUND_WORDS,
                                "motion": MOTION_WORDS}
-# filler words, not attributes: (training, held-out)
-BACKGROUND_NOUNS: tuple[list[str], list[str]] = (["background", "backdrop", "field", "surface", "setting"],
-                                                  ["canvas", "screen"])
-ADVERBS: tuple[list[str], list[str]] = (["slowly", "smoothly", "gently", "calmly", "evenly"], ["steadily", "gradually"])
+# filler words, not attributes: (training, held-out, second held-out)
+BACKGROUND_NOUNS: tuple[list[str], ...] = (["background", "backdrop", "field", "surface", "setting"],
+                                                  ["canvas", "screen"], ["wall", "scene"])
+ADVERBS: tuple[list[str], ...] = (["slowly", "smoothly", "gently", "calmly", "evenly"], ["steadily", "gradually"],
+                                        ["leisurely", "softly"])
 ADVERB_RATE = 1 / 3
 
 # The frames the shipped shapes-t2v was trained on / evaluated with (kept: the first are training frames,
@@ -205,13 +237,14 @@ HELDOUT_FRAMES = EVAL_TEMPLATES + [
 
 # caption set -> (which frames, which words): 0 = training part, 1 = held-out part
 CAPTION_SETS: dict[str, tuple[int, int]] = {"train": (0, 0), "heldout-frames": (1, 0), "heldout-vocabulary": (0, 1),
-                                            "heldout-both": (1, 1)}
+                                            "heldout-both": (1, 1), "heldout-vocabulary-2": (0, 2)}
 HELDOUT_SETS = ("heldout-frames", "heldout-vocabulary")   # what `eflow eval` reports by default
 EVAL_CAPTIONS = "heldout-frames"                          # a ShapesWorld eval split's default
 CAPTION_TITLES = {"train": "training frames and words", "heldout-frames": "held-out sentence frames, training words",
                   "heldout-vocabulary": "training sentence frames, held-out words",
-                  "heldout-both": "held-out sentence frames and words"}
-VARIANTS = {"train": 24, "heldout-frames": 8, "heldout-vocabulary": 8, "heldout-both": 8}
+                  "heldout-both": "held-out sentence frames and words",
+                  "heldout-vocabulary-2": "training sentence frames, the second held-out word list"}
+VARIANTS = {"train": 24, "heldout-frames": 8, "heldout-vocabulary": 8, "heldout-both": 8, "heldout-vocabulary-2": 8}
 CAPTION_SEED = 23
 
 
@@ -305,15 +338,15 @@ def _word_patterns() -> dict[str, list[tuple[str, re.Pattern]]]:
     patterns = {}
     for attribute, table in VOCABULARY.items():
         patterns[attribute] = []
-        for value, (train, heldout) in table.items():
-            forms = [f for w in train + heldout for f in (w if isinstance(w, tuple) else (w,))]
+        for value, parts in table.items():
+            forms = [f for part in parts for w in part for f in (w if isinstance(w, tuple) else (w,))]
             alternatives = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
             patterns[attribute].append((value, re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])", re.IGNORECASE)))
     return patterns
 
 
 def named_attributes(text: str) -> dict[str, list[str]]:
-    """Which values of each attribute `text` names, by every word form of both parts (whole words;
+    """Which values of each attribute `text` names, by every word form of every part (whole words;
     hyphenated words count whole: "pitch-black" names black once). A caption names exactly one each."""
     return {attribute: [value for value, pattern in patterns if pattern.search(text)]
             for attribute, patterns in _word_patterns().items()}
