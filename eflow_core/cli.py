@@ -100,7 +100,8 @@ def cmd_eval(args) -> None:
     from eflow_core.metrics.worlds import get_world
     from eflow_core.pipeline import EFlowPipeline
 
-    pipe = EFlowPipeline.from_pretrained(args.checkpoint, device=args.device, text_cache=args.text_cache)
+    pipe = EFlowPipeline.from_pretrained(args.checkpoint, device=args.device, text_cache=args.text_cache,
+                                         lexicon=not args.no_lexicon)
     kwargs = {"world": pipe.world, "steps": tuple(args.steps), "num_prompts": args.prompts, "seed": args.seed,
               "guidance": args.guidance, "sampler": args.sampler}
     if get_world(pipe.world).conditioning == "text":      # {caption set: results}, one table each
@@ -123,7 +124,8 @@ def cmd_choose_defaults(args) -> None:
     from eflow_core.metrics.defaults import SELECTION_SEED, choose_defaults, format_defaults
     from eflow_core.pipeline import EFlowPipeline
 
-    pipe = EFlowPipeline.from_pretrained(args.checkpoint, device=args.device, text_cache=args.text_cache)
+    pipe = EFlowPipeline.from_pretrained(args.checkpoint, device=args.device, text_cache=args.text_cache,
+                                         lexicon=not args.no_lexicon)
     defaults = choose_defaults(pipe, steps=args.steps, guidances=args.guidance, t_mins=args.t_min,
                                num_prompts=args.prompts, seed=SELECTION_SEED if args.seed is None else args.seed)
     print(format_defaults(defaults))
@@ -251,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--encoder", default="minilm")
     q.add_argument("--include-eval", action="store_true",
                    help="also the held-out caption sets `eval` words its prompts from (heldout-frames, "
-                        "heldout-vocabulary, heldout-both)")
+                        "heldout-vocabulary, heldout-both, heldout-vocabulary-2)")
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("eval", help="probe-FD, adherence and latency per step count")
@@ -266,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--captions", type=_name_list, default=None, metavar="SET,SET",
                    help="text worlds: the caption sets to word the prompts from, one table each (default "
                         "heldout-frames,heldout-vocabulary: sentence frames / words the model never trained on; "
-                        "also train, heldout-both)")
+                        "also train, heldout-both, heldout-vocabulary-2)")
     p.add_argument("--out", default=None, help="write the results as JSON here (text worlds: keyed by caption set)")
     p.add_argument("--write-card", action="store_true",
                    help="store the results and tables in the checkpoint's model card (`eval`, `eval_table`)")
@@ -274,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sheet-prompts", type=int, default=8)
     p.add_argument("--text-cache", default=None, metavar="DIR",
                    help="caption cache (`data text-cache --include-eval`): no text-encoder package needed")
+    p.add_argument("--no-lexicon", action="store_true",
+                   help="prompts reach the text encoder as worded, without the prompt lexicon's rewrite of words "
+                        "the model never trained on (the network alone)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("choose-defaults", help="choose the card's default steps, guidance and guidance interval "
@@ -287,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="default: metrics.defaults.SELECTION_SEED (not 0)")
     p.add_argument("--device", default=None)
     p.add_argument("--text-cache", default=None, metavar="DIR")
+    p.add_argument("--no-lexicon", action="store_true", help="without the prompt lexicon (see `eval`)")
     p.add_argument("--out", default=None, help="write the defaults and their grid as JSON here")
     p.add_argument("--write-card", action="store_true", help="store them in the checkpoint's card (`defaults`)")
     p.set_defaults(func=cmd_choose_defaults)

@@ -22,6 +22,7 @@ from eflow_core.conditioning import NULL_LABEL, encode_condition
 from eflow_core.config import TrainConfig
 from eflow_core.flow import SolutionFlow
 from eflow_core.model.dit import VideoDiT
+from eflow_core.text.lexicon import PromptLexicon, Rewrite, lexicon_for_world
 
 DEFAULT_MODEL = "shapes-t2v"
 MAX_PROMPT_CHARS = 300
@@ -49,6 +50,7 @@ class GenerationResult:
     device: str
     gates: dict | None = None         # {layer: (T', H', W', 2) numpy [global, local]} when captured
     extras: dict = field(default_factory=dict)
+    read_as: Rewrite | None = None    # the prompt as the model read it, when the prompt lexicon changed words
 
 
 def check_seed(seed) -> int:
@@ -62,7 +64,7 @@ class EFlowPipeline:
     """A trained VideoDiT + its codec + text encoder, sampling with Algorithm 2 or the Euler/CFG baseline."""
 
     def __init__(self, model: VideoDiT, config: TrainConfig, card: dict, device: torch.device,
-                 text_cache: str | Path | None = None):
+                 text_cache: str | Path | None = None, lexicon: bool = True):
         from eflow_core.codecs import load_codec
 
         self.model, self.config, self.card, self.device = model.eval(), config, card, device
@@ -79,11 +81,15 @@ class EFlowPipeline:
         except (FileNotFoundError, ValueError, ImportError, OSError) as err:
             raise PipelineError(f"the model's codec or text encoder cannot be loaded ({err})") from None
         self._capture_lock = threading.Lock()
+        # words the model never trained on -> its training words (eflow_core/text/lexicon.py); None: prompts
+        # reach the text encoder as typed. Built on first use (WordNet loads in about a second).
+        self._use_lexicon = bool(lexicon) and self.kind == "text"
+        self._lexicon: PromptLexicon | None = None
 
     @classmethod
     def from_pretrained(cls, path_or_name: str | Path = DEFAULT_MODEL, device: str | torch.device | None = None,
                         dtype: torch.dtype = torch.float32, compile: bool | str = False,
-                        text_cache: str | Path | None = None) -> "EFlowPipeline":
+                        text_cache: str | Path | None = None, lexicon: bool = True) -> "EFlowPipeline":
         """Load a shipped model by name (no network) or a folder written by the trainer / exporter.
 
         text_cache: a caption cache folder (`python -m eflow_core data text-cache`): prompts found there
@@ -93,7 +99,11 @@ class EFlowPipeline:
         compile: torch.compile each block (`VideoDiT.compile_blocks`): True for the default backend
         (inductor), or a backend name. Meant for GPUs, where a small model's many small kernels
         cost more in launches than in work; the first generation of each new shape pays the
-        compile time. (Measured for the 1.5B preset at 480p: docs/BENCHMARKS.md §4a.)"""
+        compile time. (Measured for the 1.5B preset at 480p: docs/BENCHMARKS.md §4a.)
+
+        lexicon: rewrite the words of a prompt the model never trained on into words it did, through
+        WordNet and the xkcd colour names (`eflow_core.text.lexicon`), for text models of a world with a
+        caption vocabulary (`shapes`). False: the prompt reaches the text encoder as typed."""
         try:
             folder = resolve_model_path(path_or_name)
             config, card, weights = load_model_folder(folder)
@@ -110,7 +120,7 @@ class EFlowPipeline:
         model = model.to(device=device, dtype=dtype)
         if compile:
             model.compile_blocks(backend="inductor" if compile is True else str(compile))
-        pipe = cls(model, config, card, device, text_cache=text_cache)
+        pipe = cls(model, config, card, device, text_cache=text_cache, lexicon=lexicon)
         pipe.path = folder
         return pipe
 
@@ -241,8 +251,28 @@ class EFlowPipeline:
         timings["total"] = time.perf_counter() - start
         return video, timings, gates
 
+    @property
+    def lexicon(self) -> PromptLexicon | None:
+        """The prompt lexicon of this model's world, or None (turned off, not a text model, no vocabulary)."""
+        if self._use_lexicon and self._lexicon is None:
+            self._lexicon = lexicon_for_world(self.world)
+            self._use_lexicon = self._lexicon is not None
+        return self._lexicon
+
+    @lexicon.setter
+    def lexicon(self, on: bool) -> None:
+        """`pipe.lexicon = False` sends prompts to the text encoder as typed; True turns the lexicon back on."""
+        self._use_lexicon, self._lexicon = bool(on) and self.kind == "text", None
+
+    def read_prompt(self, prompt: str) -> Rewrite:
+        """`prompt` as the model reads it: the lexicon's rewrite (no substitutions without a lexicon)."""
+        lexicon = self.lexicon
+        return lexicon.rewrite(prompt) if lexicon is not None else Rewrite(prompt, ())
+
     def _condition(self, prompts: list[str] | None, labels: list[int] | None):
         """The model's condition for a checked request: TextCondition (B rows), labels (B,) or None."""
+        if prompts is not None and self.lexicon is not None:
+            prompts = [self.read_prompt(p).text for p in prompts]
         return encode_condition(self.text_encoder, prompts, labels if self.kind == "class" else None,
                                 self.device, self.model_dtype)
 
@@ -280,9 +310,11 @@ class EFlowPipeline:
         if gates is not None:   # full-token layers as (T', H', W', 2) maps; middle layers scattered over kept ids
             gate_maps = {i: g[0].mean(dim=1).reshape(*grid, 2).numpy() for i, g in gates.items()
                          if g.shape[1] == grid[0] * grid[1] * grid[2]}
+        read_as = self.read_prompt(prompt) if prompt is not None else None
         return GenerationResult(video=video[0].numpy(), fps=FPS, timings=timings, nfe=self.evaluations(steps, sampler),
                                 tokens=grid[0] * grid[1] * grid[2], sampler=sampler, steps=steps,
-                                guidance=float(guidance), seed=int(seed), device=str(self.device), gates=gate_maps)
+                                guidance=float(guidance), seed=int(seed), device=str(self.device), gates=gate_maps,
+                                read_as=read_as if read_as is not None and read_as.substitutions else None)
 
     @torch.no_grad()
     def semigroup_defect(self, prompt: str | None = None, label: int | None = None, seed: int = 0,

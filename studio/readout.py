@@ -9,6 +9,10 @@ The latency readout is the text the `/generate` API returns and the UI shows in 
     ...
     decode             1.2 ms
     total            590.1 ms
+    read as: a green circle moving left on a black background
+      (words the model never trained on: jade -> green)
+
+The last two lines appear only when the prompt lexicon (eflow_core/text/lexicon.py) changed words.
 """
 from __future__ import annotations
 
@@ -35,6 +39,10 @@ def latency_readout(result) -> str:
                   f"{'  per step':<14}{_ms(mean)}  (min {min(steps) * 1000:.1f}, max {max(steps) * 1000:.1f} ms)"]
     lines += [f"{'decode':<14}{_ms(timings.get('decode', 0.0))}",
               f"{'total':<14}{_ms(timings.get('total', 0.0))}"]
+    read_as = getattr(result, "read_as", None)
+    if read_as is not None:     # the prompt lexicon replaced words the model never trained on
+        changes = ", ".join(f"{old} -> {new}" for old, new, _ in read_as.substitutions)
+        lines += [f"read as: {read_as.text}", f"  (words the model never trained on: {changes})"]
     return "\n".join(lines)
 
 

@@ -193,6 +193,7 @@ def evaluate(pipeline, world: str | None = None, steps: Sequence[int] = (1, 2, 4
         "size": list(size),
         "frame_stride": stride if spec.conditioning == "class" else 1,
         "device": str(getattr(pipeline, "device", "cpu")),
+        "prompt_lexicon": getattr(pipeline, "lexicon", None) is not None,
         "model": (getattr(pipeline, "card", None) or {}).get("name", str(getattr(pipeline, "path", ""))),
         "probe": {"path": str((getattr(probe, "card", None) or {}).get("path", f"checkpoints/probe-{spec.name}")),
                   "heldout_accuracy": (getattr(probe, "card", None) or {}).get("heldout_accuracy")},

@@ -1,0 +1,309 @@
+"""The prompt lexicon: rewrite the words of a prompt that a model never trained on into words it did.
+
+A text-to-video model trained on a closed vocabulary follows the words it was trained on and guesses at
+the rest: the shipped `shapes-t2v` reads 97-100% of attributes right in new sentence frames, but only
+45-73% when the colour, shape or background is named by a word it never saw, and probes on MiniLM's
+output show the text encoder itself does not place "jade" with green (docs/RESULTS.md, "Does the text
+side carry words the model never saw?"). The knowledge that jade is green has to come from somewhere;
+here it comes from two public lexical resources that ship in the repository (`lexicon_data/`, built by
+`scripts/build_lexicon.py`):
+
+- the xkcd colour survey (949 colour names with their sRGB): a colour name the model never saw becomes
+  the nearest of the model's own colour words by CIEDE2000;
+- WordNet 3.0: any other word becomes the nearest training word in WordNet's graph: a synonym first, then
+  a word one or two steps away (hypernym, similar-to, also-see, verb group, pertainym, derivation),
+  senses in WordNet's frequency order breaking ties, inflected like the word it replaces.
+
+    lexicon = PromptLexicon(all_captions("train"), colour_words=["red", ..., "white"])
+    lexicon.rewrite("a jade pyramid heads left on a slate canvas")
+    # Rewrite(text="a green pyramid moves left on a gray setting", substitutions=(("jade", "green", "colour"),
+    #         ("heads", "moves", "wordnet: head -> move"), ...))
+
+Words the model trained on are never touched, so a prompt in the training vocabulary passes unchanged.
+What the system then follows beyond its training words comes from these resources, not from the network:
+docs/RESULTS.md reports the network with and without the lexicon.
+"""
+from __future__ import annotations
+
+import functools
+import gzip
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+DATA = Path(__file__).with_name("lexicon_data")
+MAX_DEPTH = 2                       # WordNet steps from a word's own synset to a training word
+WALK = ("similar", "hypernym", "also", "group", "pertainym")     # the first step from the word's own synset
+LATER_WALK = ("hypernym", "also", "group")       # later steps: similar-to twice goes from one satellite of an
+#                                                  adjective cluster to any other ("inky" -> "achromatic" -> "silver")
+WORD = re.compile(r"[A-Za-z]+(?:['-][A-Za-z]+)*")
+# function words: never replaced and never a replacement (WordNet lists some: "in" as inch, "it" as IT)
+FUNCTION_WORDS = frozenset("""a an the this that these those it its is are was were be been being am and or but
+nor so of on in at to from by for with without over under into onto off up down out as than then there here
+where while which who whom whose what when how why one ones some any each every all both no not very just
+we you he she they them his her their our your my me us him i""".split())
+# WordNet's detachment rules (morphy), by part of speech: (suffix, replacement)
+SUFFIXES = {"n": [("s", ""), ("ses", "s"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("shes", "sh"),
+                  ("men", "man"), ("ies", "y")],
+            "v": [("s", ""), ("ies", "y"), ("es", "e"), ("es", ""), ("ed", "e"), ("ed", ""), ("ing", "e"),
+                  ("ing", "")],
+            "a": [("er", ""), ("est", ""), ("er", "e"), ("est", "e")], "r": []}
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """A rewritten prompt: `text`, and each `(original, replacement, reason)` substitution in order."""
+    text: str
+    substitutions: tuple[tuple[str, str, str], ...]
+
+
+@functools.cache
+def wordnet() -> dict:
+    """WordNet 3.0 as `scripts/build_lexicon.py` stores it: synsets [pos, words, {relation: [synset]}],
+    senses {word: {pos: [synset, most frequent first]}}, exceptions {pos: {inflected: [base]}}."""
+    return json.loads(gzip.decompress((DATA / "wordnet-3.0.json.gz").read_bytes()))
+
+
+@functools.cache
+def xkcd_colours() -> dict[str, tuple[float, float, float]]:
+    """{colour name: CIELAB (L, a, b)} of the xkcd colour survey."""
+    names = json.loads((DATA / "xkcd-colours.json").read_text())["colours"]
+    return {name: srgb_to_lab(int(hex_[1:3], 16), int(hex_[3:5], 16), int(hex_[5:7], 16))
+            for name, hex_ in names.items()}
+
+
+def srgb_to_lab(r: int, g: int, b: int) -> tuple[float, float, float]:
+    """8-bit sRGB -> CIELAB under D65."""
+    def linear(c: float) -> float:
+        c /= 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    rl, gl, bl = linear(r), linear(g), linear(b)
+    xyz = (0.4124 * rl + 0.3576 * gl + 0.1805 * bl) / 0.95047, 0.2126 * rl + 0.7152 * gl + 0.0722 * bl, \
+        (0.0193 * rl + 0.1192 * gl + 0.9505 * bl) / 1.08883
+
+    def f(t: float) -> float:
+        return t ** (1 / 3) if t > (6 / 29) ** 3 else t / (3 * (6 / 29) ** 2) + 4 / 29
+
+    fx, fy, fz = (f(t) for t in xyz)
+    return 116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)
+
+
+def ciede2000(lab1: tuple[float, float, float], lab2: tuple[float, float, float]) -> float:
+    """CIEDE2000 colour difference (Sharma, Wu and Dalal 2005), the CIE's distance between perceived colours."""
+    (l1, a1, b1), (l2, a2, b2) = lab1, lab2
+    c_mean = (math.hypot(a1, b1) + math.hypot(a2, b2)) / 2
+    g = 0.5 * (1 - math.sqrt(c_mean ** 7 / (c_mean ** 7 + 25 ** 7)))
+    a1, a2 = a1 * (1 + g), a2 * (1 + g)
+    c1, c2 = math.hypot(a1, b1), math.hypot(a2, b2)
+    h1 = math.degrees(math.atan2(b1, a1)) % 360 if c1 else 0.0
+    h2 = math.degrees(math.atan2(b2, a2)) % 360 if c2 else 0.0
+    dl, dc = l2 - l1, c2 - c1
+    dh = 0.0 if c1 * c2 == 0 else (h2 - h1 + 180) % 360 - 180
+    dh_big = 2 * math.sqrt(c1 * c2) * math.sin(math.radians(dh / 2))
+    l_mean, c_mean = (l1 + l2) / 2, (c1 + c2) / 2
+    if c1 * c2 == 0:
+        h_mean = h1 + h2
+    elif abs(h1 - h2) <= 180:
+        h_mean = (h1 + h2) / 2
+    else:
+        h_mean = (h1 + h2 + 360) / 2 if h1 + h2 < 360 else (h1 + h2 - 360) / 2
+    t = (1 - 0.17 * math.cos(math.radians(h_mean - 30)) + 0.24 * math.cos(math.radians(2 * h_mean))
+         + 0.32 * math.cos(math.radians(3 * h_mean + 6)) - 0.20 * math.cos(math.radians(4 * h_mean - 63)))
+    s_l = 1 + 0.015 * (l_mean - 50) ** 2 / math.sqrt(20 + (l_mean - 50) ** 2)
+    s_c, s_h = 1 + 0.045 * c_mean, 1 + 0.015 * c_mean * t
+    r_t = (-2 * math.sqrt(c_mean ** 7 / (c_mean ** 7 + 25 ** 7))
+           * math.sin(math.radians(60 * math.exp(-(((h_mean - 275) / 25) ** 2)))))
+    return math.sqrt((dl / s_l) ** 2 + (dc / s_c) ** 2 + (dh_big / s_h) ** 2 + r_t * (dc / s_c) * (dh_big / s_h))
+
+
+def looks_grey(lab: tuple[float, float, float]) -> bool:
+    """A colour whose CIELAB chroma is under 30% of its lightness (or under 5) reads as a grey, black or
+    white: slate (C* 11, L* 41) and pale (C* 21, L* 97) do, navy (C* 38, L* 12) does not."""
+    c = math.hypot(lab[1], lab[2])
+    return c < 5 or c < 0.3 * lab[0]
+
+
+def base_forms(word: str, pos: str) -> list[str]:
+    """WordNet's morphy: the dictionary forms of `word` as part of speech `pos` ("rises", "v" -> ["rise"])."""
+    net, word = wordnet(), word.lower().replace(" ", "_")
+    head, sep, rest = word.partition("_")
+    if sep:                                           # a phrase inflects its first word: "goes_down"
+        return [b for h in base_forms(head, pos) if pos in net["senses"].get(b := f"{h}_{rest}", {})] + \
+            ([word] if pos in net["senses"].get(word, {}) and not base_forms(head, pos) else [])
+    found = list(net["exceptions"].get(pos, {}).get(word, []))
+    if pos in net["senses"].get(word, {}):
+        found.append(word)
+    for suffix, replacement in SUFFIXES[pos]:
+        if word.endswith(suffix) and len(word) > len(suffix) + 1:
+            base = word[: len(word) - len(suffix)] + replacement
+            if pos in net["senses"].get(base, {}):
+                found.append(base)
+    return list(dict.fromkeys(b for b in found if pos in net["senses"].get(b, {})))
+
+
+def inflection(word: str) -> str:
+    """The inflection a replacement must copy: "ing", "ed", "s" or "" (a word's own form)."""
+    word = word.lower()
+    for ending in ("ing", "ed"):
+        if word.endswith(ending) and len(word) > len(ending) + 2:
+            return ending
+    return "s" if word.endswith("s") and not word.endswith("ss") and len(word) > 3 else ""
+
+
+def inflect(base: str, form: str) -> str:
+    """`base` ("go down") in `form` ("s" -> "goes down"); only the first word inflects."""
+    head, _, rest = base.partition(" ")
+    if form == "s":
+        head = head[:-1] + "ies" if re.search(r"[^aeiou]y$", head) else \
+            head + "es" if re.search(r"(s|x|z|ch|sh|o)$", head) else head + "s"
+    elif form in ("ing", "ed"):
+        stem = head[:-1] if head.endswith("e") and not head.endswith(("ee", "ye", "oe")) else head
+        if re.search(r"(^|[^aeiou])[aeiou][bdgmnpt]$", head) and len(head) <= 4:   # drop -> dropping
+            stem = head + head[-1]
+        head = stem + form if form == "ing" else stem + ("d" if stem.endswith("e") else "ed")
+    return f"{head} {rest}" if rest else head
+
+
+class PromptLexicon:
+    """Maps the words of a prompt that are not in `training_texts` to the nearest words that are.
+
+    `training_texts`: every caption the model was trained on (their words are the known vocabulary).
+    `colour_words`: the model's colour classes ("red", ..., "white"); a colour name it never saw
+    becomes the nearest of them by CIEDE2000. Words that are neither a colour name nor in WordNet near a
+    known word are left as they are.
+    """
+
+    def __init__(self, training_texts: list[str], colour_words: list[str] = ()):
+        self.known: set[str] = set()                     # surface words, hyphenated compounds and their parts
+        self.targets: set[str] = set()                   # dictionary forms a replacement may take ("go down")
+        self.surfaces: dict[tuple[str, str], str] = {}   # (dictionary form, inflection) -> a training surface
+        for text in dict.fromkeys(training_texts):
+            tokens = [t.lower() for t in WORD.findall(text)]
+            self.known.update(tokens)
+            self.known.update(part for t in tokens for part in t.split("-"))
+            for i, token in enumerate(tokens):
+                if token in FUNCTION_WORDS:
+                    continue
+                # the word itself, and the WordNet lemmas it starts: "jet-black", "round shape", "goes down"
+                units = [(token, token)] + [(" ".join(tokens[i:i + n]), "_".join(tokens[i:i + n]))
+                                            for n in (2, 3) if i + n <= len(tokens)]
+                for surface, lemma in units:
+                    for pos in "nvar":
+                        for base in base_forms(lemma.replace("-", "_"), pos):
+                            self._add_target(base.replace("_", " "), inflection(token), surface)
+        colours = xkcd_colours()
+        missing = [w for w in colour_words if w.lower() not in colours]
+        if missing:
+            raise ValueError(f"colour words with no xkcd colour: {missing}")
+        self.colour_words = {w: colours[w.lower()] for w in colour_words}
+
+    def _add_target(self, base: str, form: str, surface: str) -> None:
+        self.targets.add(base)
+        self.surfaces.setdefault((base, form), surface)
+
+    # ----------------------------------------------------------------------------------------------
+    def rewrite(self, prompt: str) -> Rewrite:
+        """`prompt` with each unknown word (or two-word colour name / particle verb) replaced."""
+        matches = list(WORD.finditer(prompt))
+        out, substitutions, last, i = [], [], 0, 0
+        while i < len(matches):
+            match = matches[i]
+            span, found = 1, None
+            if match.group().lower() not in self.known:
+                # a two-word unit first ("medium grey", "puffs up"), if only a space separates the words
+                if i + 1 < len(matches) and prompt[match.end():matches[i + 1].start()] == " ":
+                    pair = f"{match.group()} {matches[i + 1].group()}"
+                    found = self.replacement(pair)
+                    span = 2 if found else 1
+                found = found or self.replacement(match.group())
+            if found:
+                start, end = match.start(), matches[i + span - 1].end()
+                original = prompt[start:end]
+                word = found[0]
+                if original[:1].isupper():
+                    word = word[:1].upper() + word[1:]
+                out.append(prompt[last:start] + word)
+                substitutions.append((original, word, found[1]))
+                last = end
+            i += span
+        out.append(prompt[last:])
+        return Rewrite("".join(out), tuple(substitutions))
+
+    def replacement(self, unit: str) -> tuple[str, str] | None:
+        """(replacement, reason) for an unknown word or two-word unit, or None."""
+        lowered = unit.lower()
+        if lowered in FUNCTION_WORDS or lowered in self.known or len(lowered) < 3:
+            return None
+        if "-" in lowered and " " not in lowered:         # a compound whose head is known: "snow-white"
+            head = lowered.rsplit("-", 1)[1]
+            if head in self.known and head not in FUNCTION_WORDS:
+                return head, "compound head"
+        colour = self._colour(lowered)
+        if colour:
+            return colour
+        return self._wordnet(lowered)
+
+    def _colour(self, unit: str) -> tuple[str, str] | None:
+        """The nearest colour word by CIEDE2000, among the greys (black, gray, white) for a colour that
+        `looks_grey`, else among the hues: CIEDE2000 alone puts a bluish grey ("slate") nearer blue."""
+        lab = xkcd_colours().get(unit.replace("-", " "))
+        if lab is None or not self.colour_words:
+            return None
+        grey = looks_grey(lab)
+        options = [w for w, ref in self.colour_words.items() if looks_grey(ref) == grey]
+        nearest = min(options or self.colour_words, key=lambda w: ciede2000(lab, self.colour_words[w]))
+        return nearest, "colour name"
+
+    def _wordnet(self, unit: str) -> tuple[str, str] | None:
+        """The nearest known word in WordNet's graph, by (a synonym before a word some steps away, the
+        sense's frequency rank, steps, part of speech, the longer known word): a synonym in any sense
+        ("ball" -> "orb") beats the first sense's neighbours; else the most frequent sense that reaches a
+        known word within `MAX_DEPTH` steps (one step of any relation in `WALK`, then of `LATER_WALK`).
+        A hyphenated word on the way counts by its head, as a typed one does ("inky" = "ink-black" -> "black").
+
+        Parts of speech rank in the order the word's form suggests ("heads", "floating": a verb first);
+        only the first part of speech the word has may go two steps ("pyramid": the noun reaches nothing,
+        and the verb's "get", two steps away, is not taken; "ebony": the noun's synonym "jet black")."""
+        net, head = wordnet(), unit.split(" ")[0]
+        # an inflected verb form (a dictionary form other than the word: "heads", "floating") reads as a verb
+        form = inflection(head) if any(b != head for b in base_forms(head, "v")) else ""
+        parts = [pos for pos in ("vnar" if form else "anvr") if base_forms(unit, pos)]
+        best = None
+        for pos_rank, pos in enumerate(parts):
+            for base in base_forms(unit, pos):
+                for sense_rank, synset in enumerate(net["senses"][base][pos]):
+                    frontier, seen = [synset], {synset}
+                    for depth in range(MAX_DEPTH + 1 if pos_rank == 0 else 2):
+                        for s in frontier:
+                            for lemma in net["synsets"][s][1]:
+                                lemma = lemma.replace("_", " ")
+                                if lemma not in self.targets and "-" in lemma:   # "ink-black": its head
+                                    lemma = lemma.rsplit("-", 1)[1]
+                                if lemma != base.replace("_", " ") and lemma in self.targets:
+                                    key = (depth > 0, sense_rank, depth, pos_rank, -len(lemma.split(" ")))
+                                    if best is None or key < best[0]:
+                                        best = (key, lemma, base, pos)
+                        relations = WALK if depth == 0 else LATER_WALK
+                        frontier = [t for s in frontier for rel in relations for t in net["synsets"][s][2].get(rel, [])
+                                    if t not in seen and not seen.add(t)]
+        if best is None:
+            return None
+        (_, _, depth, _, _), lemma, base, pos = best
+        form = form if pos in "vn" else ""
+        word = self.surfaces.get((lemma, form)) or (inflect(lemma, form) if form else lemma)
+        return word, f"wordnet: {base.replace('_', ' ')} -> {lemma} ({depth} step{'s' if depth != 1 else ''})"
+
+
+@functools.cache
+def lexicon_for_world(world: str) -> PromptLexicon | None:
+    """The lexicon of a world whose models read captions (`shapes`), or None for the others."""
+    if world != "shapes":
+        return None
+    from eflow_core.data.captions import all_captions
+    from eflow_core.data.shapes import ATTRIBUTES
+
+    return PromptLexicon(all_captions("train"), colour_words=[
+        "grey" if c == "gray" else c for c in ATTRIBUTES["color"] + ATTRIBUTES["background"]])
