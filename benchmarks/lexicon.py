@@ -58,7 +58,8 @@ def without(lexicon, form: str, keep: set[str]):
     dropped |= {part for t in dropped for part in t.split("-")}
     dropped -= keep
     reduced.known = lexicon.known - dropped
-    reduced.targets = {t for t in lexicon.targets if not set(t.split(" ")) & dropped}
+    reduced.targets = {t: pos for t, pos in lexicon.targets.items() if not set(t.split(" ")) & dropped}
+    reduced.value_attributes = {w: a for w, a in lexicon.value_attributes.items() if not set(w.split(" ")) & dropped}
     reduced.surfaces = {k: v for k, v in lexicon.surfaces.items() if not set(v.split(" ")) & dropped}
     reduced.colour_words = {w: lab for w, lab in lexicon.colour_words.items() if w not in dropped}
     return reduced

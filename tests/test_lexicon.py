@@ -81,12 +81,24 @@ def test_words_never_seen_become_training_words(lexicon):
     assert [s[:2] for s in rewrite.substitutions] == [("Scarlet", "Red"), ("ball", "orb"), ("falls", "goes down"),
                                                       ("pale", "white")]
     assert all(reason for _, _, reason in rewrite.substitutions)
+    assert lexicon.rewrite("a ball on an inky field").text == "an orb on a black field"     # articles follow
+
+
+def test_no_replacement_names_an_attribute_the_prompt_already_names(lexicon):
+    # WordNet has "coloured" = "dark" (a background word); the prompt names its background: nothing changes
+    text = "in this video, a circle coloured red moves left on a black backdrop"
+    assert lexicon.rewrite(text).substitutions == ()
+    assert lexicon.rewrite("a red scarlet circle").substitutions == ()
+    assert lexicon.attributes("crimson") == {"color"} and lexicon.attributes("goes down") == {"motion"}
+    assert lexicon.attributes("dark") == {"background"} and lexicon.attributes("backdrop") == set()
+    # and no sentence frame of the held-out frames is touched: only words that name values are replaced
+    assert all(not lexicon.rewrite(t).substitutions for t in C.all_captions("heldout-frames")[::7])
 
 
 def test_form_and_part_of_speech(lexicon):
     assert lexicon.rewrite("heads left").text == "goes left"      # a verb form reads as a verb ("go" 2 steps)
     assert lexicon.rewrite("balls").text == "orbs"                # a plural noun: the synonym in any sense wins
-    assert lexicon.rewrite("canvas").text == "setting"            # ends in -s, but is its own dictionary form
+    assert lexicon.rewrite("inky canvas").text == "black canvas"  # "canvas": a frame word, no value: stays
     assert lexicon.rewrite("pyramid").substitutions == ()         # nothing near in WordNet: left as it is
     assert lexicon.rewrite("xyzzy frobs").substitutions == ()     # not a word at all
 
@@ -97,7 +109,7 @@ def test_colour_names_go_to_the_nearest_colour_class(lexicon):
     assert lexicon._colour("navy")[0] == "blue" and lexicon._colour("slate")[0] == "grey"
     assert lexicon._colour("not a colour") is None
     with pytest.raises(ValueError, match="no xkcd colour"):
-        L.PromptLexicon(["a red circle"], colour_words=["red", "reddish-ultraviolet"])
+        L.PromptLexicon(["a red circle"], {"color": ("a", ["red"])}, colour_words=["red", "reddish-ultraviolet"])
 
 
 def test_only_text_worlds_with_a_vocabulary_have_a_lexicon():

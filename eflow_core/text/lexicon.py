@@ -10,14 +10,15 @@ here it comes from two public lexical resources that ship in the repository (`le
 
 - the xkcd colour survey (949 colour names with their sRGB): a colour name the model never saw becomes
   the nearest of the model's own colour words by CIEDE2000;
-- WordNet 3.0: any other word becomes the nearest training word in WordNet's graph: a synonym first, then
-  a word one or two steps away (hypernym, similar-to, also-see, verb group, pertainym, derivation),
-  senses in WordNet's frequency order breaking ties, inflected like the word it replaces.
+- WordNet 3.0: any other word becomes the nearest training word that names a value, in WordNet's graph: a
+  synonym first, then a word one or two steps away (hypernym, similar-to, also-see, verb group,
+  pertainym), senses in WordNet's frequency order breaking ties, inflected like the word it replaces.
 
-    lexicon = PromptLexicon(all_captions("train"), colour_words=["red", ..., "white"])
+    lexicon = lexicon_for_world("shapes")        # PromptLexicon(captions, value words, colour classes)
     lexicon.rewrite("a jade pyramid heads left on a slate canvas")
-    # Rewrite(text="a green pyramid moves left on a gray setting", substitutions=(("jade", "green", "colour"),
-    #         ("heads", "moves", "wordnet: head -> move"), ...))
+    # Rewrite(text="a green pyramid goes left on a grey canvas",
+    #         substitutions=(("jade", "green", "colour name"), ("heads", "goes", "wordnet: head -> go (2 steps)"),
+    #                        ("slate", "grey", "colour name")))
 
 Words the model trained on are never touched, so a prompt in the training vocabulary passes unchanged.
 What the system then follows beyond its training words comes from these resources, not from the network:
@@ -30,6 +31,7 @@ import gzip
 import json
 import math
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,46 +170,61 @@ def inflect(base: str, form: str) -> str:
 
 
 class PromptLexicon:
-    """Maps the words of a prompt that are not in `training_texts` to the nearest words that are.
+    """Maps the words of a prompt that are not in `training_texts` to the nearest words that name a value.
 
-    `training_texts`: every caption the model was trained on (their words are the known vocabulary).
+    `training_texts`: every caption the model was trained on; their words are known and never rewritten.
+    `value_words`: {attribute: (parts of speech ("n", "a", "v"), the training words and phrases that name
+    its values)}: what a replacement may be, and only in those parts of speech. A
+    word of a sentence frame is not a value ("a clip showing ...": "showing" may not become "leaving",
+    "watch" (noun) not "shift" (a motion verb)); for a motion phrase its verb is ("drifts to the left":
+    drift) and so is a particle verb ("goes down": go down).
     `colour_words`: the model's colour classes ("red", ..., "white"); a colour name it never saw
     becomes the nearest of them by CIEDE2000. Words that are neither a colour name nor in WordNet near a
-    known word are left as they are.
+    value word are left as they are.
     """
 
-    def __init__(self, training_texts: list[str], colour_words: list[str] = ()):
+    def __init__(self, training_texts: list[str], value_words: Mapping[str, tuple[str, Iterable[str]]],
+                 colour_words: Iterable[str] = ()):
         self.known: set[str] = set()                     # surface words, hyphenated compounds and their parts
-        self.targets: set[str] = set()                   # dictionary forms a replacement may take ("go down")
         self.surfaces: dict[tuple[str, str], str] = {}   # (dictionary form, inflection) -> a training surface
         for text in dict.fromkeys(training_texts):
             tokens = [t.lower() for t in WORD.findall(text)]
             self.known.update(tokens)
             self.known.update(part for t in tokens for part in t.split("-"))
             for i, token in enumerate(tokens):
-                if token in FUNCTION_WORDS:
-                    continue
-                # the word itself, and the WordNet lemmas it starts: "jet-black", "round shape", "goes down"
-                units = [(token, token)] + [(" ".join(tokens[i:i + n]), "_".join(tokens[i:i + n]))
-                                            for n in (2, 3) if i + n <= len(tokens)]
-                for surface, lemma in units:
+                # the word and the WordNet lemmas it starts ("jet-black", "round shape", "goes down"), by form
+                for n in (1, 2, 3):
+                    surface = " ".join(tokens[i:i + n])
                     for pos in "nvar":
-                        for base in base_forms(lemma.replace("-", "_"), pos):
-                            self._add_target(base.replace("_", " "), inflection(token), surface)
+                        for base in base_forms(surface.replace("-", "_"), pos) if i + n <= len(tokens) else ():
+                            self.surfaces.setdefault((base.replace("_", " "), inflection(token)), surface)
+        # what a replacement may be: the words and lemmas that name a value, in their part of speech
+        self.targets: dict[str, dict[str, set[str]]] = {}           # base -> {part of speech: attributes}
+        self.value_attributes: dict[str, set[str]] = {}            # a value word as written -> attributes
+        for attribute, (parts_of_speech, phrases) in value_words.items():
+            for phrase in phrases:
+                self.value_attributes.setdefault(phrase.lower(), set()).add(attribute)
+                words = phrase.lower().split(" ")
+                for pos in parts_of_speech:
+                    units = [phrase.lower()] + ([words[0], " ".join(words[:2])] if pos == "v" else [])
+                    for unit in units:
+                        for base in base_forms(unit.replace("-", "_"), pos):
+                            self.targets.setdefault(base.replace("_", " "), {}).setdefault(pos, set()).add(attribute)
         colours = xkcd_colours()
         missing = [w for w in colour_words if w.lower() not in colours]
         if missing:
             raise ValueError(f"colour words with no xkcd colour: {missing}")
         self.colour_words = {w: colours[w.lower()] for w in colour_words}
 
-    def _add_target(self, base: str, form: str, surface: str) -> None:
-        self.targets.add(base)
-        self.surfaces.setdefault((base, form), surface)
 
     # ----------------------------------------------------------------------------------------------
     def rewrite(self, prompt: str) -> Rewrite:
-        """`prompt` with each unknown word (or two-word colour name / particle verb) replaced."""
+        """`prompt` with each unknown word (or two-word colour name / particle verb) replaced.
+
+        A replacement that would name an attribute the prompt already names with a word the model knows
+        is not made: in "a circle coloured red on a black backdrop", "coloured" (WordNet: "dark") stays."""
         matches = list(WORD.finditer(prompt))
+        named = {a for m in matches if m.group().lower() in self.known for a in self.attributes(m.group())}
         out, substitutions, last, i = [], [], 0, 0
         while i < len(matches):
             match = matches[i]
@@ -219,18 +236,30 @@ class PromptLexicon:
                     found = self.replacement(pair)
                     span = 2 if found else 1
                 found = found or self.replacement(match.group())
-            if found:
+            if found and not self.attributes(found[0]) & named:
                 start, end = match.start(), matches[i + span - 1].end()
                 original = prompt[start:end]
                 word = found[0]
                 if original[:1].isupper():
                     word = word[:1].upper() + word[1:]
-                out.append(prompt[last:start] + word)
+                before = prompt[last:start]
+                article = re.search(r"\b([Aa])(n?) $", before)      # "a ball" -> "an orb", "an inky" -> "a black"
+                if article:
+                    before = before[:article.start()] + article.group(1) + ("n" if word[:1].lower() in "aeiou" else "") + " "
+                out.append(before + word)
                 substitutions.append((original, word, found[1]))
                 last = end
             i += span
         out.append(prompt[last:])
         return Rewrite("".join(out), tuple(substitutions))
+
+    def attributes(self, word: str) -> set[str]:
+        """The attributes a known word or a replacement names ("crimson" -> {"color"}; "moves" -> {"motion"})."""
+        word = word.lower()
+        if word in self.value_attributes:
+            return self.value_attributes[word]
+        return {a for pos in "nvar" for base in base_forms(word.replace("-", "_"), pos)
+                for a in self.targets.get(base.replace("_", " "), {}).get(pos, ())}
 
     def replacement(self, unit: str) -> tuple[str, str] | None:
         """(replacement, reason) for an unknown word or two-word unit, or None."""
@@ -282,7 +311,7 @@ class PromptLexicon:
                                 lemma = lemma.replace("_", " ")
                                 if lemma not in self.targets and "-" in lemma:   # "ink-black": its head
                                     lemma = lemma.rsplit("-", 1)[1]
-                                if lemma != base.replace("_", " ") and lemma in self.targets:
+                                if lemma != base.replace("_", " ") and net["synsets"][s][0] in self.targets.get(lemma, {}):
                                     key = (depth > 0, sense_rank, depth, pos_rank, -len(lemma.split(" ")))
                                     if best is None or key < best[0]:
                                         best = (key, lemma, base, pos)
@@ -305,5 +334,13 @@ def lexicon_for_world(world: str) -> PromptLexicon | None:
     from eflow_core.data.captions import all_captions
     from eflow_core.data.shapes import ATTRIBUTES
 
-    return PromptLexicon(all_captions("train"), colour_words=[
+    from eflow_core.data.captions import VOCABULARY
+
+    def training(attribute: str) -> list[str]:
+        return [form for parts in VOCABULARY[attribute].values() for entry in parts[0]
+                for form in (entry if isinstance(entry, tuple) else (entry,))]
+
+    value_words = {"shape": ("n", training("shape")), "color": ("an", training("color")),
+                   "background": ("an", training("background")), "motion": ("v", training("motion"))}
+    return PromptLexicon(all_captions("train"), value_words, colour_words=[
         "grey" if c == "gray" else c for c in ATTRIBUTES["color"] + ATTRIBUTES["background"]])
