@@ -267,8 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="solution: Algorithm 2, 1 NFE a step; ode: Euler (+ CFG), the flow-matching baseline")
     p.add_argument("--captions", type=_name_list, default=None, metavar="SET,SET",
                    help="text worlds: the caption sets to word the prompts from, one table each (default "
-                        "heldout-frames,heldout-vocabulary: sentence frames / words the model never trained on; "
-                        "also train, heldout-both, heldout-vocabulary-2)")
+                        "heldout-frames,heldout-vocabulary,heldout-vocabulary-2: sentence frames / two lists of "
+                        "words the model never trained on; also train, heldout-both)")
     p.add_argument("--out", default=None, help="write the results as JSON here (text worlds: keyed by caption set)")
     p.add_argument("--write-card", action="store_true",
                    help="store the results and tables in the checkpoint's model card (`eval`, `eval_table`)")

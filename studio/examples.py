@@ -5,7 +5,10 @@ and a motion through sentence frames and synonyms (`eflow_core.data.captions`). 
 canonical words, and cover every shape, colour, background and motion at least once. Two in three are
 free-form: sentence frames the shipped `shapes-t2v` never trained on (`HELDOUT_FRAMES`, where it gets all
 four attributes right in 97.7% of 4-step clips at its default guidance, docs/RESULTS.md); the rest use
-the plainest training frame. Held-out *words* are not used: the model does not know most synonyms it never saw.
+the plainest training frame. `LEXICON_EXAMPLES` add words the model never trained on that the prompt lexicon
+(`eflow_core.text.lexicon`) rewrites into its own ("scarlet" -> "red", "falls" -> "goes down"): words of the first
+held-out list, where the model with the lexicon gets colour, motion and background right in 99-100% of 4-step
+clips (docs/RESULTS.md, "The prompt lexicon").
 """
 from __future__ import annotations
 
@@ -32,6 +35,9 @@ def example_prompts(count: int = 8) -> list[str]:
         i += 1
     return prompts
 
+
+LEXICON_EXAMPLES = ["a scarlet ball that falls on an inky background",
+                    "a jade block ascending on a pale backdrop"]
 
 DEFAULT_PROMPT = caption_for({"shape": "circle", "color": "red", "background": "black", "motion": "moving right"},
                              TRAIN_TEMPLATES[0])

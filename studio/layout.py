@@ -10,7 +10,7 @@ import gradio as gr
 
 from studio import plots
 from studio.callbacks import DEFECT_NOTE, GATE_NOTE, Callbacks, model_menu
-from studio.examples import DEFAULT_PROMPT, example_prompts
+from studio.examples import DEFAULT_PROMPT, LEXICON_EXAMPLES, example_prompts
 from studio.registry import ModelEntry
 from studio.service import BASELINE_STEPS, UI_MAX_STEPS
 
@@ -91,8 +91,8 @@ def build_demo(callbacks: Callbacks, entry: ModelEntry) -> gr.Blocks:
                                             placeholder="runs/my-model  (model_card.json or config.json inside)")
                     load = gr.Button("Load model", size="sm")
                 with gr.Column(visible=examples_upd["visible"]) as examples_box:
-                    gr.Examples([[p] for p in example_prompts(8)], inputs=[prompt], label="Prompts that work",
-                                examples_per_page=8)
+                    gr.Examples([[p] for p in example_prompts(8) + LEXICON_EXAMPLES], inputs=[prompt],
+                                label="Prompts that work", examples_per_page=10)
 
             # ------------------------------------------------ outputs
             with gr.Column(scale=3, min_width=420):

@@ -86,6 +86,7 @@ def model_summary(pipe, name: str) -> str:
 
 
 _SET_WORDING = {"heldout-frames": "new sentence frames, training words", "heldout-vocabulary": "new words",
+                "heldout-vocabulary-2": "a second list of new words",
                 "heldout-both": "new sentence frames and new words", "train": "its training wording"}
 _ATTRIBUTE_ORDER = ("color", "shape", "motion", "background")
 _ATTRIBUTE_WORD = {"color": "colour"}          # the attribute as the summary spells it
@@ -129,6 +130,9 @@ def prompt_fidelity(card: Mapping, steps: int = 4) -> str | None:
     text = (f"Prompt fidelity {at}, by how the prompt is worded: "
             + "; ".join(f"{_SET_WORDING.get(name, name)} — {_adherence_words(row)}" for name, row in rows.items())
             + ".")
+    if any(isinstance(r, Mapping) and r.get("prompt_lexicon") for r in sets.values()):
+        text += (" Measured with the prompt lexicon, which rewrites words the model never trained on into its "
+                 "own through WordNet and colour names before the model reads them.")
     new = [(row["adherence"][k], k) for name, row in rows.items() if name != "train" for k in _ATTRIBUTE_ORDER
            if k in row["adherence"]]
     if new and min(new)[0] < 0.9:

@@ -125,6 +125,20 @@ def test_examples_use_the_shapes_vocabulary():
     assert DEFAULT_PROMPT == "a red circle moving right on a black background"
 
 
+def test_lexicon_examples_read_as_training_words():
+    from eflow_core.data.captions import named_attributes
+    from eflow_core.text.lexicon import lexicon_for_world
+    from studio.examples import LEXICON_EXAMPLES
+
+    lexicon = lexicon_for_world("shapes")
+    expected = [{"color": ["red"], "shape": ["circle"], "motion": ["moving down"], "background": ["black"]},
+                {"color": ["green"], "shape": ["square"], "motion": ["moving up"], "background": ["white"]}]
+    for prompt, attributes in zip(LEXICON_EXAMPLES, expected):
+        rewrite = lexicon.rewrite(prompt)
+        assert rewrite.substitutions, prompt                     # words the model never trained on ...
+        assert named_attributes(rewrite.text) == attributes, rewrite.text    # ... read as the intended values
+
+
 def test_plots_import_without_gradio():
     """Notebooks import studio.plots; it must not pull gradio in."""
     code = "import sys, studio.plots, studio.readout, studio.examples; print('gradio' in sys.modules)"
@@ -369,7 +383,9 @@ def test_model_summary_says_how_prompt_wording_was_evaluated():
     assert "new sentence frames, training words — colour 100%, shape 95%, motion 84%, background 97%" in line
     assert "new words — colour 100%, shape 67%, motion 84%, background 97%" in line
     assert line.endswith("followed least well for shape (67%).") and text.endswith("⚠️ see the card")
-    assert "shape 50%" in prompt_fidelity(pipe.card, steps=1)
+    assert "shape 50%" in prompt_fidelity(pipe.card, steps=1) and "lexicon" not in line
+    with_lexicon = {"eval": {name: {**r, "prompt_lexicon": True} for name, r in by_set.items()}}
+    assert "Measured with the prompt lexicon" in prompt_fidelity(with_lexicon)
     # no evaluation, or a class model's: no line at all
     assert prompt_fidelity({"steps": 3}) is None and "Prompt fidelity" not in model_summary(
         SimpleNamespace(**{**vars(pipe), "card": {"steps": 3}}), "m")

@@ -238,7 +238,7 @@ HELDOUT_FRAMES = EVAL_TEMPLATES + [
 # caption set -> (which frames, which words): 0 = training part, 1 = held-out part
 CAPTION_SETS: dict[str, tuple[int, int]] = {"train": (0, 0), "heldout-frames": (1, 0), "heldout-vocabulary": (0, 1),
                                             "heldout-both": (1, 1), "heldout-vocabulary-2": (0, 2)}
-HELDOUT_SETS = ("heldout-frames", "heldout-vocabulary")   # what `eflow eval` reports by default
+HELDOUT_SETS = ("heldout-frames", "heldout-vocabulary", "heldout-vocabulary-2")   # what `eflow eval` reports
 EVAL_CAPTIONS = "heldout-frames"                          # a ShapesWorld eval split's default
 CAPTION_TITLES = {"train": "training frames and words", "heldout-frames": "held-out sentence frames, training words",
                   "heldout-vocabulary": "training sentence frames, held-out words",
