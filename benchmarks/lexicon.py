@@ -91,7 +91,8 @@ def measure(show: bool = False, sets: tuple[int, ...] = (0, 1, 2)) -> dict:
                             verdict, text = judge(lexicon, attribute, value, form)
                         tally[verdict] += 1
                         if show and verdict != "right":
-                            print(f"  {set_name[:18]:18s} {attribute:10s} {value:12s} {form!r:32s} -> {text!r} ({verdict})")
+                            print(f"  {set_name[:18]:18s} {attribute:10s} {value:12s} {form!r:32s} -> {text!r} "
+                                  f"({verdict})")
         results[set_name] = counts
     return results
 

