@@ -103,6 +103,7 @@ class ModelRegistry:
                     return self._entries[key]
             try:
                 pipe = EFlowPipeline.from_pretrained(key, device=self.device, compile=self.compile)
+                pipe.lexicon       # the prompt lexicon is built now, with the model, not in its first generation
             except PipelineError:
                 raise
             except Exception as err:   # codec / text encoder / device trouble while loading a user's folder
