@@ -138,3 +138,13 @@ def test_pipeline_reads_the_rewrite_and_can_turn_it_off():
     assert pipe(typed, steps=1).read_as is None
     pipe.lexicon = True
     assert pipe.read_prompt(typed).text == training
+
+
+def test_word_benchmark_counts_every_word_once():
+    from benchmarks.lexicon import measure
+
+    results = measure(sets=(1,))
+    counts = results["held-out list 1 (development)"]
+    assert {a: sum(t.values()) for a, t in counts.items()} == {"shape": 4, "color": 6, "background": 6, "motion": 24}
+    assert counts["color"] == {"right": 6, "wrong": 0, "left": 0}
+    assert counts["shape"]["left"] == 1                           # "pyramid": nothing near in WordNet
