@@ -82,7 +82,7 @@ class EFlowPipeline:
             raise PipelineError(f"the model's codec or text encoder cannot be loaded ({err})") from None
         self._capture_lock = threading.Lock()
         # words the model never trained on -> its training words (eflow_core/text/lexicon.py); None: prompts
-        # reach the text encoder as typed. Built on first use (3-4 s on a 2-core CPU; the studio builds it at load).
+        # reach the text encoder as typed. Built on first use (about 1 s on a 2-core CPU; the studio builds it at load).
         self._use_lexicon = bool(lexicon) and self.kind == "text"
         self._lexicon: PromptLexicon | None = None
 

@@ -128,13 +128,14 @@ def looks_grey(lab: tuple[float, float, float]) -> bool:
     return c < 5 or c < 0.3 * lab[0]
 
 
-def base_forms(word: str, pos: str) -> list[str]:
-    """WordNet's morphy: the dictionary forms of `word` as part of speech `pos` ("rises", "v" -> ["rise"])."""
+@functools.lru_cache(maxsize=1 << 16)
+def base_forms(word: str, pos: str) -> tuple[str, ...]:
+    """WordNet's morphy: the dictionary forms of `word` as part of speech `pos` ("rises", "v" -> ("rise",))."""
     net, word = wordnet(), word.lower().replace(" ", "_")
     head, sep, rest = word.partition("_")
     if sep:                                           # a phrase inflects its first word: "goes_down"
-        return [b for h in base_forms(head, pos) if pos in net["senses"].get(b := f"{h}_{rest}", {})] + \
-            ([word] if pos in net["senses"].get(word, {}) and not base_forms(head, pos) else [])
+        return tuple(b for h in base_forms(head, pos) if pos in net["senses"].get(b := f"{h}_{rest}", {})) + \
+            ((word,) if pos in net["senses"].get(word, {}) and not base_forms(head, pos) else ())
     found = list(net["exceptions"].get(pos, {}).get(word, []))
     if pos in net["senses"].get(word, {}):
         found.append(word)
@@ -143,7 +144,7 @@ def base_forms(word: str, pos: str) -> list[str]:
             base = word[: len(word) - len(suffix)] + replacement
             if pos in net["senses"].get(base, {}):
                 found.append(base)
-    return list(dict.fromkeys(b for b in found if pos in net["senses"].get(b, {})))
+    return tuple(dict.fromkeys(b for b in found if pos in net["senses"].get(b, {})))
 
 
 def inflection(word: str) -> str:
