@@ -22,11 +22,7 @@ import copy
 import json
 
 from eflow_core.data import captions as C
-from eflow_core.text.lexicon import FUNCTION_WORDS, WORD, lexicon_for_world
-
-
-def word_forms(entry) -> tuple[str, ...]:
-    return entry if isinstance(entry, tuple) else (entry,)
+from eflow_core.text.lexicon import FUNCTION_WORDS, WORD, lexicon_for_world, words_of
 
 
 def judge(lexicon, attribute: str, value: str, form: str) -> tuple[str, str]:
@@ -54,9 +50,7 @@ def content(text: str) -> list[str]:
 def without(lexicon, form: str, keep: set[str]):
     """A copy of `lexicon` that does not know the words of `form` that are not in `keep`."""
     reduced = copy.copy(lexicon)
-    dropped = {t.lower() for t in WORD.findall(form)}
-    dropped |= {part for t in dropped for part in t.split("-")}
-    dropped -= keep
+    dropped = words_of(form) - keep
     reduced.known = lexicon.known - dropped
     reduced.targets = {t: pos for t, pos in lexicon.targets.items() if not set(t.split(" ")) & dropped}
     reduced.value_attributes = {w: a for w, a in lexicon.value_attributes.items() if not set(w.split(" ")) & dropped}
@@ -70,6 +64,7 @@ SETS = {"leave-one-out (training words)": 0, "held-out list 1 (development)": 1,
 
 def measure(show: bool = False, sets: tuple[int, ...] = (0, 1, 2)) -> dict:
     lexicon = lexicon_for_world("shapes")
+    frame_words = {w for frame in C.TRAIN_FRAMES for w in words_of(frame)}
     results: dict[str, dict] = {}
     for set_name, part in SETS.items():
         if part not in sets:
@@ -80,13 +75,12 @@ def measure(show: bool = False, sets: tuple[int, ...] = (0, 1, 2)) -> dict:
             for value, parts in table.items():
                 entries = parts[part][1:] if part == 0 else parts[part]       # the canonical word stays known
                 for entry in entries:
-                    for form in word_forms(entry):
-                        if part == 0:
-                            others = {t.lower() for p in (0,) for v in table.values() for e in v[p]
-                                      for f in word_forms(e) if f != form for t in WORD.findall(f)}
-                            others |= {part_ for t in others for part_ in t.split("-")}
-                            frames = {t.lower() for f in C.TRAIN_FRAMES for t in WORD.findall(f)}
-                            verdict, text = judge(without(lexicon, form, others | frames), attribute, value, form)
+                    for form in C.forms(entry):
+                        if part == 0:         # keep the words that the attribute's other training forms use
+                            others = {w for v in table.values() for e in v[0] for f in C.forms(e) if f != form
+                                      for w in words_of(f)}
+                            verdict, text = judge(without(lexicon, form, others | frame_words), attribute, value,
+                                                  form)
                         else:
                             verdict, text = judge(lexicon, attribute, value, form)
                         tally[verdict] += 1

@@ -265,6 +265,11 @@ def words(attribute: str, value: str, split: str = "train") -> list:
     return VOCABULARY[attribute][value][CAPTION_SETS[check_caption_set(split)][1]]
 
 
+def forms(entry: str | tuple[str, ...]) -> tuple[str, ...]:
+    """The surface forms of one vocabulary entry: a motion pair's two forms, any other word itself."""
+    return entry if isinstance(entry, tuple) else (entry,)
+
+
 def _fill(frame: str, attributes: dict[str, str], pick, part: int, adverb: str = "") -> str:
     """Fill `frame` with one word per slot; `pick(options)` chooses among the word forms of `part`."""
     chosen = {key: pick(VOCABULARY[key][attributes[key]][part]) for key in ("shape", "color", "background")}
@@ -339,8 +344,8 @@ def _word_patterns() -> dict[str, list[tuple[str, re.Pattern]]]:
     for attribute, table in VOCABULARY.items():
         patterns[attribute] = []
         for value, parts in table.items():
-            forms = [f for part in parts for w in part for f in (w if isinstance(w, tuple) else (w,))]
-            alternatives = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
+            every = [f for part in parts for w in part for f in forms(w)]
+            alternatives = "|".join(re.escape(f) for f in sorted(every, key=len, reverse=True))
             patterns[attribute].append((value, re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])", re.IGNORECASE)))
     return patterns
 

@@ -147,6 +147,12 @@ def base_forms(word: str, pos: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(b for b in found if pos in net["senses"].get(b, {})))
 
 
+def words_of(text: str) -> set[str]:
+    """The lower-cased words of `text`, a hyphenated compound also by its parts ("jet-black": jet, black)."""
+    tokens = {t.lower() for t in WORD.findall(text)}
+    return tokens | {part for t in tokens for part in t.split("-")}
+
+
 def inflection(word: str) -> str:
     """The inflection a replacement must copy: "ing", "ed", "s" or "" (a word's own form)."""
     word = word.lower()
@@ -189,16 +195,15 @@ class PromptLexicon:
         self.known: set[str] = set()                     # surface words, hyphenated compounds and their parts
         self.surfaces: dict[tuple[str, str], str] = {}   # (dictionary form, inflection) -> a training surface
         for text in dict.fromkeys(training_texts):
+            self.known |= words_of(text)
             tokens = [t.lower() for t in WORD.findall(text)]
-            self.known.update(tokens)
-            self.known.update(part for t in tokens for part in t.split("-"))
             for i, token in enumerate(tokens):
                 # the word and the WordNet lemmas it starts ("jet-black", "round shape", "goes down"), by form
-                for n in (1, 2, 3):
-                    surface = " ".join(tokens[i:i + n])
+                form = inflection(token)
+                for surface in (" ".join(tokens[i:i + n]) for n in (1, 2, 3) if i + n <= len(tokens)):
                     for pos in "nvar":
-                        for base in base_forms(surface.replace("-", "_"), pos) if i + n <= len(tokens) else ():
-                            self.surfaces.setdefault((base.replace("_", " "), inflection(token)), surface)
+                        for base in base_forms(surface.replace("-", "_"), pos):
+                            self.surfaces.setdefault((base.replace("_", " "), form), surface)
         # what a replacement may be: the words and lemmas that name a value, in their part of speech
         self.targets: dict[str, dict[str, set[str]]] = {}           # base -> {part of speech: attributes}
         self.value_attributes: dict[str, set[str]] = {}            # a value word as written -> attributes
@@ -333,14 +338,11 @@ def lexicon_for_world(world: str) -> PromptLexicon | None:
     """The lexicon of a world whose models read captions (`shapes`), or None for the others."""
     if world != "shapes":
         return None
-    from eflow_core.data.captions import all_captions
+    from eflow_core.data.captions import VOCABULARY, all_captions, forms, words
     from eflow_core.data.shapes import ATTRIBUTES
 
-    from eflow_core.data.captions import VOCABULARY
-
     def training(attribute: str) -> list[str]:
-        return [form for parts in VOCABULARY[attribute].values() for entry in parts[0]
-                for form in (entry if isinstance(entry, tuple) else (entry,))]
+        return [f for value in VOCABULARY[attribute] for entry in words(attribute, value) for f in forms(entry)]
 
     value_words = {"shape": ("n", training("shape")), "color": ("an", training("color")),
                    "background": ("an", training("background")), "motion": ("v", training("motion"))}
