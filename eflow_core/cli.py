@@ -252,8 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, help="cache folder (pass it as data.text_cache=DIR when training)")
     q.add_argument("--encoder", default="minilm")
     q.add_argument("--include-eval", action="store_true",
-                   help="also the held-out caption sets `eval` words its prompts from (heldout-frames, "
-                        "heldout-vocabulary, heldout-both, heldout-vocabulary-2)")
+                   help="also every held-out caption set (`eflow_core.data.captions.CAPTION_SETS`), which "
+                        "`eval` words its prompts from")
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("eval", help="probe-FD, adherence and latency per step count")
@@ -267,8 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="solution: Algorithm 2, 1 NFE a step; ode: Euler (+ CFG), the flow-matching baseline")
     p.add_argument("--captions", type=_name_list, default=None, metavar="SET,SET",
                    help="text worlds: the caption sets to word the prompts from, one table each (default "
-                        "heldout-frames,heldout-vocabulary,heldout-vocabulary-2: sentence frames / two lists of "
-                        "words the model never trained on; also train, heldout-both)")
+                        "heldout-frames,heldout-vocabulary,heldout-vocabulary-2,heldout-vocabulary-3: sentence "
+                        "frames / three lists of words the model never trained on; also train, heldout-both)")
     p.add_argument("--out", default=None, help="write the results as JSON here (text worlds: keyed by caption set)")
     p.add_argument("--write-card", action="store_true",
                    help="store the results and tables in the checkpoint's model card (`eval`, `eval_table`)")

@@ -87,6 +87,7 @@ def model_summary(pipe, name: str) -> str:
 
 _SET_WORDING = {"heldout-frames": "new sentence frames, training words", "heldout-vocabulary": "new words",
                 "heldout-vocabulary-2": "a second list of new words",
+                "heldout-vocabulary-3": "a third list of new words",
                 "heldout-both": "new sentence frames and new words", "train": "its training wording"}
 _ATTRIBUTE_ORDER = ("color", "shape", "motion", "background")
 _ATTRIBUTE_WORD = {"color": "colour"}          # the attribute as the summary spells it

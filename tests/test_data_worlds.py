@@ -118,8 +118,8 @@ def _forms(entry) -> tuple:
 
 
 def _all_forms(part: int | None = None) -> dict[str, list[str]]:
-    """slot -> every word form (part 0 training, 1 held-out, 2 second held-out, None all) of every value."""
-    parts = (0, 1, 2) if part is None else (part,)
+    """slot -> every word form (part 0 training, 1-3 the held-out lists, None all) of every value."""
+    parts = (0, 1, 2, 3) if part is None else (part,)
     slots = {key: [f for value in C.VOCABULARY[key].values() for p in parts for w in value[p] for f in _forms(w)]
              for key in ("shape", "color", "background")}
     slots["ing"] = [w[0] for value in C.MOTION_WORDS.values() for p in parts for w in value[p]]
@@ -155,7 +155,7 @@ def test_caption_frames_are_split_and_keep_the_old_templates():
     # on the generated strings: a caption fits a frame of its own part and none of the other part
     for name, own, other in (("train", train_re, held_re), ("heldout-frames", held_re, train_re),
                              ("heldout-vocabulary", train_re, held_re), ("heldout-both", held_re, train_re),
-                             ("heldout-vocabulary-2", train_re, held_re)):
+                             ("heldout-vocabulary-2", train_re, held_re), ("heldout-vocabulary-3", train_re, held_re)):
         for text in C.all_captions(name):
             assert any(p.fullmatch(text) for p in own), (name, text)
             assert not any(p.fullmatch(text) for p in other), (name, text)
@@ -164,23 +164,25 @@ def test_caption_frames_are_split_and_keep_the_old_templates():
 def test_caption_words_are_split_at_the_word_level():
     for key, table in C.VOCABULARY.items():
         assert list(table) == S.ATTRIBUTES[key]                      # the labels stay the canonical values
-        for value, (train, heldout, heldout2) in table.items():
-            assert len(train) >= 2 and len(heldout) >= 1 and len(heldout2) >= 1, (key, value)
-            assert not set(train) & set(heldout) and not set(heldout2) & (set(train) | set(heldout))
+        for value, (train, *heldout_lists) in table.items():
+            assert len(train) >= 2 and len(heldout_lists) == 3 and all(heldout_lists), (key, value)
+            earlier = set(train)
+            for heldout in heldout_lists:                            # each list new against all before it
+                assert not set(heldout) & earlier, (key, value, heldout)
+                earlier |= set(heldout)
     train_tokens = [_tokens(t) for t in C.all_captions("train") + C.all_captions("heldout-frames")]
     seen = {w for tokens in train_tokens for w in tokens}
-    heldout_forms = [f for part in (1, 2) for forms in _all_forms(part).values() for f in forms]
+    heldout_forms = [f for part in (1, 2, 3) for forms in _all_forms(part).values() for f in forms]
     assert len(heldout_forms) > 80
     for form in heldout_forms:
         words = _tokens(form)
         assert set(words) - seen, form                             # brings a word no training caption has
         n = len(words)
         assert not any(tokens[i:i + n] == words for tokens in train_tokens for i in range(len(tokens) - n + 1)), form
-    for name in ("heldout-vocabulary", "heldout-vocabulary-2"):     # and the held-out sets do use them
+    for name in ("heldout-vocabulary", "heldout-vocabulary-2", "heldout-vocabulary-3"):   # the sets use them
         assert {w for t in C.all_captions(name) for w in _tokens(t)} - seen, name
-    first = {w for forms in _all_forms(1).values() for f in forms for w in _tokens(f)}
-    second = {w for forms in _all_forms(2).values() for f in forms for w in _tokens(f)}
-    assert second - first - seen                                     # the second list's own new words
+    lists = [{w for forms in _all_forms(part).values() for f in forms for w in _tokens(f)} for part in (1, 2, 3)]
+    assert lists[1] - lists[0] - seen and lists[2] - lists[1] - lists[0] - seen   # each list's own new words
 
 
 def test_captions_always_name_their_attributes_unambiguously():

@@ -89,6 +89,7 @@ Caption sets (`CAPTION_SETS`): which frames x which words.
     heldout-vocabulary  training frames x held-out words    known sentences, new words
     heldout-both        held-out frames x held-out words
     heldout-vocabulary-2  training frames x the second held-out words
+    heldout-vocabulary-3  training frames x the third held-out words
 
 The second held-out word list (2026-12-07) was written down and committed before the prompt lexicon
 (`eflow_core/text/lexicon.py`), which maps words a model never trained on to its training words, was
@@ -107,6 +108,22 @@ while the lexicon was designed, so it is its development set; the second is the 
     orange         copper, peach                    shrinking      shrivels, narrows
     (noun)         wall, scene                      (adverb)       leisurely, softly
 
+The third held-out word list (2026-12-07, the next session) was written down and committed the same way,
+before any change to the lexicon that the first two lists could inform, and without looking its words up.
+From then on the first two lists are both development sets and the third reports.
+
+    value          third held-out words             value          third held-out words
+    circle         globe, ring                      black          sable, licorice
+    square         slab, boxy shape                 gray           leaden, concrete
+    triangle       pennant, three-cornered shape    white          porcelain, frosty
+    red            cardinal, strawberry             moving left    scoots left, migrates to the left
+    green          pine, clover                     moving right   scoots right, migrates to the right
+    blue           ocean, lapis                     moving up      bobs up, drifts skyward
+    yellow         buttercup, blond                 moving down    settles downward, sags down
+    purple         magenta, aubergine               growing        bulges, mushrooms
+    orange         ginger, saffron                  shrinking      withers, condenses
+    (noun)         ground, plane                    (adverb)       lazily, quietly
+
 Each set is finite: `VARIANTS[set]` captions for each of the 3 x 6 x 3 x 6 = 324 attribute combinations,
 chosen deterministically from `CAPTION_SEED` (`caption_variants`; frames taken in turn, so every frame is
 used about equally); `all_captions(set)` lists them all (what the text-embedding cache must hold) and
@@ -122,39 +139,39 @@ import numpy as np
 
 from .shapes import ATTRIBUTES
 
-# value -> (training words, held-out words, second held-out words); the first training word is the canonical
+# value -> (training words, held-out words, second held-out words, third held-out words); the first training word is the canonical
 # one. The training part is wide on purpose: the text encoder places a word it was never shown beside its value
 # only if the generator learned the value's direction from many words, not a point from one
 # (benchmarks/text_side.py).
 SHAPE_WORDS: dict[str, tuple[list[str], ...]] = {
     "circle": (["circle", "disc", "orb", "round shape", "circular shape", "coin"], ["ball", "dot"],
-               ["sphere", "bubble"]),
+               ["sphere", "bubble"], ["globe", "ring"]),
     "square": (["square", "box", "cube", "tile", "square shape", "four-sided shape"], ["block"],
-               ["crate", "panel"]),
+               ["crate", "panel"], ["slab", "boxy shape"]),
     "triangle": (["triangle", "triangular shape", "wedge", "three-sided shape", "arrowhead", "delta"], ["pyramid"],
-                 ["cone", "spike"]),
+                 ["cone", "spike"], ["pennant", "three-cornered shape"]),
 }
 COLOR_WORDS: dict[str, tuple[list[str], ...]] = {
     "red": (["red", "crimson", "ruby", "cherry-red", "vermilion", "blood-red", "brick-red", "carmine"], ["scarlet"],
-            ["maroon", "tomato"]),
+            ["maroon", "tomato"], ["cardinal", "strawberry"]),
     "green": (["green", "emerald", "lime", "grass-green", "forest-green", "mint", "leaf-green", "kelly-green"],
-              ["jade"], ["olive", "moss"]),
+              ["jade"], ["olive", "moss"], ["pine", "clover"]),
     "blue": (["blue", "azure", "navy", "cobalt", "sky-blue", "royal blue", "cerulean", "ultramarine"], ["sapphire"],
-             ["denim", "cornflower"]),
+             ["denim", "cornflower"], ["ocean", "lapis"]),
     "yellow": (["yellow", "lemon", "canary", "sunflower-yellow", "butter-yellow", "banana-yellow", "daffodil",
-                "mustard"], ["golden"], ["gold", "straw"]),
+                "mustard"], ["golden"], ["gold", "straw"], ["buttercup", "blond"]),
     "purple": (["purple", "plum", "lavender", "lilac", "amethyst", "mauve", "grape", "orchid"], ["violet"],
-               ["eggplant", "indigo"]),
+               ["eggplant", "indigo"], ["magenta", "aubergine"]),
     "orange": (["orange", "pumpkin-orange", "carrot-orange", "apricot", "amber", "marigold", "rust-orange",
-                "mandarin"], ["tangerine"], ["copper", "peach"]),
+                "mandarin"], ["tangerine"], ["copper", "peach"], ["ginger", "saffron"]),
 }
 BACKGROUND_WORDS: dict[str, tuple[list[str], ...]] = {
     "black": (["black", "dark", "jet-black", "ebony", "coal-black", "onyx", "raven", "midnight"],
-              ["pitch-black", "inky"], ["obsidian", "sooty"]),
+              ["pitch-black", "inky"], ["obsidian", "sooty"], ["sable", "licorice"]),
     "gray": (["gray", "grey", "silver", "ash-grey", "gunmetal", "stone-grey", "pewter", "smoky"],
-             ["slate", "medium grey"], ["steel", "graphite"]),
+             ["slate", "medium grey"], ["steel", "graphite"], ["leaden", "concrete"]),
     "white": (["white", "light", "ivory", "milky", "chalk-white", "bright white", "pearl", "cream"],
-              ["snow-white", "pale"], ["alabaster", "snowy"]),
+              ["snow-white", "pale"], ["alabaster", "snowy"], ["porcelain", "frosty"]),
 }
 # motion: (-ing form, 3rd-person form) pairs, frames use either
 MOTION_WORDS: dict[str, tuple[list[tuple[str, str]], ...]] = {
@@ -164,42 +181,49 @@ MOTION_WORDS: dict[str, tuple[list[tuple[str, str]], ...]] = {
                      ("crossing from right to left", "crosses from right to left")],
                     [("heading left", "heads left"),
                      ("travelling toward the left side", "travels toward the left side")],
-                    [("veering left", "veers left"), ("wandering off to the left", "wanders off to the left")]),
+                    [("veering left", "veers left"), ("wandering off to the left", "wanders off to the left")],
+                    [("scooting left", "scoots left"), ("migrating to the left", "migrates to the left")]),
     "moving right": ([("moving right", "moves right"), ("drifting to the right", "drifts to the right"),
                       ("sliding rightward", "slides rightward"), ("gliding to the right", "glides to the right"),
                       ("shifting right", "shifts right"), ("going rightward", "goes rightward"),
                       ("crossing from left to right", "crosses from left to right")],
                      [("heading right", "heads right"),
                       ("travelling toward the right side", "travels toward the right side")],
-                     [("veering right", "veers right"), ("wandering off to the right", "wanders off to the right")]),
+                     [("veering right", "veers right"), ("wandering off to the right", "wanders off to the right")],
+                     [("scooting right", "scoots right"), ("migrating to the right", "migrates to the right")]),
     "moving up": ([("moving up", "moves up"), ("rising", "rises"), ("climbing upward", "climbs upward"),
                    ("going up", "goes up"), ("soaring upward", "soars upward"), ("lifting up", "lifts up"),
                    ("moving toward the top", "moves toward the top")],
                   [("floating upward", "floats upward"), ("ascending", "ascends")],
-                  [("rocketing upward", "rockets upward"), ("levitating", "levitates")]),
+                  [("rocketing upward", "rockets upward"), ("levitating", "levitates")],
+                  [("bobbing up", "bobs up"), ("drifting skyward", "drifts skyward")]),
     "moving down": ([("moving down", "moves down"), ("sinking", "sinks"), ("dropping downward", "drops downward"),
                      ("going down", "goes down"), ("plunging", "plunges"), ("diving downward", "dives downward"),
                      ("moving toward the bottom", "moves toward the bottom")],
                     [("falling", "falls"), ("descending", "descends")],
-                    [("tumbling down", "tumbles down"), ("plummeting", "plummets")]),
+                    [("tumbling down", "tumbles down"), ("plummeting", "plummets")],
+                    [("settling downward", "settles downward"), ("sagging down", "sags down")]),
     "growing": ([("growing", "grows"), ("getting bigger", "gets bigger"), ("expanding", "expands"),
                  ("enlarging", "enlarges"), ("getting larger", "gets larger"), ("inflating", "inflates"),
                  ("scaling up", "scales up"), ("ballooning", "balloons")],
                 [("swelling", "swells"), ("increasing in size", "increases in size")],
-                [("widening", "widens"), ("puffing up", "puffs up")]),
+                [("widening", "widens"), ("puffing up", "puffs up")],
+                [("bulging", "bulges"), ("mushrooming", "mushrooms")]),
     "shrinking": ([("shrinking", "shrinks"), ("getting smaller", "gets smaller"), ("contracting", "contracts"),
                    ("getting tinier", "gets tinier"), ("deflating", "deflates"), ("scaling down", "scales down"),
                    ("diminishing", "diminishes"), ("becoming small", "becomes small")],
                   [("dwindling", "dwindles"), ("decreasing in size", "decreases in size")],
-                  [("shriveling", "shrivels"), ("narrowing", "narrows")]),
+                  [("shriveling", "shrivels"), ("narrowing", "narrows")],
+                  [("withering", "withers"), ("condensing", "condenses")]),
 }
 VOCABULARY: dict[str, dict] = {"shape": SHAPE_WORDS, "color": COLOR_WORDS, "background": BACKGROUND_WORDS,
                                "motion": MOTION_WORDS}
-# filler words, not attributes: (training, held-out, second held-out)
+# filler words, not attributes: (training, held-out, second held-out, third held-out)
 BACKGROUND_NOUNS: tuple[list[str], ...] = (["background", "backdrop", "field", "surface", "setting"],
-                                                  ["canvas", "screen"], ["wall", "scene"])
+                                                  ["canvas", "screen"], ["wall", "scene"],
+                                                  ["ground", "plane"])
 ADVERBS: tuple[list[str], ...] = (["slowly", "smoothly", "gently", "calmly", "evenly"], ["steadily", "gradually"],
-                                        ["leisurely", "softly"])
+                                        ["leisurely", "softly"], ["lazily", "quietly"])
 ADVERB_RATE = 1 / 3
 
 # The frames the shipped shapes-t2v was trained on / evaluated with (kept: the first are training frames,
@@ -237,14 +261,18 @@ HELDOUT_FRAMES = EVAL_TEMPLATES + [
 
 # caption set -> (which frames, which words): 0 = training part, 1 = held-out part
 CAPTION_SETS: dict[str, tuple[int, int]] = {"train": (0, 0), "heldout-frames": (1, 0), "heldout-vocabulary": (0, 1),
-                                            "heldout-both": (1, 1), "heldout-vocabulary-2": (0, 2)}
-HELDOUT_SETS = ("heldout-frames", "heldout-vocabulary", "heldout-vocabulary-2")   # what `eflow eval` reports
+                                            "heldout-both": (1, 1), "heldout-vocabulary-2": (0, 2),
+                                            "heldout-vocabulary-3": (0, 3)}
+# what `eflow eval` reports
+HELDOUT_SETS = ("heldout-frames", "heldout-vocabulary", "heldout-vocabulary-2", "heldout-vocabulary-3")
 EVAL_CAPTIONS = "heldout-frames"                          # a ShapesWorld eval split's default
 CAPTION_TITLES = {"train": "training frames and words", "heldout-frames": "held-out sentence frames, training words",
                   "heldout-vocabulary": "training sentence frames, held-out words",
                   "heldout-both": "held-out sentence frames and words",
-                  "heldout-vocabulary-2": "training sentence frames, the second held-out word list"}
-VARIANTS = {"train": 24, "heldout-frames": 8, "heldout-vocabulary": 8, "heldout-both": 8, "heldout-vocabulary-2": 8}
+                  "heldout-vocabulary-2": "training sentence frames, the second held-out word list",
+                  "heldout-vocabulary-3": "training sentence frames, the third held-out word list"}
+VARIANTS = {"train": 24, "heldout-frames": 8, "heldout-vocabulary": 8, "heldout-both": 8, "heldout-vocabulary-2": 8,
+            "heldout-vocabulary-3": 8}
 CAPTION_SEED = 23
 
 

@@ -247,7 +247,7 @@ def evaluate_caption_sets(pipeline, captions: Sequence[str] | None = None, probe
                           **kwargs) -> dict[str, dict]:
     """`evaluate` once per caption set of a text world: {caption set: evaluate's results}.
 
-    `captions` defaults to `HELDOUT_SETS` (held-out sentence frames; two lists of held-out words); the other keyword
+    `captions` defaults to `HELDOUT_SETS` (held-out sentence frames; three lists of held-out words); the other keyword
     arguments go to `evaluate`. Every set shows the same clips (same attributes, noise seeds and real
     clips), so the tables differ by the prompts' wording alone."""
     from eflow_core.data.captions import HELDOUT_SETS, check_caption_set
