@@ -9,16 +9,21 @@ here it comes from two public lexical resources that ship in the repository (`le
 `scripts/build_lexicon.py`):
 
 - the xkcd colour survey (949 colour names with their sRGB): a colour name the model never saw becomes
-  the nearest of the model's own colour words by CIEDE2000;
+  the nearest of the model's own colour words by CIEDE2000 (lightness weighted half, kL = 2); the colour
+  names of one prompt are read together, each naming an attribute the prompt leaves open;
 - WordNet 3.0: any other word becomes the nearest training word that names a value, in WordNet's graph: a
   synonym first, then a word one or two steps away (hypernym, similar-to, also-see, verb group,
-  pertainym), senses in WordNet's frequency order breaking ties, inflected like the word it replaces.
+  pertainym), senses in WordNet's frequency order breaking ties, inflected like the word it replaces;
+  a motion verb's replacement is fitted to the words after it ("tumbles down" -> "goes down");
+- WordNet's definitions: a word the graph joins to nothing is read by the definition of its most
+  frequent sense, when that names a value ("pyramid": "... triangular sides ..." -> "triangular shape").
 
     lexicon = lexicon_for_world("shapes")        # PromptLexicon(captions, value words, colour classes)
     lexicon.rewrite("a jade pyramid heads left on a slate canvas")
-    # Rewrite(text="a green pyramid goes left on a grey canvas",
-    #         substitutions=(("jade", "green", "colour name"), ("heads", "goes", "wordnet: head -> go (2 steps)"),
-    #                        ("slate", "grey", "colour name")))
+    # Rewrite(text="a green triangular shape goes left on a grey canvas",
+    #         substitutions=(("jade", "green", "colour name"),
+    #                        ("pyramid", "triangular shape", "definition: pyramid -> triangular"),
+    #                        ("heads", "goes", "wordnet: head -> go (2 steps)"), ("slate", "grey", "colour name")))
 
 Words the model trained on are never touched, so a prompt in the training vocabulary passes unchanged.
 What the system then follows beyond its training words comes from these resources, not from the network:
@@ -36,6 +41,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DATA = Path(__file__).with_name("lexicon_data")
+# CIEDE2000's lightness factor for colour names: a name's lightness (maroon is dark, lavender light) says less
+# about which of a model's few saturated colours it means than its hue does; kL = 2 is the standard's value
+# for textiles, where the same holds (development words: 5 of 75 wrong against 11 with kL = 1)
+COLOUR_KL = 2.0
 MAX_DEPTH = 2                       # WordNet steps from a word's own synset to a training word
 WALK = ("similar", "hypernym", "also", "group", "pertainym")     # the first step from the word's own synset
 LATER_WALK = ("hypernym", "also", "group")       # later steps: similar-to twice goes from one satellite of an
@@ -69,6 +78,13 @@ def wordnet() -> dict:
 
 
 @functools.cache
+def definitions() -> dict[int, str]:
+    """{synset: WordNet 3.0's definition} of every word's most frequent sense (`scripts/build_lexicon.py`)."""
+    table = json.loads(gzip.decompress((DATA / "wordnet-3.0-glosses.json.gz").read_bytes()))["definitions"]
+    return {int(synset): text for synset, text in table.items()}
+
+
+@functools.cache
 def xkcd_colours() -> dict[str, tuple[float, float, float]]:
     """{colour name: CIELAB (L, a, b)} of the xkcd colour survey."""
     names = json.loads((DATA / "xkcd-colours.json").read_text())["colours"]
@@ -93,8 +109,11 @@ def srgb_to_lab(r: int, g: int, b: int) -> tuple[float, float, float]:
     return 116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)
 
 
-def ciede2000(lab1: tuple[float, float, float], lab2: tuple[float, float, float]) -> float:
-    """CIEDE2000 colour difference (Sharma, Wu and Dalal 2005), the CIE's distance between perceived colours."""
+def ciede2000(lab1: tuple[float, float, float], lab2: tuple[float, float, float], kl: float = 1.0) -> float:
+    """CIEDE2000 colour difference (Sharma, Wu and Dalal 2005), the CIE's distance between perceived colours.
+
+    `kl` is the standard's parametric lightness factor: 1 for the reference conditions, 2 where lightness
+    matters less, as for textiles (`COLOUR_KL`)."""
     (l1, a1, b1), (l2, a2, b2) = lab1, lab2
     c_mean = (math.hypot(a1, b1) + math.hypot(a2, b2)) / 2
     g = 0.5 * (1 - math.sqrt(c_mean ** 7 / (c_mean ** 7 + 25 ** 7)))
@@ -118,7 +137,7 @@ def ciede2000(lab1: tuple[float, float, float], lab2: tuple[float, float, float]
     s_c, s_h = 1 + 0.045 * c_mean, 1 + 0.015 * c_mean * t
     r_t = (-2 * math.sqrt(c_mean ** 7 / (c_mean ** 7 + 25 ** 7))
            * math.sin(math.radians(60 * math.exp(-(((h_mean - 275) / 25) ** 2)))))
-    return math.sqrt((dl / s_l) ** 2 + (dc / s_c) ** 2 + (dh_big / s_h) ** 2 + r_t * (dc / s_c) * (dh_big / s_h))
+    return math.sqrt((dl / (kl * s_l)) ** 2 + (dc / s_c) ** 2 + (dh_big / s_h) ** 2 + r_t * (dc / s_c) * (dh_big / s_h))
 
 
 def looks_grey(lab: tuple[float, float, float]) -> bool:
@@ -206,6 +225,8 @@ class PromptLexicon:
                             self.surfaces.setdefault((base.replace("_", " "), form), surface)
         # what a replacement may be: the words and lemmas that name a value, in their part of speech
         self.targets: dict[str, dict[str, set[str]]] = {}           # base -> {part of speech: attributes}
+        self.attribute_pos = {attribute: parts_of_speech for attribute, (parts_of_speech, _) in value_words.items()}
+        self.verb_attributes = {attribute for attribute, parts_of_speech in self.attribute_pos.items() if "v" in parts_of_speech}
         self.value_attributes: dict[str, set[str]] = {}            # a value word as written -> attributes
         for attribute, (parts_of_speech, phrases) in value_words.items():
             for phrase in phrases:
@@ -216,21 +237,37 @@ class PromptLexicon:
                     for unit in units:
                         for base in base_forms(unit.replace("-", "_"), pos):
                             self.targets.setdefault(base.replace("_", " "), {}).setdefault(pos, set()).add(attribute)
+        # a word that occurs in the value phrases of one entry only ("triangular": "triangular shape"; "bigger":
+        # "gets bigger" / "getting bigger") -> those phrases; what a definition may name a value by
+        entries: dict[str, set[tuple]] = {}
+        for phrase in self.value_attributes:
+            head, *rest = phrase.split(" ")
+            entry = (next(iter(base_forms(head, "v")), head), *rest)         # the phrase up to its inflection
+            for word in words_of(phrase) - FUNCTION_WORDS:
+                entries.setdefault(word, set()).add(entry)
+        self.value_parts = {word: [p for p in self.value_attributes if word in words_of(p)]
+                            for word, found in entries.items() if len(found) == 1}
         colours = xkcd_colours()
         missing = [w for w in colour_words if w.lower() not in colours]
         if missing:
             raise ValueError(f"colour words with no xkcd colour: {missing}")
         self.colour_words = {w: colours[w.lower()] for w in colour_words}
+        # the attribute each colour word names ("red": color, "black": background); a colour word names one
+        self.colour_attribute = {w: min(self.attributes(w) or {""}) for w in self.colour_words}
+        self.colour_attributes = set(self.colour_attribute.values()) - {""}
 
     # ----------------------------------------------------------------------------------------------
     def rewrite(self, prompt: str) -> Rewrite:
         """`prompt` with each unknown word (or two-word colour name / particle verb) replaced.
 
         A replacement that would name an attribute the prompt already names with a word the model knows
-        is not made: in "a circle coloured red on a black backdrop", "coloured" (WordNet: "dark") stays."""
+        is not made: in "a circle coloured red on a black backdrop", "coloured" (WordNet: "dark") stays.
+        Colour names are read together (`_assign_colours`): each takes a value of an attribute the prompt
+        leaves open, so "midnight" on its own is blue, but the background in "a jade orb on a midnight
+        canvas" and in "a red orb on a midnight canvas"."""
         matches = list(WORD.finditer(prompt))
-        named = {a for m in matches if m.group().lower() in self.known for a in self.attributes(m.group())}
-        out, substitutions, last, i = [], [], 0, 0
+        units: list[tuple[int, int, tuple[str, str] | None]] = []    # (first match, matches spanned, replacement)
+        i = 0
         while i < len(matches):
             match = matches[i]
             span, found = 1, None
@@ -241,23 +278,57 @@ class PromptLexicon:
                     found = self.replacement(pair)
                     span = 2 if found else 1
                 found = found or self.replacement(match.group())
-            if found and not self.attributes(found[0]) & named:
-                start, end = match.start(), matches[i + span - 1].end()
-                original = prompt[start:end]
-                word = found[0]
-                if original[:1].isupper():
-                    word = word[:1].upper() + word[1:]
-                before = prompt[last:start]
-                article = re.search(r"\b([Aa])(n?) $", before)      # "a ball" -> "an orb", "an inky" -> "a black"
-                if article:
-                    an = "n" if word[:1].lower() in "aeiou" else ""
-                    before = before[:article.start()] + article.group(1) + an + " "
-                out.append(before + word)
-                substitutions.append((original, word, found[1]))
-                last = end
+            units.append((i, span, found))
             i += span
+        # what the prompt names with known words, outside the units to replace ("medium grey" names nothing)
+        named = {a for i, span, found in units if not found for m in matches[i:i + span]
+                 if m.group().lower() in self.known for a in self.attributes(m.group())}
+        colour_units = [k for k, (_, _, found) in enumerate(units) if found and found[1] == "colour name"]
+        labs = [xkcd_colours()[self._colour_key(matches, *units[k][:2])] for k in colour_units]
+        for k, word in zip(colour_units, self._assign_colours(labs, self.colour_attributes - named)):
+            units[k] = (*units[k][:2], (word, "colour name"))
+        out, substitutions, last = [], [], 0
+        for i, span, found in units:
+            if not found or self.attributes(found[0]) & named:
+                continue
+            match = matches[i]
+            start, end = match.start(), matches[i + span - 1].end()
+            original = prompt[start:end]
+            following = matches[i + span].group().lower() if i + span < len(matches) and \
+                prompt[end:matches[i + span].start()] == " " else ""
+            word = self._fit(found[0], following)
+            if original[:1].isupper():
+                word = word[:1].upper() + word[1:]
+            before = prompt[last:start]
+            article = re.search(r"\b([Aa])(n?) $", before)      # "a ball" -> "an orb", "an inky" -> "a black"
+            if article:
+                an = "n" if word[:1].lower() in "aeiou" else ""
+                before = before[:article.start()] + article.group(1) + an + " "
+            out.append(before + word)
+            substitutions.append((original, word, found[1]))
+            last = end
         out.append(prompt[last:])
         return Rewrite("".join(out), tuple(substitutions))
+
+    def _fit(self, replacement: str, following: str) -> str:
+        """A motion replacement fitted to the word after it. A particle verb drops a particle that the next
+        word repeats ("rockets upward": "moves up" -> "moves", read "moves upward"; "tumbles down": "goes
+        down" -> "goes"); a lone verb that begins exactly one training phrase takes the whole phrase unless
+        the next word is in it ("levitates": "lifts" -> "lifts up"; "plummets": "drops" -> "drops
+        downward"), so that what the model reads is a phrase it trained on."""
+        head, _, particle = replacement.rpartition(" ")
+        if head and particle and following.startswith(particle) and self.attributes(replacement) & self.verb_attributes:
+            return head
+        if " " not in replacement and self.attributes(replacement) & self.verb_attributes:
+            phrases = [p for p in self.value_attributes if p.split(" ")[0] == replacement and " " in p]
+            if len(phrases) == 1 and following not in phrases[0].split(" "):
+                return phrases[0]
+        return replacement
+
+    @staticmethod
+    def _colour_key(matches: list[re.Match], first: int, span: int) -> str:
+        """The xkcd key of a colour-name unit of `span` words from match `first` ("medium grey", "snow-white")."""
+        return " ".join(m.group() for m in matches[first:first + span]).lower().replace("-", " ")
 
     def attributes(self, word: str) -> set[str]:
         """The attributes a known word or a replacement names ("crimson" -> {"color"}; "moves" -> {"motion"})."""
@@ -279,39 +350,70 @@ class PromptLexicon:
         colour = self._colour(lowered)
         if colour:
             return colour
-        return self._wordnet(lowered)
+        return self._wordnet(lowered) or self._definition(lowered)
 
     def _colour(self, unit: str) -> tuple[str, str] | None:
-        """The nearest colour word by CIEDE2000, among the greys (black, gray, white) for a colour that
-        `looks_grey`, else among the hues: CIEDE2000 alone puts a bluish grey ("slate") nearer blue."""
+        """("nearest colour word", "colour name") for a colour name read on its own, else None."""
         lab = xkcd_colours().get(unit.replace("-", " "))
         if lab is None or not self.colour_words:
             return None
-        grey = looks_grey(lab)
-        options = [w for w, ref in self.colour_words.items() if looks_grey(ref) == grey]
-        nearest = min(options or self.colour_words, key=lambda w: ciede2000(lab, self.colour_words[w]))
-        return nearest, "colour name"
+        return self._nearest_colour(lab, self.colour_attributes), "colour name"
 
-    def _wordnet(self, unit: str) -> tuple[str, str] | None:
+    def _nearest_colour(self, lab: tuple[float, float, float], attributes: set[str]) -> str:
+        """The nearest colour word to `lab` by CIEDE2000 (kL = `COLOUR_KL`): among those of `attributes` when
+        exactly one colour attribute is given; otherwise among the greys (black, gray, white) for a colour
+        that `looks_grey` and among the hues for the rest: CIEDE2000 alone puts a bluish grey ("slate")
+        nearer blue."""
+        options = [w for w in self.colour_words if self.colour_attribute[w] in attributes]
+        if len(attributes & self.colour_attributes) != 1:
+            options = [w for w, ref in self.colour_words.items() if looks_grey(ref) == looks_grey(lab)]
+        return min(options or self.colour_words, key=lambda w: ciede2000(lab, self.colour_words[w], COLOUR_KL))
+
+    def _assign_colours(self, labs: list[tuple[float, float, float]], open_attributes: set[str]) -> list[str]:
+        """One colour word for each colour name of a prompt (CIELAB `labs`), among the colour attributes the
+        prompt leaves open. When two names read on their own as hues (one attribute named twice) and a grey
+        attribute is open, the less colourful one (lower CIELAB chroma) takes the grey one: in "a jade orb
+        on a denim canvas" jade stays green and denim becomes the background."""
+        choices = [self._nearest_colour(lab, open_attributes) for lab in labs]
+        hues = [k for k, w in enumerate(choices) if not looks_grey(self.colour_words[w])]
+        greys = {self.colour_attribute[w] for w in self.colour_words if looks_grey(self.colour_words[w])}
+        if len(hues) == 2 and len(open_attributes & greys) == 1:
+            muted = min(hues, key=lambda k: math.hypot(labs[k][1], labs[k][2]))
+            choices[muted] = self._nearest_colour(labs[muted], open_attributes & greys)
+        return choices
+
+    @staticmethod
+    def _reading(unit: str) -> tuple[str, list[str]]:
+        """(the inflection a replacement copies, the parts of speech `unit` has, in the order tried): an
+        inflected verb form (a dictionary form other than the word: "heads", "floating") reads as a verb
+        first, any other word as an adjective, a noun, a verb, an adverb."""
+        head = unit.split(" ")[0]
+        form = inflection(head) if any(b != head for b in base_forms(head, "v")) else ""
+        return form, [pos for pos in ("vnar" if form else "anvr") if base_forms(unit, pos)]
+
+    def _surface(self, lemma: str, form: str, pos: str) -> str:
+        """`lemma` as written in a training caption in `form` if one has it, else inflected (verbs, nouns)."""
+        form = form if pos in "vn" else ""
+        return self.surfaces.get((lemma, form)) or (inflect(lemma, form) if form else lemma)
+
+    def _wordnet(self, unit: str, max_depth: int = MAX_DEPTH) -> tuple[str, str] | None:
         """The nearest known word in WordNet's graph, by (a synonym before a word some steps away, the
         sense's frequency rank, steps, part of speech, the longer known word): a synonym in any sense
         ("ball" -> "orb") beats the first sense's neighbours; else the most frequent sense that reaches a
-        known word within `MAX_DEPTH` steps (one step of any relation in `WALK`, then of `LATER_WALK`).
+        known word within `max_depth` steps (one step of any relation in `WALK`, then of `LATER_WALK`).
         A hyphenated word on the way counts by its head, as a typed one does ("inky" = "ink-black" -> "black").
 
-        Parts of speech rank in the order the word's form suggests ("heads", "floating": a verb first);
-        only the first part of speech the word has may go two steps ("pyramid": the noun reaches nothing,
-        and the verb's "get", two steps away, is not taken; "ebony": the noun's synonym "jet black")."""
-        net, head = wordnet(), unit.split(" ")[0]
-        # an inflected verb form (a dictionary form other than the word: "heads", "floating") reads as a verb
-        form = inflection(head) if any(b != head for b in base_forms(head, "v")) else ""
-        parts = [pos for pos in ("vnar" if form else "anvr") if base_forms(unit, pos)]
+        Parts of speech rank as `_reading` orders them; only the first part of speech the word has may go
+        two steps ("pyramid": the noun reaches nothing, and the verb's "get", two steps away, is not taken;
+        "ebony": the noun's synonym "jet black")."""
+        net = wordnet()
+        form, parts = self._reading(unit)
         best = None
         for pos_rank, pos in enumerate(parts):
             for base in base_forms(unit, pos):
                 for sense_rank, synset in enumerate(net["senses"][base][pos]):
                     frontier, seen = [synset], {synset}
-                    for depth in range(MAX_DEPTH + 1 if pos_rank == 0 else 2):
+                    for depth in range(min(max_depth, MAX_DEPTH if pos_rank == 0 else 1) + 1):
                         for s in frontier:
                             for lemma in net["synsets"][s][1]:
                                 lemma = lemma.replace("_", " ")
@@ -328,9 +430,30 @@ class PromptLexicon:
         if best is None:
             return None
         (_, _, depth, _, _), lemma, base, pos = best
-        form = form if pos in "vn" else ""
-        word = self.surfaces.get((lemma, form)) or (inflect(lemma, form) if form else lemma)
-        return word, f"wordnet: {base.replace('_', ' ')} -> {lemma} ({depth} step{'s' if depth != 1 else ''})"
+        return self._surface(lemma, form, pos), \
+            f"wordnet: {base.replace('_', ' ')} -> {lemma} ({depth} step{'s' if depth != 1 else ''})"
+
+    def _definition(self, unit: str) -> tuple[str, str] | None:
+        """For a word that WordNet's graph joins to no value word: the first value that the definition of its
+        most frequent sense names, in its first part of speech ("pyramid": "a polyhedron having a polygonal
+        base and triangular sides ..." -> "triangular shape"; "obsidian": "... usually dark, ..." -> "dark").
+        A word of the definition names a value when it is a value word or occurs in the value phrases of one
+        entry only ("triangular", "bigger"); only the definition's own words count (a WordNet step from
+        them wanders: "common" is a synonym of "green", the lawn). The value must be of an attribute the
+        word's part of speech can name (a noun: a shape, colour or background; a verb: a motion)."""
+        form, parts = self._reading(unit)
+        net, glosses = wordnet(), definitions()
+        for pos in parts[:1]:
+            allowed = {a for a, parts_of_speech in self.attribute_pos.items() if pos in parts_of_speech}
+            for base in base_forms(unit, pos):
+                for word in WORD.findall(glosses.get(net["senses"][base][pos][0], "")):
+                    word = word.lower()
+                    phrases = [word] if word in self.value_attributes else self.value_parts.get(word, [])
+                    phrases = [p for p in phrases if self.value_attributes[p] & allowed]
+                    if phrases:         # the phrase in the unit's own form if a training caption has it
+                        phrase = next((p for p in phrases if inflection(p.split(" ")[0]) == form), phrases[0])
+                        return phrase, f"definition: {base.replace('_', ' ')} -> {word}"
+        return None
 
 
 @functools.cache
