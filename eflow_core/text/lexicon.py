@@ -14,16 +14,13 @@ here it comes from two public lexical resources that ship in the repository (`le
 - WordNet 3.0: any other word becomes the nearest training word that names a value, in WordNet's graph: a
   synonym first, then a word one or two steps away (hypernym, similar-to, also-see, verb group,
   pertainym), senses in WordNet's frequency order breaking ties, inflected like the word it replaces;
-  a motion verb's replacement is fitted to the words after it ("tumbles down" -> "goes down");
-- WordNet's definitions: a word the graph joins to nothing is read by the definition of its most
-  frequent sense, when that names a value ("pyramid": "... triangular sides ..." -> "triangular shape").
+  a motion verb's replacement is fitted to the words after it ("tumbles down" -> "goes down").
 
     lexicon = lexicon_for_world("shapes")        # PromptLexicon(captions, value words, colour classes)
     lexicon.rewrite("a jade pyramid heads left on a slate canvas")
-    # Rewrite(text="a green triangular shape goes left on a grey canvas",
-    #         substitutions=(("jade", "green", "colour name"),
-    #                        ("pyramid", "triangular shape", "definition: pyramid -> triangular"),
-    #                        ("heads", "goes", "wordnet: head -> go (2 steps)"), ("slate", "grey", "colour name")))
+    # Rewrite(text="a green pyramid goes left on a grey canvas",
+    #         substitutions=(("jade", "green", "colour name"), ("heads", "goes", "wordnet: head -> go (2 steps)"),
+    #                        ("slate", "grey", "colour name")))
 
 Words the model trained on are never touched, so a prompt in the training vocabulary passes unchanged.
 What the system then follows beyond its training words comes from these resources, not from the network:
@@ -75,13 +72,6 @@ def wordnet() -> dict:
     """WordNet 3.0 as `scripts/build_lexicon.py` stores it: synsets [pos, words, {relation: [synset]}],
     senses {word: {pos: [synset, most frequent first]}}, exceptions {pos: {inflected: [base]}}."""
     return json.loads(gzip.decompress((DATA / "wordnet-3.0.json.gz").read_bytes()))
-
-
-@functools.cache
-def definitions() -> dict[int, str]:
-    """{synset: WordNet 3.0's definition} of every word's most frequent sense (`scripts/build_lexicon.py`)."""
-    table = json.loads(gzip.decompress((DATA / "wordnet-3.0-glosses.json.gz").read_bytes()))["definitions"]
-    return {int(synset): text for synset, text in table.items()}
 
 
 @functools.cache
@@ -225,8 +215,7 @@ class PromptLexicon:
                             self.surfaces.setdefault((base.replace("_", " "), form), surface)
         # what a replacement may be: the words and lemmas that name a value, in their part of speech
         self.targets: dict[str, dict[str, set[str]]] = {}           # base -> {part of speech: attributes}
-        self.attribute_pos = {attribute: parts_of_speech for attribute, (parts_of_speech, _) in value_words.items()}
-        self.verb_attributes = {attribute for attribute, parts_of_speech in self.attribute_pos.items() if "v" in parts_of_speech}
+        self.verb_attributes = {attribute for attribute, (parts_of_speech, _) in value_words.items() if "v" in parts_of_speech}
         self.value_attributes: dict[str, set[str]] = {}            # a value word as written -> attributes
         for attribute, (parts_of_speech, phrases) in value_words.items():
             for phrase in phrases:
@@ -237,16 +226,6 @@ class PromptLexicon:
                     for unit in units:
                         for base in base_forms(unit.replace("-", "_"), pos):
                             self.targets.setdefault(base.replace("_", " "), {}).setdefault(pos, set()).add(attribute)
-        # a word that occurs in the value phrases of one entry only ("triangular": "triangular shape"; "bigger":
-        # "gets bigger" / "getting bigger") -> those phrases; what a definition may name a value by
-        entries: dict[str, set[tuple]] = {}
-        for phrase in self.value_attributes:
-            head, *rest = phrase.split(" ")
-            entry = (next(iter(base_forms(head, "v")), head), *rest)         # the phrase up to its inflection
-            for word in words_of(phrase) - FUNCTION_WORDS:
-                entries.setdefault(word, set()).add(entry)
-        self.value_parts = {word: [p for p in self.value_attributes if word in words_of(p)]
-                            for word, found in entries.items() if len(found) == 1}
         colours = xkcd_colours()
         missing = [w for w in colour_words if w.lower() not in colours]
         if missing:
@@ -350,7 +329,7 @@ class PromptLexicon:
         colour = self._colour(lowered)
         if colour:
             return colour
-        return self._wordnet(lowered) or self._definition(lowered)
+        return self._wordnet(lowered)
 
     def _colour(self, unit: str) -> tuple[str, str] | None:
         """("nearest colour word", "colour name") for a colour name read on its own, else None."""
@@ -396,11 +375,11 @@ class PromptLexicon:
         form = form if pos in "vn" else ""
         return self.surfaces.get((lemma, form)) or (inflect(lemma, form) if form else lemma)
 
-    def _wordnet(self, unit: str, max_depth: int = MAX_DEPTH) -> tuple[str, str] | None:
+    def _wordnet(self, unit: str) -> tuple[str, str] | None:
         """The nearest known word in WordNet's graph, by (a synonym before a word some steps away, the
         sense's frequency rank, steps, part of speech, the longer known word): a synonym in any sense
         ("ball" -> "orb") beats the first sense's neighbours; else the most frequent sense that reaches a
-        known word within `max_depth` steps (one step of any relation in `WALK`, then of `LATER_WALK`).
+        known word within `MAX_DEPTH` steps (one step of any relation in `WALK`, then of `LATER_WALK`).
         A hyphenated word on the way counts by its head, as a typed one does ("inky" = "ink-black" -> "black").
 
         Parts of speech rank as `_reading` orders them; only the first part of speech the word has may go
@@ -413,7 +392,7 @@ class PromptLexicon:
             for base in base_forms(unit, pos):
                 for sense_rank, synset in enumerate(net["senses"][base][pos]):
                     frontier, seen = [synset], {synset}
-                    for depth in range(min(max_depth, MAX_DEPTH if pos_rank == 0 else 1) + 1):
+                    for depth in range(MAX_DEPTH + 1 if pos_rank == 0 else 2):
                         for s in frontier:
                             for lemma in net["synsets"][s][1]:
                                 lemma = lemma.replace("_", " ")
@@ -432,28 +411,6 @@ class PromptLexicon:
         (_, _, depth, _, _), lemma, base, pos = best
         return self._surface(lemma, form, pos), \
             f"wordnet: {base.replace('_', ' ')} -> {lemma} ({depth} step{'s' if depth != 1 else ''})"
-
-    def _definition(self, unit: str) -> tuple[str, str] | None:
-        """For a word that WordNet's graph joins to no value word: the first value that the definition of its
-        most frequent sense names, in its first part of speech ("pyramid": "a polyhedron having a polygonal
-        base and triangular sides ..." -> "triangular shape"; "obsidian": "... usually dark, ..." -> "dark").
-        A word of the definition names a value when it is a value word or occurs in the value phrases of one
-        entry only ("triangular", "bigger"); only the definition's own words count (a WordNet step from
-        them wanders: "common" is a synonym of "green", the lawn). The value must be of an attribute the
-        word's part of speech can name (a noun: a shape, colour or background; a verb: a motion)."""
-        form, parts = self._reading(unit)
-        net, glosses = wordnet(), definitions()
-        for pos in parts[:1]:
-            allowed = {a for a, parts_of_speech in self.attribute_pos.items() if pos in parts_of_speech}
-            for base in base_forms(unit, pos):
-                for word in WORD.findall(glosses.get(net["senses"][base][pos][0], "")):
-                    word = word.lower()
-                    phrases = [word] if word in self.value_attributes else self.value_parts.get(word, [])
-                    phrases = [p for p in phrases if self.value_attributes[p] & allowed]
-                    if phrases:         # the phrase in the unit's own form if a training caption has it
-                        phrase = next((p for p in phrases if inflection(p.split(" ")[0]) == form), phrases[0])
-                        return phrase, f"definition: {base.replace('_', ' ')} -> {word}"
-        return None
 
 
 @functools.cache
