@@ -1,12 +1,12 @@
 """How often the prompt lexicon (eflow_core/text/lexicon.py) maps a word the model never saw to the right value,
 measured on words alone, without a generator.
 
-Three word sets of the `shapes` captions (eflow_core/data/captions.py), each word on its own:
+Four word sets of the `shapes` captions (eflow_core/data/captions.py), each word on its own:
 - leave-one-out over the training words: each non-canonical training word is removed from the known
   vocabulary (with every word part no other training word has), and the lexicon must map it back to a
   word of its own value;
-- the first held-out list (the lexicon's development set);
-- the second held-out list (written down before the lexicon was built: its report).
+- the first and second held-out lists (development: the second reported the lexicon's first version);
+- the third held-out list (written down before the lexicon's second version: its report).
 
 A word counts as right when the rewritten text names its value and no other (`named_attributes`), as "left"
 when the lexicon leaves it unchanged. A motion phrase counts as right when every word the lexicon put in
