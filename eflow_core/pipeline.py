@@ -50,7 +50,7 @@ class GenerationResult:
     device: str
     gates: dict | None = None         # {layer: (T', H', W', 2) numpy [global, local]} when captured
     extras: dict = field(default_factory=dict)
-    read_as: Rewrite | None = None    # the prompt as the model read it, when the prompt lexicon changed words
+    read_as: Rewrite | None = None    # the prompt as the model read it, when the lexicon changed or could not place words
 
 
 def check_seed(seed) -> int:
@@ -314,7 +314,8 @@ class EFlowPipeline:
         return GenerationResult(video=video[0].numpy(), fps=FPS, timings=timings, nfe=self.evaluations(steps, sampler),
                                 tokens=grid[0] * grid[1] * grid[2], sampler=sampler, steps=steps,
                                 guidance=float(guidance), seed=int(seed), device=str(self.device), gates=gate_maps,
-                                read_as=read_as if read_as is not None and read_as.substitutions else None)
+                                read_as=read_as if read_as is not None and (read_as.substitutions or read_as.unplaced)
+                                else None)
 
     @torch.no_grad()
     def semigroup_defect(self, prompt: str | None = None, label: int | None = None, seed: int = 0,

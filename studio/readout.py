@@ -9,10 +9,12 @@ The latency readout is the text the `/generate` API returns and the UI shows in 
     ...
     decode             1.2 ms
     total            590.1 ms
-    read as: a green circle moving left on a black background
+    read as: a green spike moving left on a black background
       (words the model never trained on: jade -> green)
+      never trained on, left as typed: spike
 
-The last two lines appear only when the prompt lexicon (eflow_core/text/lexicon.py) changed words.
+The last lines appear only when the prompt lexicon (eflow_core/text/lexicon.py) changed words, or found
+words that no training caption has and that it could not place.
 """
 from __future__ import annotations
 
@@ -40,9 +42,11 @@ def latency_readout(result) -> str:
     lines += [f"{'decode':<14}{_ms(timings.get('decode', 0.0))}",
               f"{'total':<14}{_ms(timings.get('total', 0.0))}"]
     read_as = getattr(result, "read_as", None)
-    if read_as is not None:     # the prompt lexicon replaced words the model never trained on
+    if read_as is not None and read_as.substitutions:     # the lexicon replaced words the model never trained on
         changes = ", ".join(f"{old} -> {new}" for old, new, _ in read_as.substitutions)
         lines += [f"read as: {read_as.text}", f"  (words the model never trained on: {changes})"]
+    if read_as is not None and read_as.unplaced:          # ... and left some as typed
+        lines.append(f"  never trained on, left as typed: {', '.join(read_as.unplaced)}")
     return "\n".join(lines)
 
 

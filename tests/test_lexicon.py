@@ -105,7 +105,10 @@ def test_form_and_part_of_speech(lexicon):
     # a motion replacement fits the words after it: no doubled particle, a lone verb its training phrase
     assert [lexicon.rewrite(t).text for t in ("tumbles down", "rockets upward", "levitates", "plummets quickly")] \
         == ["goes down", "moves upward", "lifts up", "drops downward quickly"]
-    assert lexicon.rewrite("pyramid").substitutions == ()         # nothing near in WordNet: left as it is
+    assert lexicon.rewrite("pyramid") == L.Rewrite("pyramid", (), ("pyramid",))   # nothing near in WordNet: left
+    # words no training caption has, left as typed, are reported (function words and known words are not)
+    rewrite = lexicon.rewrite("Watch the scarlet spike as it falls")
+    assert rewrite.text == "Watch the red spike as it goes down" and rewrite.unplaced == ("Watch", "spike")
     assert lexicon.rewrite("xyzzy frobs").substitutions == ()     # not a word at all
 
 
@@ -149,6 +152,8 @@ def test_pipeline_reads_the_rewrite_and_can_turn_it_off():
     result = pipe(typed, steps=1)
     assert result.read_as is not None and result.read_as.text == training
     assert pipe(training, steps=1).read_as is None                # nothing changed: nothing to report
+    unplaced = pipe("a red spike moving left on a black background", steps=1).read_as
+    assert unplaced.substitutions == () and unplaced.unplaced == ("spike",)
     pipe.lexicon = False
     assert pipe.lexicon is None and pipe.read_prompt(typed).text == typed
     cond = pipe._condition([typed], None)

@@ -139,6 +139,23 @@ def test_lexicon_examples_read_as_training_words():
         assert named_attributes(rewrite.text) == attributes, rewrite.text    # ... read as the intended values
 
 
+def test_latency_readout_shows_the_rewrite_and_the_words_left_as_typed():
+    from types import SimpleNamespace
+
+    from eflow_core.text.lexicon import Rewrite
+
+    def readout(read_as):
+        return latency_readout(SimpleNamespace(timings={"text": 0.01, "steps": [0.1], "decode": 0.0, "total": 0.11},
+                                               sampler="solution", steps=1, nfe=1, tokens=4, device="cpu",
+                                               read_as=read_as))
+
+    both = readout(Rewrite("a red spike", (("scarlet", "red", "colour name"),), ("spike",))).splitlines()
+    assert both[-3:] == ["read as: a red spike", "  (words the model never trained on: scarlet -> red)",
+                         "  never trained on, left as typed: spike"]
+    assert readout(Rewrite("a red spike", (), ("spike",))).splitlines()[-1] == "  never trained on, left as typed: spike"
+    assert "read as" not in readout(None) and "left as typed" not in readout(None)
+
+
 def test_plots_import_without_gradio():
     """Notebooks import studio.plots; it must not pull gradio in."""
     code = "import sys, studio.plots, studio.readout, studio.examples; print('gradio' in sys.modules)"

@@ -62,9 +62,12 @@ SUFFIXES = {"n": [("s", ""), ("ses", "s"), ("xes", "x"), ("zes", "z"), ("ches", 
 
 @dataclass(frozen=True)
 class Rewrite:
-    """A rewritten prompt: `text`, and each `(original, replacement, reason)` substitution in order."""
+    """A rewritten prompt: `text`, each `(original, replacement, reason)` substitution in order, and the
+    `unplaced` words: words no training caption has that the lexicon left as typed (frame words such as
+    "showing" among them: only some of them matter)."""
     text: str
     substitutions: tuple[tuple[str, str, str], ...]
+    unplaced: tuple[str, ...] = ()
 
 
 @functools.cache
@@ -266,9 +269,11 @@ class PromptLexicon:
         labs = [xkcd_colours()[self._colour_key(matches, *units[k][:2])] for k in colour_units]
         for k, word in zip(colour_units, self._assign_colours(labs, self.colour_attributes - named)):
             units[k] = (*units[k][:2], (word, "colour name"))
-        out, substitutions, last = [], [], 0
+        out, substitutions, unplaced, last = [], [], [], 0
         for i, span, found in units:
             if not found or self.attributes(found[0]) & named:
+                unplaced += [m.group() for m in matches[i:i + span]
+                             if m.group().lower() not in self.known and m.group().lower() not in FUNCTION_WORDS]
                 continue
             match = matches[i]
             start, end = match.start(), matches[i + span - 1].end()
@@ -287,7 +292,7 @@ class PromptLexicon:
             substitutions.append((original, word, found[1]))
             last = end
         out.append(prompt[last:])
-        return Rewrite("".join(out), tuple(substitutions))
+        return Rewrite("".join(out), tuple(substitutions), tuple(dict.fromkeys(unplaced)))
 
     def _fit(self, replacement: str, following: str) -> str:
         """A motion replacement fitted to the word after it. A particle verb drops a particle that the next
