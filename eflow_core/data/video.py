@@ -49,10 +49,13 @@ def read_video(path: str | Path, short_side: int | None = None, max_frames: int 
             try:
                 for frame in container.decode(stream):
                     w, h = _scaled_size(frame.width, frame.height, short_side)
-                    if (w, h) == (frame.width, frame.height):
-                        frames.append(frame.to_ndarray(format="rgb24"))
-                    else:
-                        frames.append(frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA"))
+                    # threads=1: one thread per DataLoader worker. PyAV >= 18.1.1 keeps a multithreaded
+                    # swscale context per thread; one made in a parent is inherited by a forked worker
+                    # without its pool threads, and the worker's first conversion then hangs
+                    # (tests/test_data_kinetics.py::test_dataloader_epoch[2] did, under 18.1.1)
+                    size = {} if (w, h) == (frame.width, frame.height) else \
+                        {"width": w, "height": h, "interpolation": "AREA"}
+                    frames.append(frame.to_ndarray(format="rgb24", threads=1, **size))
                     if max_frames is not None and len(frames) >= max_frames:
                         break
             except (av.FFmpegError, ValueError) as e:  # corrupt data mid-stream
