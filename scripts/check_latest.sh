@@ -2,7 +2,7 @@
 # Does the tree still work with the newest releases? Builds a fresh venv from the newest release of every
 # direct and transitive requirement (requirements-dev.txt; torch stays at its pin), lists what is newer
 # than requirements-dev.lock, and runs the default (fast) test suite in it. Upstream releases are how a
-# tree breaks without a commit: run this before each submission, and re-lock (bash scripts/lock.sh) when
+# tree breaks without a commit: run this before each submission, and re-lock (UPGRADE=1 bash scripts/lock.sh) when
 # it passes with newer releases, or fix what it finds.
 #   bash scripts/check_latest.sh                     # venv in /tmp/eflow-latest; pytest options may follow
 #   VENV=/tmp/x bash scripts/check_latest.sh -x tests/test_install.py

@@ -8,10 +8,12 @@
 # torch's CUDA build asks for it): the CPU wheel has none, and the CUDA wheel pins its own exactly, so a
 # GPU user installing the same lock gets the same set plus torch's CUDA libraries.
 # Needs uv (`pip install uv`); reaches only the package index.
-#   bash scripts/lock.sh            # after changing a requirements file, or to take new releases
+#   bash scripts/lock.sh            # after changing a requirements file (keeps the pins it can)
+#   UPGRADE=1 bash scripts/lock.sh  # to take new releases (uv keeps an existing lock's pins otherwise)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COMMON=(--universal --python-version 3.11 --quiet)
+[ "${UPGRADE:-0}" = 1 ] && COMMON+=(--upgrade)
 HEADER="bash scripts/lock.sh"
 full=$(mktemp)
 trap 'rm -f "$full"' EXIT
