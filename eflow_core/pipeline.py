@@ -50,7 +50,7 @@ class GenerationResult:
     device: str
     gates: dict | None = None         # {layer: (T', H', W', 2) numpy [global, local]} when captured
     extras: dict = field(default_factory=dict)
-    read_as: Rewrite | None = None    # the prompt as the model read it, when the lexicon changed or could not place words
+    read_as: Rewrite | None = None    # the prompt as the model read it, when the lexicon changed or left words
 
 
 def check_seed(seed) -> int:

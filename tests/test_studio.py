@@ -152,7 +152,8 @@ def test_latency_readout_shows_the_rewrite_and_the_words_left_as_typed():
     both = readout(Rewrite("a red spike", (("scarlet", "red", "colour name"),), ("spike",))).splitlines()
     assert both[-3:] == ["read as: a red spike", "  (words the model never trained on: scarlet -> red)",
                          "  never trained on, left as typed: spike"]
-    assert readout(Rewrite("a red spike", (), ("spike",))).splitlines()[-1] == "  never trained on, left as typed: spike"
+    unplaced_only = readout(Rewrite("a red spike", (), ("spike",))).splitlines()
+    assert unplaced_only[-1] == "  never trained on, left as typed: spike" and "read as" not in unplaced_only[-2]
     assert "read as" not in readout(None) and "left as typed" not in readout(None)
 
 

@@ -218,7 +218,8 @@ class PromptLexicon:
                             self.surfaces.setdefault((base.replace("_", " "), form), surface)
         # what a replacement may be: the words and lemmas that name a value, in their part of speech
         self.targets: dict[str, dict[str, set[str]]] = {}           # base -> {part of speech: attributes}
-        self.verb_attributes = {attribute for attribute, (parts_of_speech, _) in value_words.items() if "v" in parts_of_speech}
+        self.verb_attributes = {attribute for attribute, (parts_of_speech, _) in value_words.items()
+                                if "v" in parts_of_speech}
         self.value_attributes: dict[str, set[str]] = {}            # a value word as written -> attributes
         for attribute, (parts_of_speech, phrases) in value_words.items():
             for phrase in phrases:
@@ -245,8 +246,8 @@ class PromptLexicon:
         A replacement that would name an attribute the prompt already names with a word the model knows
         is not made: in "a circle coloured red on a black backdrop", "coloured" (WordNet: "dark") stays.
         Colour names are read together (`_assign_colours`): each takes a value of an attribute the prompt
-        leaves open, so "midnight" on its own is blue, but the background in "a jade orb on a midnight
-        canvas" and in "a red orb on a midnight canvas"."""
+        leaves open, so "denim" on its own is blue, but the grey background in "a jade orb on a denim
+        canvas" and in "a red orb on a denim canvas"."""
         matches = list(WORD.finditer(prompt))
         units: list[tuple[int, int, tuple[str, str] | None]] = []    # (first match, matches spanned, replacement)
         i = 0
