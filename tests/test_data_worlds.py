@@ -113,14 +113,10 @@ def test_eval_split_draws_held_out_captions_of_the_same_clips():
 _COMBOS = [dict(zip(S.ATTRIBUTES, values)) for values in itertools.product(*S.ATTRIBUTES.values())]
 
 
-def _forms(entry) -> tuple:
-    return entry if isinstance(entry, tuple) else (entry,)
-
-
 def _all_forms(part: int | None = None) -> dict[str, list[str]]:
     """slot -> every word form (part 0 training, 1-3 the held-out lists, None all) of every value."""
-    parts = (0, 1, 2, 3) if part is None else (part,)
-    slots = {key: [f for value in C.VOCABULARY[key].values() for p in parts for w in value[p] for f in _forms(w)]
+    parts = range(len(C.BACKGROUND_NOUNS)) if part is None else (part,)      # every part: training, each list
+    slots = {key: [f for value in C.VOCABULARY[key].values() for p in parts for w in value[p] for f in C.forms(w)]
              for key in ("shape", "color", "background")}
     slots["ing"] = [w[0] for value in C.MOTION_WORDS.values() for p in parts for w in value[p]]
     slots["verb"] = [w[1] for value in C.MOTION_WORDS.values() for p in parts for w in value[p]]
@@ -232,7 +228,7 @@ def test_caption_docstring_lists_the_split():
     for table in C.VOCABULARY.values():
         for parts in table.values():
             for w in [w for part in parts for w in part]:
-                assert _forms(w)[-1] in doc, w
+                assert C.forms(w)[-1] in doc, w
     for frame in C.TRAIN_FRAMES + C.HELDOUT_FRAMES:
         assert " ".join(frame.split()[:3]) in doc, frame
 

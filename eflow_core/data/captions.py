@@ -139,10 +139,10 @@ import numpy as np
 
 from .shapes import ATTRIBUTES
 
-# value -> (training words, held-out words, second held-out words, third held-out words); the first training word is the canonical
-# one. The training part is wide on purpose: the text encoder places a word it was never shown beside its value
-# only if the generator learned the value's direction from many words, not a point from one
-# (benchmarks/text_side.py).
+# value -> (training words, held-out words, second held-out words, third held-out words); the first training
+# word is the canonical one. The training part is wide on purpose: the text encoder places a word it was never
+# shown beside its value only if the generator learned the value's direction from many words, not a point from
+# one (benchmarks/text_side.py).
 SHAPE_WORDS: dict[str, tuple[list[str], ...]] = {
     "circle": (["circle", "disc", "orb", "round shape", "circular shape", "coin"], ["ball", "dot"],
                ["sphere", "bubble"], ["globe", "ring"]),

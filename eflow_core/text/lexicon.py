@@ -267,7 +267,8 @@ class PromptLexicon:
         named = {a for i, span, found in units if not found for m in matches[i:i + span]
                  if m.group().lower() in self.known for a in self.attributes(m.group())}
         colour_units = [k for k, (_, _, found) in enumerate(units) if found and found[1] == "colour name"]
-        labs = [xkcd_colours()[self._colour_key(matches, *units[k][:2])] for k in colour_units]
+        labs = [self._colour_lab(" ".join(m.group() for m in matches[i:i + span]))
+                for i, span, _ in (units[k] for k in colour_units)]
         for k, word in zip(colour_units, self._assign_colours(labs, self.colour_attributes - named)):
             units[k] = (*units[k][:2], (word, "colour name"))
         out, substitutions, unplaced, last = [], [], [], 0
@@ -301,19 +302,21 @@ class PromptLexicon:
         down" -> "goes"); a lone verb that begins exactly one training phrase takes the whole phrase unless
         the next word is in it ("levitates": "lifts" -> "lifts up"; "plummets": "drops" -> "drops
         downward"), so that what the model reads is a phrase it trained on."""
+        if not self.attributes(replacement) & self.verb_attributes:
+            return replacement
         head, _, particle = replacement.rpartition(" ")
-        if head and particle and following.startswith(particle) and self.attributes(replacement) & self.verb_attributes:
+        if head and particle and following.startswith(particle):
             return head
-        if " " not in replacement and self.attributes(replacement) & self.verb_attributes:
+        if not head:
             phrases = [p for p in self.value_attributes if p.split(" ")[0] == replacement and " " in p]
             if len(phrases) == 1 and following not in phrases[0].split(" "):
                 return phrases[0]
         return replacement
 
     @staticmethod
-    def _colour_key(matches: list[re.Match], first: int, span: int) -> str:
-        """The xkcd key of a colour-name unit of `span` words from match `first` ("medium grey", "snow-white")."""
-        return " ".join(m.group() for m in matches[first:first + span]).lower().replace("-", " ")
+    def _colour_lab(unit: str) -> tuple[float, float, float] | None:
+        """The CIELAB colour of a colour name ("medium grey", "snow-white"), or None when it is not one."""
+        return xkcd_colours().get(unit.lower().replace("-", " "))
 
     def attributes(self, word: str) -> set[str]:
         """The attributes a known word or a replacement names ("crimson" -> {"color"}; "moves" -> {"motion"})."""
@@ -339,7 +342,7 @@ class PromptLexicon:
 
     def _colour(self, unit: str) -> tuple[str, str] | None:
         """("nearest colour word", "colour name") for a colour name read on its own, else None."""
-        lab = xkcd_colours().get(unit.replace("-", " "))
+        lab = self._colour_lab(unit)
         if lab is None or not self.colour_words:
             return None
         return self._nearest_colour(lab, self.colour_attributes), "colour name"
@@ -349,8 +352,9 @@ class PromptLexicon:
         exactly one colour attribute is given; otherwise among the greys (black, gray, white) for a colour
         that `looks_grey` and among the hues for the rest: CIEDE2000 alone puts a bluish grey ("slate")
         nearer blue."""
-        options = [w for w in self.colour_words if self.colour_attribute[w] in attributes]
-        if len(attributes & self.colour_attributes) != 1:
+        if len(attributes & self.colour_attributes) == 1:
+            options = [w for w in self.colour_words if self.colour_attribute[w] in attributes]
+        else:
             options = [w for w, ref in self.colour_words.items() if looks_grey(ref) == looks_grey(lab)]
         return min(options or self.colour_words, key=lambda w: ciede2000(lab, self.colour_words[w], COLOUR_KL))
 
@@ -367,20 +371,6 @@ class PromptLexicon:
             choices[muted] = self._nearest_colour(labs[muted], open_attributes & greys)
         return choices
 
-    @staticmethod
-    def _reading(unit: str) -> tuple[str, list[str]]:
-        """(the inflection a replacement copies, the parts of speech `unit` has, in the order tried): an
-        inflected verb form (a dictionary form other than the word: "heads", "floating") reads as a verb
-        first, any other word as an adjective, a noun, a verb, an adverb."""
-        head = unit.split(" ")[0]
-        form = inflection(head) if any(b != head for b in base_forms(head, "v")) else ""
-        return form, [pos for pos in ("vnar" if form else "anvr") if base_forms(unit, pos)]
-
-    def _surface(self, lemma: str, form: str, pos: str) -> str:
-        """`lemma` as written in a training caption in `form` if one has it, else inflected (verbs, nouns)."""
-        form = form if pos in "vn" else ""
-        return self.surfaces.get((lemma, form)) or (inflect(lemma, form) if form else lemma)
-
     def _wordnet(self, unit: str) -> tuple[str, str] | None:
         """The nearest known word in WordNet's graph, by (a synonym before a word some steps away, the
         sense's frequency rank, steps, part of speech, the longer known word): a synonym in any sense
@@ -388,11 +378,13 @@ class PromptLexicon:
         known word within `MAX_DEPTH` steps (one step of any relation in `WALK`, then of `LATER_WALK`).
         A hyphenated word on the way counts by its head, as a typed one does ("inky" = "ink-black" -> "black").
 
-        Parts of speech rank as `_reading` orders them; only the first part of speech the word has may go
-        two steps ("pyramid": the noun reaches nothing, and the verb's "get", two steps away, is not taken;
-        "ebony": the noun's synonym "jet black")."""
-        net = wordnet()
-        form, parts = self._reading(unit)
+        Parts of speech rank in the order the word's form suggests ("heads", "floating": a verb first);
+        only the first part of speech the word has may go two steps ("pyramid": the noun reaches nothing,
+        and the verb's "get", two steps away, is not taken; "ebony": the noun's synonym "jet black")."""
+        net, head = wordnet(), unit.split(" ")[0]
+        # an inflected verb form (a dictionary form other than the word: "heads", "floating") reads as a verb
+        form = inflection(head) if any(b != head for b in base_forms(head, "v")) else ""
+        parts = [pos for pos in ("vnar" if form else "anvr") if base_forms(unit, pos)]
         best = None
         for pos_rank, pos in enumerate(parts):
             for base in base_forms(unit, pos):
@@ -415,8 +407,9 @@ class PromptLexicon:
         if best is None:
             return None
         (_, _, depth, _, _), lemma, base, pos = best
-        return self._surface(lemma, form, pos), \
-            f"wordnet: {base.replace('_', ' ')} -> {lemma} ({depth} step{'s' if depth != 1 else ''})"
+        form = form if pos in "vn" else ""
+        word = self.surfaces.get((lemma, form)) or (inflect(lemma, form) if form else lemma)
+        return word, f"wordnet: {base.replace('_', ' ')} -> {lemma} ({depth} step{'s' if depth != 1 else ''})"
 
 
 @functools.cache
