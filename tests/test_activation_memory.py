@@ -72,11 +72,15 @@ def block_saved_bytes(attention: str, dtype, drop: bool) -> tuple[int, int]:
 
 @pytest.mark.parametrize("drop", [False, True], ids=["dense", "dropped"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_glga_block_saves_no_more_than_a_softmax_block(dtype, drop):
+def test_glga_block_saves_less_than_a_softmax_block(dtype, drop):
+    """The GLGA block saves at least one (B, N, C) activation less than the softmax block: the output
+    projection's input, which GLGA recomputes and softmax keeps."""
     glga, glga_storages = block_saved_bytes("glga", DTYPES[dtype], drop)
     softmax, softmax_storages = block_saved_bytes("softmax", DTYPES[dtype], drop)
-    assert glga <= softmax, (f"GLGA block saves {glga} B in {glga_storages} storages, softmax block "
-                             f"{softmax} B in {softmax_storages}")
+    tokens = positions(drop).shape[1]
+    one_activation = BATCH * tokens * DIM * (DTYPES[dtype] or torch.float32).itemsize
+    assert glga <= softmax - one_activation, (f"GLGA block saves {glga} B in {glga_storages} storages, "
+                                              f"softmax block {softmax} B in {softmax_storages}")
 
 
 def glga_and_inputs(branches: str, drop: bool):

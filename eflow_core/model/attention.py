@@ -92,12 +92,13 @@ class GatedLocalGlobalAttention(nn.Module):
     forward's gates are kept in `self.captured` as (B, N, H_g, 2) floats in [0, 1] ([global, local]).
     `branches` selects "glga" (both), "linear" or "window" for the attention ablations.
 
-    Activation memory: with `recompute` (the default) and grad enabled, the gate projection and
-    `glga_combine` (linear branch, RMSNorms, gates) run under a non-reentrant `torch.utils.checkpoint`:
-    autograd keeps only their inputs (x, q, k, v and the window output, which the QKV projection and
-    the window attention save anyway) and recomputes the O(N D^2) rest in the backward, so a GLGA block
-    saves no more than a softmax block of the same width (docs/DESIGN.md, Network). `recompute = False`
-    saves every intermediate (the plain composition `glga_mix`; same values and gradients).
+    Activation memory: with `recompute` (the default) and grad enabled, the gate projection,
+    `glga_combine` (linear branch, RMSNorms, gates) and the output projection run under a non-reentrant
+    `torch.utils.checkpoint`: autograd keeps only their inputs (x, q, k, v and the window output, which
+    the QKV projection and the window attention save anyway) and recomputes the O(N D^2) rest in the
+    backward, so a GLGA block saves one (B, N, C) tensor less than a softmax block of the same width,
+    the output projection's input (docs/DESIGN.md, Network). `recompute = False` saves every
+    intermediate (the plain composition `glga_mix`; same values and gradients).
     """
 
     def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, gate_per_head: bool = True,
@@ -122,14 +123,16 @@ class GatedLocalGlobalAttention(nn.Module):
         b, n, _ = x.shape
         return self.gate(x).view(b, n, self.gate_heads, 2).transpose(1, 2)
 
-    def _combine(self, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                 o_local: torch.Tensor | None) -> torch.Tensor:
-        """Gates from x (B, N, C), then `glga_combine` of q, k, v, o_local (B, H, N, D) -> (B, H, N, D)."""
-        return glga_combine(q, k, v, o_local, self.gate_logits(x), self.norm_global_weight, self.norm_local_weight,
-                            self.backend, self.branches)
+    def _combine_and_project(self, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                             o_local: torch.Tensor | None) -> torch.Tensor:
+        """Gates from x (B, N, C), `glga_combine` of q, k, v, o_local (B, H, N, D), then the output
+        projection -> (B, N, C)."""
+        b, n, c = x.shape
+        o = glga_combine(q, k, v, o_local, self.gate_logits(x), self.norm_global_weight, self.norm_local_weight,
+                         self.backend, self.branches)
+        return self.proj_out(o.transpose(1, 2).reshape(b, n, c))
 
     def forward(self, x: torch.Tensor, rope, positions: torch.Tensor, radius: int) -> torch.Tensor:
-        b, n, c = x.shape
         if torch.is_autocast_enabled(x.device.type) and x.dtype != torch.float64:
             # the cast autocast gives each projection, made once: the QKV and gate projections (and the
             # recomputed part) then share one saved copy of x
@@ -139,10 +142,9 @@ class GatedLocalGlobalAttention(nn.Module):
             self.captured = torch.sigmoid(self.gate_logits(x).detach().float()).transpose(1, 2)
         o_local = glga_window(q, k, v, positions, radius, self.backend, self.branches)
         if self.recompute and torch.is_grad_enabled():          # nothing random inside: no RNG state to keep
-            o = checkpoint(self._combine, x, q, k, v, o_local, use_reentrant=False, preserve_rng_state=False)
-        else:
-            o = self._combine(x, q, k, v, o_local)
-        return self.proj_out(o.transpose(1, 2).reshape(b, n, c))
+            return checkpoint(self._combine_and_project, x, q, k, v, o_local, use_reentrant=False,
+                              preserve_rng_state=False)
+        return self._combine_and_project(x, q, k, v, o_local)
 
 
 class SoftmaxAttention(nn.Module):
