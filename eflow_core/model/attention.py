@@ -97,8 +97,9 @@ class GatedLocalGlobalAttention(nn.Module):
     `torch.utils.checkpoint`: autograd keeps only their inputs (x, q, k, v and the window output, which
     the QKV projection and the window attention save anyway) and recomputes the O(N D^2) rest in the
     backward, so a GLGA block saves one (B, N, C) tensor less than a softmax block of the same width,
-    the output projection's input (docs/DESIGN.md, Network). `recompute = False` saves every
-    intermediate (the plain composition `glga_mix`; same values and gradients).
+    the output projection's input (docs/DESIGN.md "CLI to trainer to loss to network").
+    `recompute = False` saves every intermediate (the plain composition `glga_mix`; same values and
+    gradients).
     """
 
     def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, gate_per_head: bool = True,
