@@ -248,3 +248,47 @@ def test_feed_forward_fused_gelu_matches_the_plain_layers(device):
     ffn(x.clone().requires_grad_()).float().square().sum().backward()     # _addmm_activation has no derivative
     assert ffn[0].weight.grad is not None
     assert sorted(ffn.state_dict()) == ["0.bias", "0.weight", "2.bias", "2.weight"]
+
+
+
+RMS_NORM_PROBE = """
+import warnings, torch
+from eflow_core.conditioning import TextCondition
+from eflow_core.config import MODEL_PRESETS
+from eflow_core.model.dit import VideoDiT
+warnings.simplefilter("always")
+model = VideoDiT(MODEL_PRESETS["tiny"].replace(attention="{attention}", backend="reference", text_dim=32))
+x, t = torch.randn(2, 4, 4, 8, 8), torch.rand(2)
+cond = TextCondition(torch.randn(2, 5, 32), torch.ones(2, 5, dtype=torch.bool))
+with torch.autocast("cpu", dtype=torch.bfloat16):
+    model(x, t, t, cond).float().square().mean().backward()
+"""
+
+
+@pytest.mark.parametrize("attention", ["glga", "softmax"])
+def test_rms_norms_get_weights_in_the_activation_dtype_under_autocast(attention):
+    """Under bf16 autocast no RMSNorm of the model (q and k norms, GLGA's branch norms) gets an fp32
+    weight with a bf16 input: PyTorch then skips its fused kernel for a composite pow/mean/rsqrt chain
+    (pytorch/pytorch#167308) and warns, once per process, so the check runs in a fresh one."""
+    import subprocess
+    import sys
+
+    probe = subprocess.run([sys.executable, "-c", RMS_NORM_PROBE.format(attention=attention)],
+                           capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0, probe.stderr
+    assert "Cannot dispatch to fused implementation" not in probe.stderr, probe.stderr
+
+
+def test_rms_norm_casts_the_weight_like_autocast_casts_a_linear():
+    """`rms_norm` of a bf16 input with an fp32 weight == the fp32 RMSNorm with the weight rounded to bf16,
+    to bf16 rounding; in fp32 it is exactly F.rms_norm."""
+    import torch.nn.functional as F
+
+    from eflow_core.model.attention import RMS_EPS, rms_norm
+
+    x, weight = torch.randn(3, 5, 64), 1 + 0.1 * torch.randn(64)
+    torch.testing.assert_close(rms_norm(x, weight), F.rms_norm(x, (64,), weight, RMS_EPS), rtol=0, atol=0)
+    out = rms_norm(x.bfloat16(), weight)
+    assert out.dtype == torch.bfloat16
+    expected = F.rms_norm(x.bfloat16().float(), (64,), weight.bfloat16().float(), RMS_EPS)
+    torch.testing.assert_close(out.float(), expected, rtol=1.6e-2, atol=1e-2)

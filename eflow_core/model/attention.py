@@ -16,6 +16,23 @@ from eflow_core.model.rope import apply_rope
 RMS_EPS = 1e-6
 
 
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float = RMS_EPS) -> torch.Tensor:
+    """RMSNorm over the last dimension: x (..., D), weight (D,) or None -> (..., D) in x's dtype.
+
+    The weight is cast to x's dtype, as autocast casts a Linear's weight. PyTorch's fused RMSNorm
+    kernel needs the two dtypes to match; an fp32 weight on a bf16 activation takes the composite path
+    (several elementwise kernels with fp32 temporaries; benchmarks/rms_norm_dtype.py).
+    """
+    return F.rms_norm(x, (x.shape[-1],), None if weight is None else weight.to(x.dtype), eps)
+
+
+class RMSNorm(nn.RMSNorm):
+    """`nn.RMSNorm` over the last dimension whose weight follows the input's dtype (see `rms_norm`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x, self.weight, self.eps)
+
+
 def glga_window(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor, radius: int,
                 backend: str = "auto", branches: str = "glga") -> torch.Tensor | None:
     """GLGA's local branch before its RMSNorm (Eq. 6): window softmax attention of q, k, v (B, H, N, D)
@@ -41,10 +58,10 @@ def glga_combine(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o_local: tor
     out = 0
     if branches in ("glga", "linear"):
         o_global = kernels.linear_attention(q, k, v, backend=backend)                  # Eq. 5
-        o_global = F.rms_norm(o_global, (q.shape[-1],), norm_global_weight, RMS_EPS)
+        o_global = rms_norm(o_global, norm_global_weight)
         out = out + gates[..., 0:1] * o_global
     if branches in ("glga", "window"):
-        o_local = F.rms_norm(o_local, (q.shape[-1],), norm_local_weight, RMS_EPS)
+        o_local = rms_norm(o_local, norm_local_weight)
         out = out + gates[..., 1:2] * o_local                                          # Eq. 8
     return out
 
@@ -74,8 +91,8 @@ class QKVProjection(nn.Module):
         super().__init__()
         self.num_heads, self.head_dim = num_heads, dim // num_heads
         self.qkv = nn.Linear(dim, 3 * dim)
-        self.q_norm = nn.RMSNorm(self.head_dim, eps=RMS_EPS) if qk_norm else nn.Identity()
-        self.k_norm = nn.RMSNorm(self.head_dim, eps=RMS_EPS) if qk_norm else nn.Identity()
+        self.q_norm = RMSNorm(self.head_dim, eps=RMS_EPS) if qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(self.head_dim, eps=RMS_EPS) if qk_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]):
         b, n, _ = x.shape
@@ -171,8 +188,8 @@ class CrossAttention(nn.Module):
         self.num_heads, self.head_dim = num_heads, dim // num_heads
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, 2 * dim)
-        self.q_norm = nn.RMSNorm(self.head_dim, eps=RMS_EPS) if qk_norm else nn.Identity()
-        self.k_norm = nn.RMSNorm(self.head_dim, eps=RMS_EPS) if qk_norm else nn.Identity()
+        self.q_norm = RMSNorm(self.head_dim, eps=RMS_EPS) if qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(self.head_dim, eps=RMS_EPS) if qk_norm else nn.Identity()
         self.proj_out = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
