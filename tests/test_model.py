@@ -2,15 +2,18 @@
 path, gates) and the math of RoPE and patching. Fresh random inputs each run."""
 import dataclasses
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from eflow_core import kernels
 from eflow_core.conditioning import TextCondition
 from eflow_core.config import MODEL_PRESETS, PAPER_PARAMS, TRAIN_PRESETS, FlowConfig
 from eflow_core.flow import SolutionFlow
-from eflow_core.model.attention import GatedLocalGlobalAttention
+from eflow_core.model.attention import RMS_EPS, GatedLocalGlobalAttention, rms_norm
 from eflow_core.model.blocks import FeedForward
 from eflow_core.model.dit import VideoDiT, count_parameters, structured_keep_indices
 from eflow_core.model.rope import apply_rope, rope_tables
@@ -250,7 +253,6 @@ def test_feed_forward_fused_gelu_matches_the_plain_layers(device):
     assert sorted(ffn.state_dict()) == ["0.bias", "0.weight", "2.bias", "2.weight"]
 
 
-
 RMS_NORM_PROBE = """
 import warnings, torch
 from eflow_core.conditioning import TextCondition
@@ -270,9 +272,6 @@ def test_rms_norms_get_weights_in_the_activation_dtype_under_autocast(attention)
     """Under bf16 autocast no RMSNorm of the model (q and k norms, GLGA's branch norms) gets an fp32
     weight with a bf16 input: PyTorch then skips its fused kernel for a composite pow/mean/rsqrt chain
     (pytorch/pytorch#167308) and warns, once per process, so the check runs in a fresh one."""
-    import subprocess
-    import sys
-
     probe = subprocess.run([sys.executable, "-c", RMS_NORM_PROBE.format(attention=attention)],
                            capture_output=True, text=True, timeout=120)
     assert probe.returncode == 0, probe.stderr
@@ -282,10 +281,6 @@ def test_rms_norms_get_weights_in_the_activation_dtype_under_autocast(attention)
 def test_rms_norm_casts_the_weight_like_autocast_casts_a_linear():
     """`rms_norm` of a bf16 input with an fp32 weight == the fp32 RMSNorm with the weight rounded to bf16,
     to bf16 rounding; in fp32 it is exactly F.rms_norm."""
-    import torch.nn.functional as F
-
-    from eflow_core.model.attention import RMS_EPS, rms_norm
-
     x, weight = torch.randn(3, 5, 64), 1 + 0.1 * torch.randn(64)
     torch.testing.assert_close(rms_norm(x, weight), F.rms_norm(x, (64,), weight, RMS_EPS), rtol=0, atol=0)
     out = rms_norm(x.bfloat16(), weight)
