@@ -20,13 +20,15 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.timing import device_times
+from eflow_core.model.attention import RMS_EPS, rms_norm
 
 
 def variants(x: torch.Tensor, weight: torch.Tensor) -> dict:
-    """Each variant maps (x (..., D) bf16, weight (D,) fp32) -> (..., D) bf16."""
+    """Each variant maps (x (..., D) bf16, weight (D,) fp32) -> (..., D) bf16: F.rms_norm as the model
+    called it before 2026-12-08, and the model's `rms_norm` (weight cast to x's dtype)."""
     return {
-        "fp32 weight (composite)": lambda: F.rms_norm(x, (x.shape[-1],), weight, 1e-6),
-        "weight cast to bf16 (fused)": lambda: F.rms_norm(x, (x.shape[-1],), weight.to(x.dtype), 1e-6),
+        "fp32 weight (composite)": lambda: F.rms_norm(x, (x.shape[-1],), weight, RMS_EPS),
+        "weight cast to bf16 (fused)": lambda: rms_norm(x, weight),
     }
 
 
@@ -43,7 +45,7 @@ def main() -> None:
     x = torch.randn(shape, device=device, dtype=torch.bfloat16, requires_grad=True)
     weight = (1 + 0.1 * torch.randn(shape[-1], device=device)).requires_grad_()
     grad = torch.randn_like(x)
-    reference = F.rms_norm(x.float(), (shape[-1],), weight, 1e-6)
+    reference = F.rms_norm(x.float(), (shape[-1],), weight, RMS_EPS)
 
     rows = []
     for name, fn in variants(x, weight).items():

@@ -34,7 +34,6 @@ def test_train_step_profile_tiny_cpu_run(tmp_path, benchmark_env):
     assert all(r["it_per_s"] > 0 and r["launches_per_step"] > 0 and r["top"] for r in results), results
 
 
-
 def test_rms_norm_dtype_script_tiny_cpu_run(tmp_path, benchmark_env):
     """benchmarks/rms_norm_dtype.py: both variants timed, each within bf16 rounding of the fp32 reference."""
     out = tmp_path / "rms.json"
@@ -46,6 +45,7 @@ def test_rms_norm_dtype_script_tiny_cpu_run(tmp_path, benchmark_env):
     assert len(rows) == 2
     assert all(r["forward_ms"] > 0 and r["forward_backward_ms"] > 0 for r in rows), rows
     assert all(r["max_abs_error_vs_fp32"] < 0.1 for r in rows), rows
+
 
 def test_ladder_refuses_a_batch_that_starves_a_term():
     """At batch 2 the 0.5 / 0.25 / 0.25 split gives MVA no sample: the row is an error, not a copy."""
